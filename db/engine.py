@@ -1,0 +1,193 @@
+"""Engine and session factory for any SQLAlchemy URL, and schema migration to Alembic head."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Long enough to ride out another process's short write transaction or a whole init_db.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+# Arbitrary constant shared by every process that migrates the same PostgreSQL database.
+_PG_MIGRATION_LOCK_KEY = 0x7265_6673_7231  # "refsr1"
+
+
+def make_engine(url: str | URL, *, echo: bool = False, **kwargs: Any) -> Engine:
+    """Create an engine for ``url``; SQLite connections get WAL, foreign keys and a busy timeout.
+
+    Extra keyword arguments go to ``sqlalchemy.create_engine``.
+    """
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        # pysqlite's own lock wait, in seconds; the PRAGMA below covers the same for raw SQL.
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+        engine = create_engine(sa_url, echo=echo, connect_args=connect_args, **kwargs)
+        event.listen(engine, "connect", _configure_sqlite_connection)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(sa_url, echo=echo, **kwargs)
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first, so the journal-mode switch below waits instead of failing when
+        # another process holds the file.
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+        # WAL is persistent in the file; switching only when needed avoids taking the write
+        # lock on every new connection. In-memory databases report "memory" and cannot use WAL.
+        if mode.lower() not in ("wal", "memory"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # NORMAL is durable across application crashes in WAL mode and much faster than FULL.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Session factory; objects stay readable after commit so flows can pass them on.
+
+    Use ``with factory.begin() as session:`` for one short transaction that commits on success.
+    """
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic config pointing at the packaged migrations; no alembic.ini needed."""
+    cfg = Config()
+    # ConfigParser interpolation would read a "%" in the install path as a placeholder.
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration revision shipped with this package."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no Alembic revisions found in {MIGRATIONS_DIR}")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for a database never migrated."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def init_db(target: str | URL | Engine, **engine_kwargs: Any) -> Engine:
+    """Bring the database at ``target`` to the newest schema and return an engine for it.
+
+    Safe to call from several processes at once on a fresh database: SQLite is serialised with
+    a lock file beside the database, PostgreSQL with an advisory lock; other backends retry
+    once and accept the result when another process got to head first. Calling it on an
+    up-to-date database is a cheap no-op.
+    """
+    engine = target if isinstance(target, Engine) else make_engine(target, **engine_kwargs)
+    backend = engine.url.get_backend_name()
+    if backend == "sqlite":
+        db_file = _sqlite_file(engine.url)
+        if db_file is None:
+            _upgrade(engine)
+        else:
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+            with _file_lock(db_file.with_name(db_file.name + ".init.lock")):
+                _upgrade(engine)
+    elif backend == "postgresql":
+        with engine.begin() as connection:
+            # Transaction-scoped, so the lock is released by the same commit that publishes
+            # the schema: a waiting process then sees head and does nothing.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
+            )
+            command.upgrade(alembic_config(connection), "head")
+    else:
+        try:
+            _upgrade(engine)
+        except DBAPIError as exc:
+            # Two processes racing on a fresh database: one wins the CREATE TABLEs and the
+            # other fails with "already exists"; that is fine once the winner reached head.
+            if current_revision(engine) != head_revision():
+                raise
+            logger.info("another process migrated %s first (%s)", engine.url, exc.__class__.__name__)
+    logger.debug("database %s at revision %s", engine.url.render_as_string(), head_revision())
+    return engine
+
+
+def _upgrade(engine: Engine) -> None:
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "head")
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database
+    if not database or database == ":memory:":
+        return None
+    if url.query.get("uri") in ("true", "1"):
+        if "mode=memory" in database:
+            return None
+        database = database.removeprefix("file:").split("?", 1)[0]
+    return Path(database).resolve()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``path`` held for the block, across processes."""
+    with open(path, "a+b") as handle:
+        if sys.platform == "win32":
+            import msvcrt
+
+            handle.seek(0)
+            # LK_LOCK retries for about ten seconds then raises; loop so a slow first
+            # migration does not make the second process give up.
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:
+                    continue
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "init_db",
+    "make_engine",
+    "make_session_factory",
+]
