@@ -1,0 +1,309 @@
+"""Incremental album scan: find photos, hash what changed, classify targets and references (no database)."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import images
+
+logger = logging.getLogger(__name__)
+
+_BASE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
+_HEIF_EXTENSIONS = ("heic", "heif")
+
+
+def default_extensions() -> frozenset[str]:
+    """Lower-case extensions without the dot; HEIC/HEIF only when pillow_heif can open them."""
+    extra = _HEIF_EXTENSIONS if images.heif_available() else ()
+    return frozenset(_BASE_EXTENSIONS + extra)
+
+
+def _positive_int(owner: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """How one scan walks the album and splits photos into targets and references."""
+
+    min_ref_side: int = 1600  # long side ≥ this → reference candidate
+    max_target_side: int = 1024  # long side ≤ this → enhancement target
+    extensions: frozenset[str] = field(default_factory=default_extensions)
+    follow_symlinks: bool = False
+    max_pixels: int | None = images.DEFAULT_MAX_PIXELS
+    # Directory names skipped at any depth; our own output folder by default so outputs never
+    # become inputs of the next run.
+    exclude: tuple[str, ...] = ("enhanced",)
+    skip_hidden: bool = True  # dot-dirs and dot-files (".thumbnails", macOS "._IMG.jpg" forks)
+    # Decode-check new/changed files so a truncated JPEG (intact header) is caught at scan time.
+    verify: bool = True
+    # Re-read files the database knows as unreadable even if size/mtime are the same (e.g. after
+    # raising max_pixels). Off by default so an unchanged album reads nothing.
+    recheck_unreadable: bool = False
+
+    def __post_init__(self) -> None:
+        _positive_int("ScanSettings", "min_ref_side", self.min_ref_side)
+        _positive_int("ScanSettings", "max_target_side", self.max_target_side)
+        if self.max_target_side >= self.min_ref_side:
+            raise ValueError(
+                "ScanSettings.max_target_side must be below min_ref_side so no photo is both, got "
+                f"max_target_side={self.max_target_side!r}, min_ref_side={self.min_ref_side!r}"
+            )
+        if self.max_pixels is not None:
+            _positive_int("ScanSettings", "max_pixels", self.max_pixels)
+        if isinstance(self.extensions, str) or not isinstance(self.extensions, Iterable):
+            raise TypeError(f"ScanSettings.extensions must be a collection of str, got {self.extensions!r}")
+        normalised = set()
+        for ext in self.extensions:
+            # Matching uses the last suffix only, so "tar.gz"-style entries could never match.
+            if not isinstance(ext, str) or not ext.strip().lstrip(".") or "." in ext.strip().lstrip(".") or "/" in ext:
+                raise ValueError(f"ScanSettings.extensions has an invalid extension {ext!r}")
+            normalised.add(ext.strip().lstrip(".").lower())
+        if not normalised:
+            raise ValueError(f"ScanSettings.extensions must not be empty, got {self.extensions!r}")
+        # Frozen: normalise through object.__setattr__ so "JPG", ".jpg" and "jpg" are one setting.
+        object.__setattr__(self, "extensions", frozenset(normalised))
+        if isinstance(self.exclude, str) or not isinstance(self.exclude, Iterable):
+            raise TypeError(
+                f"ScanSettings.exclude must be a collection of directory names, got {self.exclude!r}"
+            )
+        exclude = tuple(self.exclude)
+        for name in exclude:
+            if not isinstance(name, str) or not name or "/" in name or os.sep in name:
+                raise ValueError(f"ScanSettings.exclude entries must be bare directory names, got {name!r}")
+        object.__setattr__(self, "exclude", exclude)
+        for flag in ("follow_symlinks", "skip_hidden", "verify", "recheck_unreadable"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"ScanSettings.{flag} must be a bool, got {getattr(self, flag)!r}")
+
+
+class PhotoRole(enum.Enum):
+    TARGET = "target"  # small enough to be worth ×4 enhancement
+    REFERENCE = "reference"  # large enough to lend texture
+    NEITHER = "neither"  # in between: neither enhanced nor used as a reference
+
+
+class ScanStatus(enum.Enum):
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    UNREADABLE = "unreadable"
+    GONE = "gone"
+
+
+def classify(width: int, height: int, settings: ScanSettings) -> PhotoRole:
+    """Role by the long side of the displayed (orientation-applied) size; thresholds inclusive."""
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    long_side = max(width, height)
+    if long_side >= settings.min_ref_side:
+        return PhotoRole.REFERENCE
+    if long_side <= settings.max_target_side:
+        return PhotoRole.TARGET
+    return PhotoRole.NEITHER
+
+
+@dataclass(frozen=True)
+class KnownPhoto:
+    """What the caller (the database) recorded about a photo at the previous scan."""
+
+    rel_path: str  # posix, relative to the album root
+    size_bytes: int
+    mtime_ns: int
+    sha256: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    status: ScanStatus = ScanStatus.UNCHANGED
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, ScanStatus):
+            raise TypeError(f"KnownPhoto.status must be a ScanStatus, got {self.status!r}")
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    """One file's verdict; `error` is a one-line reason when status is UNREADABLE."""
+
+    rel_path: str  # posix, relative to the album root: the key callers store
+    path: Path  # absolute
+    status: ScanStatus
+    sha256: str | None = None
+    size_bytes: int | None = None
+    mtime_ns: int | None = None
+    width: int | None = None  # displayed size (EXIF orientation applied)
+    height: int | None = None
+    format: str | None = None
+    role: PhotoRole | None = None
+    error: str | None = None
+    # UNCHANGED content but new size/mtime (touched, copied back): the caller should store the
+    # new stat so the next scan takes the fast path again.
+    stat_changed: bool = False
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    root: Path
+    entries: tuple[ScanEntry, ...]
+
+    def summary(self) -> dict[ScanStatus, int]:
+        """Count per status, every status present (zeros included) so callers can index freely."""
+        counts = {status: 0 for status in ScanStatus}
+        for entry in self.entries:
+            counts[entry.status] += 1
+        return counts
+
+    def with_status(self, status: ScanStatus) -> tuple[ScanEntry, ...]:
+        return tuple(entry for entry in self.entries if entry.status is status)
+
+
+def _iter_files(root: Path, settings: ScanSettings) -> Iterator[tuple[str, Path]]:
+    """(posix rel_path, absolute path) for candidate files; the caller sorts."""
+    excluded = set(settings.exclude)
+    seen_dirs: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=settings.follow_symlinks):
+        if settings.follow_symlinks:
+            # A symlink loop (a → ..) would otherwise be walked forever.
+            st = os.stat(dirpath)
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                dirnames[:] = []
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(
+            name
+            for name in dirnames
+            if name not in excluded and not (settings.skip_hidden and name.startswith("."))
+        )
+        for name in sorted(filenames):
+            if settings.skip_hidden and name.startswith("."):
+                continue
+            suffix = name.rpartition(".")[2].lower() if "." in name else ""
+            if suffix not in settings.extensions:
+                continue
+            path = Path(dirpath) / name
+            if not settings.follow_symlinks and path.is_symlink():
+                continue
+            yield path.relative_to(root).as_posix(), path
+
+
+def _unreadable(rel: str, path: Path, reason: str, **stat: object) -> ScanEntry:
+    logger.warning("unreadable photo %s: %s", rel, reason)
+    return ScanEntry(
+        rel_path=rel, path=path, status=ScanStatus.UNREADABLE, error=reason, **stat  # type: ignore[arg-type]
+    )
+
+
+def _scan_one(rel: str, path: Path, known: KnownPhoto | None, settings: ScanSettings) -> ScanEntry | None:
+    """Verdict for one file; None when it vanished between listing and stat."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return _unreadable(rel, path, f"cannot stat: {exc.strerror or exc}")
+    stat = {"size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    same_stat = known is not None and known.size_bytes == st.st_size and known.mtime_ns == st.st_mtime_ns
+
+    if known is not None and same_stat:
+        if known.status is ScanStatus.UNREADABLE and not settings.recheck_unreadable:
+            return ScanEntry(
+                rel_path=rel, path=path, status=ScanStatus.UNREADABLE, sha256=known.sha256,
+                error="unreadable at the previous scan and unchanged since", **stat,
+            )
+        if (
+            known.status not in {ScanStatus.UNREADABLE, ScanStatus.GONE}
+            and known.width is not None
+            and known.height is not None
+        ):
+            # The fast path: no open(), no hashing. Role uses this run's settings, so changing a
+            # threshold reclassifies the album without reading it.
+            return ScanEntry(
+                rel_path=rel, path=path, status=ScanStatus.UNCHANGED, sha256=known.sha256,
+                width=known.width, height=known.height, format=known.format,
+                role=classify(known.width, known.height, settings), **stat,
+            )
+
+    try:
+        digest = images.sha256_file(path)
+    except OSError as exc:
+        return _unreadable(rel, path, f"cannot read: {exc.strerror or exc}", **stat)
+    try:
+        header = images.read_header(path, max_pixels=settings.max_pixels)
+        if settings.verify:
+            images.verify_decodable(path, max_pixels=settings.max_pixels)
+    except images.UnreadableImageError as exc:
+        return _unreadable(rel, path, exc.reason, sha256=digest, **stat)
+    except OSError as exc:
+        return _unreadable(rel, path, f"cannot read: {exc.strerror or exc}", sha256=digest, **stat)
+
+    if known is None:
+        status = ScanStatus.NEW
+    elif known.sha256 == digest and known.status not in {ScanStatus.UNREADABLE, ScanStatus.GONE}:
+        status = ScanStatus.UNCHANGED
+    else:
+        # Includes a formerly unreadable or gone path that now decodes: it still needs processing.
+        status = ScanStatus.CHANGED
+    return ScanEntry(
+        rel_path=rel, path=path, status=status, sha256=digest,
+        width=header.width, height=header.height, format=header.format,
+        role=classify(header.width, header.height, settings),
+        stat_changed=status is ScanStatus.UNCHANGED and not same_stat,
+        **stat,
+    )
+
+
+def scan_album(
+    root: str | os.PathLike[str],
+    known: Mapping[str, KnownPhoto],
+    settings: ScanSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanResult:
+    """Walk the album and say, per photo, what changed since `known` (keyed by posix rel_path).
+
+    Files whose size and mtime_ns match `known` are reported UNCHANGED without being opened or
+    hashed; everything else is hashed, header-read and (with settings.verify) decode-checked.
+    Unreadable files become UNREADABLE entries and the scan goes on; known paths no longer on disk
+    become GONE. `progress(done, total)` is called once before and after each file.
+    """
+    if not isinstance(settings, ScanSettings):
+        raise TypeError(f"settings must be ScanSettings, got {type(settings).__name__}")
+    root_path = Path(root).absolute()
+    if not root_path.is_dir():
+        raise ValueError(f"album root is not a directory: {str(root_path)!r}")
+    for key, photo in known.items():
+        if not isinstance(photo, KnownPhoto) or photo.rel_path != key:
+            raise ValueError(f"known[{key!r}] must be a KnownPhoto with that rel_path, got {photo!r}")
+
+    # Sorted by rel_path as a whole (os.walk lists a directory's files before its subdirectories),
+    # so entries and progress follow one order a person can predict.
+    files = sorted(_iter_files(root_path, settings))
+    total = len(files)
+    if progress is not None:
+        progress(0, total)
+    entries: list[ScanEntry] = []
+    present: set[str] = set()
+    for done, (rel, path) in enumerate(files, start=1):
+        entry = _scan_one(rel, path, known.get(rel), settings)
+        if entry is not None:
+            entries.append(entry)
+            present.add(rel)
+        if progress is not None:
+            progress(done, total)
+    for rel in sorted(set(known) - present):
+        photo = known[rel]
+        entries.append(
+            ScanEntry(rel_path=rel, path=root_path / rel, status=ScanStatus.GONE, sha256=photo.sha256)
+        )
+
+    result = ScanResult(root=root_path, entries=tuple(entries))
+    logger.info(
+        "scanned %s: %s", root_path, ", ".join(f"{s.value}={n}" for s, n in result.summary().items())
+    )
+    return result
