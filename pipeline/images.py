@@ -113,7 +113,12 @@ def heif_available() -> bool:
 
 @contextmanager
 def _decoding(path: Path, max_pixels: int | None) -> Iterator[None]:
-    """Turn every decoder failure, and Pillow's own bomb guard, into UnreadableImageError."""
+    """Turn every decoder failure, and Pillow's own bomb guard, into UnreadableImageError.
+
+    warnings.catch_warnings() swaps process-wide filters and is not thread-safe before Python
+    3.14; a race can leave one thread's DecompressionBombWarning filter in force for another, but
+    cannot bypass our own explicit pixel check.
+    """
     with warnings.catch_warnings():
         # Pillow warns above Image.MAX_IMAGE_PIXELS at open(), before we can read the size. When our
         # limit is at or below Pillow's, that warning already means "over our limit"; when the
@@ -203,7 +208,7 @@ def verify_decodable(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS
         if im.format == "PNG":
             im.verify()
             return
-        if im.format == "JPEG":
+        if im.format in {"JPEG", "MPO"}:  # MPO: phones' multi-picture JPEG, same decoder
             im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
         im.load()
 
@@ -304,6 +309,8 @@ def load_rgb(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tup
     Returns (rgb, meta) with rgb of shape (H, W, 3), dtype uint8, C-contiguous. The pixel limit is
     checked from the header before any decoding. Raises UnreadableImageError for anything that is
     not a complete, decodable image within the limit; FileNotFoundError for a missing path.
+    Truncation is only detected while PIL.ImageFile.LOAD_TRUNCATED_IMAGES is off (Pillow's default,
+    a process-wide switch this module never sets).
     """
     _validate_max_pixels(max_pixels)
     path = Path(path)

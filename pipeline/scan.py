@@ -62,9 +62,10 @@ class ScanSettings:
         normalised = set()
         for ext in self.extensions:
             # Matching uses the last suffix only, so "tar.gz"-style entries could never match.
-            if not isinstance(ext, str) or not ext.strip().lstrip(".") or "." in ext.strip().lstrip(".") or "/" in ext:
+            bare = ext.strip().lstrip(".") if isinstance(ext, str) else ""
+            if not bare or "." in bare or "/" in bare:
                 raise ValueError(f"ScanSettings.extensions has an invalid extension {ext!r}")
-            normalised.add(ext.strip().lstrip(".").lower())
+            normalised.add(bare.lower())
         if not normalised:
             raise ValueError(f"ScanSettings.extensions must not be empty, got {self.extensions!r}")
         # Frozen: normalise through object.__setattr__ so "JPG", ".jpg" and "jpg" are one setting.
