@@ -270,8 +270,9 @@ def scan_album(
 
     Files whose size and mtime_ns match `known` are reported UNCHANGED without being opened or
     hashed; everything else is hashed, header-read and (with settings.verify) decode-checked.
-    Unreadable files become UNREADABLE entries and the scan goes on; known paths no longer on disk
-    become GONE. `progress(done, total)` is called once before and after each file.
+    Unreadable files become UNREADABLE entries and the scan goes on. A known path that is not among
+    this scan's candidates becomes GONE: deleted, but also newly excluded, hidden, symlinked or of an
+    extension these settings no longer accept, so callers should not purge history on GONE alone. `progress(done, total)` is called once before and after each file.
     """
     if not isinstance(settings, ScanSettings):
         raise TypeError(f"settings must be ScanSettings, got {type(settings).__name__}")
