@@ -130,7 +130,7 @@ def init_db(target: str | URL | Engine, **engine_kwargs: Any) -> Engine:
             # other fails with "already exists"; that is fine once the winner reached head.
             if current_revision(engine) != head_revision():
                 raise
-            logger.info("another process migrated %s first (%s)", engine.url, exc.__class__.__name__)
+            logger.info("another process migrated %s first (%s)", engine.url, type(exc).__name__)
     logger.debug("database %s at revision %s", engine.url.render_as_string(), head_revision())
     return engine
 

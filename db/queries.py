@@ -285,7 +285,13 @@ def add_embedding(
     _insert_ignoring_conflict(
         session,
         Embedding,
-        {"sha256": sha256, "embedder": embedder, "dim": dim, "vector": data, "created_at": utcnow()},
+        {
+            "sha256": sha256,
+            "embedder": embedder,
+            "dim": dim,
+            "vector": data,
+            "created_at": utcnow(),
+        },
     )
     stored = get_embedding(session, sha256, embedder)
     if stored is None:  # pragma: no cover - the insert or a concurrent one must have landed

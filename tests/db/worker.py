@@ -1,4 +1,4 @@
-"""Subprocess body for the multi-process tests: `python worker.py init|write URL START_AT [ID N]`."""
+"""Subprocess body for the multi-process tests: `worker.py init|write URL START_AT [ID N]`."""
 
 from __future__ import annotations
 
