@@ -1,0 +1,110 @@
+"""Frozen TTSR configurations and named presets."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+
+class SearchMode(StrEnum):
+    """How hard attention finds, for each query patch, its most relevant reference patch."""
+
+    EXACT = "exact"  # every query against every reference position (the paper)
+    FAST = "fast"  # coarse-to-fine: match on a pooled grid, refine in a local window
+
+
+@dataclass(frozen=True)
+class TTSRConfig:
+    """Architecture of one TTSR network.
+
+    Vocabulary follows BasicSR: ``num_feat`` channels in the main network, ``num_block`` residual
+    blocks per stage (SFE, ×1, ×2, ×4 stages), ``lte_channels`` for the texture extractor's
+    relu1_1 / relu2_1 / relu3_1 levels (VGG19 layout: 64/128/256 in the paper).
+    """
+
+    num_feat: int = 64
+    num_block: tuple[int, int, int, int] = (16, 16, 8, 4)
+    res_scale: float = 1.0
+    lte_channels: tuple[int, int, int] = (64, 128, 256)
+    upscale: int = 4
+    # Add bicubic LR↑ to the output: the network learns a residual. Not in the paper; it lets a
+    # small network start from bicubic quality instead of from zero (see issue notes / model card).
+    global_skip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.upscale != 4:
+            raise ValueError(f"TTSR transfers texture at ×1/×2/×4 and only supports upscale=4, got {self.upscale}")
+        if self.num_feat < 2 or self.num_feat % 2:
+            raise ValueError(f"num_feat must be an even number ≥ 2, got {self.num_feat}")
+        if len(self.num_block) != 4 or any(b < 0 for b in self.num_block):
+            raise ValueError(f"num_block must be 4 non-negative counts (SFE, ×1, ×2, ×4), got {self.num_block}")
+        if len(self.lte_channels) != 3 or any(c < 1 for c in self.lte_channels):
+            raise ValueError(f"lte_channels must be 3 positive channel counts, got {self.lte_channels}")
+        if not self.res_scale > 0:
+            raise ValueError(f"res_scale must be positive, got {self.res_scale}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TTSRConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TTSR config keys {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(data)
+        for name in ("num_block", "lte_channels"):
+            if name in values:
+                values[name] = tuple(int(v) for v in values[name])
+        return cls(**values)
+
+
+PRESETS: dict[str, TTSRConfig] = {
+    # The paper (Yang et al., CVPR 2020): 16/16/8/4 residual blocks, 64 features, VGG19 LTE.
+    "ttsr": TTSRConfig(),
+    # Compact CPU model. Residual blocks at ×1 cost 1/16 of those at ×4, so depth sits at the LR
+    # scale; the LTE is a quarter of the paper's width, which cuts its cost (three passes per
+    # sample, dominating the paper's training time) by ~16×. Sizes measured in benchmarks/README.md.
+    "ttsr-lite": TTSRConfig(
+        num_feat=32, num_block=(6, 6, 2, 1), lte_channels=(16, 32, 64), global_skip=True
+    ),
+}
+
+
+def preset(name: str) -> TTSRConfig:
+    """Return the named preset (``ttsr`` or ``ttsr-lite``)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown TTSR preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How relevance search runs; independent of the weights, so not stored in checkpoints."""
+
+    mode: SearchMode = SearchMode.EXACT
+    # Upper bound on the working memory of one search chunk (relevance block + unfolded patches).
+    memory_budget_mb: float = 256.0
+    # Fast mode: pooling factor of the coarse grid and half-width of the dense refinement window
+    # (in lv3 positions, around the up-projected coarse match).
+    coarse_factor: int = 4
+    refine_radius: int = 6
+    # Matrix products in this dtype (None = float32). bfloat16 is ~4× faster on AVX-512-BF16 CPUs.
+    matmul_dtype: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", SearchMode(self.mode))
+        if not self.memory_budget_mb > 0:
+            raise ValueError(f"memory_budget_mb must be positive, got {self.memory_budget_mb}")
+        if self.coarse_factor < 1:
+            raise ValueError(f"coarse_factor must be ≥ 1, got {self.coarse_factor}")
+        if self.refine_radius < 0:
+            raise ValueError(f"refine_radius must be ≥ 0, got {self.refine_radius}")
+        if self.matmul_dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"matmul_dtype must be float32, bfloat16 or float16, got {self.matmul_dtype!r}")

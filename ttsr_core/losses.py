@@ -1,0 +1,57 @@
+"""Training losses: L1 reconstruction, transferal perceptual (TPL) and WGAN-GP adversarial."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .net import TTSR, TTSROutput
+
+# The paper's weights (Yang et al. 2020, §4.1): λrec = 1, λper = 1e-2, λadv = 1e-3.
+TPL_WEIGHT = 1e-2
+ADV_WEIGHT = 1e-3
+
+
+def reconstruction_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(sr, hr)
+
+
+def transferal_perceptual_loss(model: TTSR, out: TTSROutput) -> torch.Tensor:
+    """LTE features of SR against the transferred textures, weighted by sigmoid(soft attention).
+
+    The LTE's weights are detached (the authors use a frozen copy, ``LTE_copy``), so this loss
+    shapes the image, not the extractor.
+    """
+    params = {k: v.detach() for k, v in model.LTE.named_parameters()}
+    buffers = dict(model.LTE.named_buffers())
+    lv1, lv2, lv3 = torch.func.functional_call(model.LTE, {**params, **buffers}, (out.sr,))
+    s = out.soft_attention
+    weights = (torch.sigmoid(s), torch.sigmoid(F.interpolate(s, scale_factor=2, mode="bicubic")),
+               torch.sigmoid(F.interpolate(s, scale_factor=4, mode="bicubic")))
+    pairs = ((lv3, out.texture_lv3), (lv2, out.texture_lv2), (lv1, out.texture_lv1))
+    return sum(F.mse_loss(f * w, t * w) for (f, t), w in zip(pairs, weights)) / 3.0
+
+
+class Discriminator(nn.Module):
+    """A VGG-style critic for WGAN-GP; global average pooling makes it size-agnostic."""
+
+    def __init__(self, num_feat: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, cout in enumerate((num_feat, num_feat, num_feat * 2, num_feat * 2, num_feat * 4, num_feat * 4)):
+            layers += [nn.Conv2d(cin, cout, 3, stride=1 + i % 2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(cin, 64), nn.LeakyReLU(0.2, inplace=True), nn.Linear(64, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, weight: float = 10.0) -> torch.Tensor:
+    """WGAN-GP: (‖∇D(x̂)‖ − 1)² on random interpolates x̂ between real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    grad = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)[0]
+    return weight * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()

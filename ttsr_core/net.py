@@ -1,0 +1,264 @@
+"""The TTSR network: main network with soft-attention fusion and CSFI, LTE and texture transformer.
+
+Module names follow the authors' published layout (``MainNet.*``, ``LTE.*``), so their checkpoints
+load key for key; see ``checkpoint.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SearchConfig, TTSRConfig
+from .lte import LTE
+from .search import TextureTransfer, search_and_transfer
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+
+
+def conv1x1(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1)
+
+
+def _up(x: torch.Tensor, factor: int) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=factor, mode="bicubic")
+
+
+class ResBlock(nn.Module):
+    def __init__(self, num_feat: int, res_scale: float) -> None:
+        super().__init__()
+        self.res_scale = res_scale
+        self.conv1 = conv3x3(num_feat, num_feat)
+        self.conv2 = conv3x3(num_feat, num_feat)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.conv1(x))) * self.res_scale + x
+
+
+def _blocks(n: int, num_feat: int, res_scale: float) -> nn.ModuleList:
+    return nn.ModuleList(ResBlock(num_feat, res_scale) for _ in range(n))
+
+
+class SFE(nn.Module):
+    """Shallow feature extraction from the LR image."""
+
+    def __init__(self, num_block: int, num_feat: int, res_scale: float) -> None:
+        super().__init__()
+        self.conv_head = conv3x3(3, num_feat)
+        self.RBs = _blocks(num_block, num_feat, res_scale)
+        self.conv_tail = conv3x3(num_feat, num_feat)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv_head(x))
+        y = x
+        for block in self.RBs:
+            y = block(y)
+        return self.conv_tail(y) + x
+
+
+class CSFI2(nn.Module):
+    """Cross-scale feature integration between the ×1 and ×2 streams."""
+
+    def __init__(self, num_feat: int) -> None:
+        super().__init__()
+        self.conv12 = conv1x1(num_feat, num_feat)
+        self.conv21 = conv3x3(num_feat, num_feat, 2)
+        self.conv_merge1 = conv3x3(num_feat * 2, num_feat)
+        self.conv_merge2 = conv3x3(num_feat * 2, num_feat)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x12 = F.relu(self.conv12(_up(x1, 2)))
+        x21 = F.relu(self.conv21(x2))
+        x1 = F.relu(self.conv_merge1(torch.cat((x1, x21), dim=1)))
+        x2 = F.relu(self.conv_merge2(torch.cat((x2, x12), dim=1)))
+        return x1, x2
+
+
+class CSFI3(nn.Module):
+    """Cross-scale feature integration between the ×1, ×2 and ×4 streams."""
+
+    def __init__(self, num_feat: int) -> None:
+        super().__init__()
+        self.conv12 = conv1x1(num_feat, num_feat)
+        self.conv13 = conv1x1(num_feat, num_feat)
+        self.conv21 = conv3x3(num_feat, num_feat, 2)
+        self.conv23 = conv1x1(num_feat, num_feat)
+        self.conv31_1 = conv3x3(num_feat, num_feat, 2)
+        self.conv31_2 = conv3x3(num_feat, num_feat, 2)
+        self.conv32 = conv3x3(num_feat, num_feat, 2)
+        self.conv_merge1 = conv3x3(num_feat * 3, num_feat)
+        self.conv_merge2 = conv3x3(num_feat * 3, num_feat)
+        self.conv_merge3 = conv3x3(num_feat * 3, num_feat)
+
+    def forward(
+        self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x12 = F.relu(self.conv12(_up(x1, 2)))
+        x13 = F.relu(self.conv13(_up(x1, 4)))
+        x21 = F.relu(self.conv21(x2))
+        x23 = F.relu(self.conv23(_up(x2, 2)))
+        x31 = F.relu(self.conv31_2(F.relu(self.conv31_1(x3))))
+        x32 = F.relu(self.conv32(x3))
+        x1 = F.relu(self.conv_merge1(torch.cat((x1, x21, x31), dim=1)))
+        x2 = F.relu(self.conv_merge2(torch.cat((x2, x12, x32), dim=1)))
+        x3 = F.relu(self.conv_merge3(torch.cat((x3, x13, x23), dim=1)))
+        return x1, x2, x3
+
+
+class MergeTail(nn.Module):
+    """Merges the three scales into the ×4 RGB output."""
+
+    def __init__(self, num_feat: int) -> None:
+        super().__init__()
+        self.conv13 = conv1x1(num_feat, num_feat)
+        self.conv23 = conv1x1(num_feat, num_feat)
+        self.conv_merge = conv3x3(num_feat * 3, num_feat)
+        self.conv_tail1 = conv3x3(num_feat, num_feat // 2)
+        self.conv_tail2 = conv1x1(num_feat // 2, 3)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor) -> torch.Tensor:
+        x13 = F.relu(self.conv13(_up(x1, 4)))
+        x23 = F.relu(self.conv23(_up(x2, 2)))
+        x = F.relu(self.conv_merge(torch.cat((x3, x13, x23), dim=1)))
+        return self.conv_tail2(self.conv_tail1(x))
+
+
+class MainNet(nn.Module):
+    """Main network: SFE, soft-attention texture fusion at ×1/×2/×4, CSFI2, CSFI3, merge tail."""
+
+    def __init__(self, config: TTSRConfig) -> None:
+        super().__init__()
+        nf, (b0, b1, b2, b3), rs = config.num_feat, config.num_block, config.res_scale
+        c1, c2, c3 = config.lte_channels
+        self.SFE = SFE(b0, nf, rs)
+        self.conv11_head = conv3x3(c3 + nf, nf)
+        self.RB11 = _blocks(b1, nf, rs)
+        self.conv11_tail = conv3x3(nf, nf)
+        self.conv12 = conv3x3(nf, nf * 4)
+        self.conv22_head = conv3x3(c2 + nf, nf)
+        self.ex12 = CSFI2(nf)
+        self.RB21 = _blocks(b2, nf, rs)
+        self.RB22 = _blocks(b2, nf, rs)
+        self.conv21_tail = conv3x3(nf, nf)
+        self.conv22_tail = conv3x3(nf, nf)
+        self.conv23 = conv3x3(nf, nf * 4)
+        self.conv33_head = conv3x3(c1 + nf, nf)
+        self.ex123 = CSFI3(nf)
+        self.RB31 = _blocks(b3, nf, rs)
+        self.RB32 = _blocks(b3, nf, rs)
+        self.RB33 = _blocks(b3, nf, rs)
+        self.conv31_tail = conv3x3(nf, nf)
+        self.conv32_tail = conv3x3(nf, nf)
+        self.conv33_tail = conv3x3(nf, nf)
+        self.merge_tail = MergeTail(nf)
+
+    def forward(
+        self, lr: torch.Tensor, S: torch.Tensor, T_lv3: torch.Tensor, T_lv2: torch.Tensor, T_lv1: torch.Tensor
+    ) -> torch.Tensor:
+        """lr (N,3,h,w), S (N,1,h,w), T_lv3 (N,c3,h,w), T_lv2 (N,c2,2h,2w), T_lv1 (N,c1,4h,4w) → (N,3,4h,4w), unclamped."""
+        x11 = self.SFE(lr)
+        # Soft attention weighs how much transferred texture each position trusts (paper §3.4).
+        x11 = x11 + self.conv11_head(torch.cat((x11, T_lv3), dim=1)) * S
+        res = x11
+        for block in self.RB11:
+            res = block(res)
+        x11 = x11 + self.conv11_tail(res)
+
+        x21 = x11
+        x22 = F.relu(F.pixel_shuffle(self.conv12(x11), 2))
+        x22 = x22 + self.conv22_head(torch.cat((x22, T_lv2), dim=1)) * _up(S, 2)
+        r21, r22 = self.ex12(x21, x22)
+        for b21, b22 in zip(self.RB21, self.RB22):
+            r21, r22 = b21(r21), b22(r22)
+        x21 = x21 + self.conv21_tail(r21)
+        x22 = x22 + self.conv22_tail(r22)
+
+        x31, x32 = x21, x22
+        x33 = F.relu(F.pixel_shuffle(self.conv23(x22), 2))
+        x33 = x33 + self.conv33_head(torch.cat((x33, T_lv1), dim=1)) * _up(S, 4)
+        r31, r32, r33 = self.ex123(x31, x32, x33)
+        for b31, b32, b33 in zip(self.RB31, self.RB32, self.RB33):
+            r31, r32, r33 = b31(r31), b32(r32), b33(r33)
+        x31 = x31 + self.conv31_tail(r31)
+        x32 = x32 + self.conv32_tail(r32)
+        x33 = x33 + self.conv33_tail(r33)
+        return self.merge_tail(x31, x32, x33)
+
+
+@dataclass
+class TTSROutput:
+    """Result of one forward pass; the optional fields are filled when asked for."""
+
+    sr: torch.Tensor  # (N, 3, 4h, 4w) in [-1, 1]
+    soft_attention: torch.Tensor | None = None  # (N, 1, h, w): max relevance per LR position
+    hard_attention: torch.Tensor | None = None  # (N, h*w) int64: index into the union of ref positions
+    texture_lv3: torch.Tensor | None = None
+    texture_lv2: torch.Tensor | None = None
+    texture_lv1: torch.Tensor | None = None
+
+
+class TTSR(nn.Module):
+    """Texture transformer network for reference-based ×4 super-resolution (Yang et al., CVPR 2020)."""
+
+    def __init__(self, config: TTSRConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.MainNet = MainNet(config)
+        self.LTE = LTE(config.lte_channels)
+        if config.global_skip:
+            # Zero residual at start: the untrained network returns exactly bicubic LR↑.
+            nn.init.zeros_(self.MainNet.merge_tail.conv_tail2.weight)
+            nn.init.zeros_(self.MainNet.merge_tail.conv_tail2.bias)
+
+    def extract(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """LTE features of an image in [-1, 1]: lv1 (full), lv2 (½), lv3 (¼)."""
+        return self.LTE(x)
+
+    def transfer(
+        self,
+        lr_up: torch.Tensor,
+        refs: list[torch.Tensor],
+        refs_down_up: list[torch.Tensor],
+        search: SearchConfig | None = None,
+    ) -> TextureTransfer:
+        """Relevance search + hard/soft attention + texture transfer for one batch.
+
+        lr_up (N,3,4h,4w); refs / refs_down_up: lists of (N,3,Hk,Wk), Hk and Wk multiples of 4.
+        """
+        _, _, q_lv3 = self.LTE(lr_up.detach())
+        k_lv3 = [self.LTE(r.detach())[2] for r in refs_down_up]
+        v = [self.LTE(r.detach()) for r in refs]
+        return search_and_transfer(
+            q_lv3, k_lv3, [x[0] for x in v], [x[1] for x in v], [x[2] for x in v], search or SearchConfig()
+        )
+
+    def forward(
+        self,
+        lr: torch.Tensor,
+        lr_up: torch.Tensor,
+        ref: torch.Tensor | list[torch.Tensor],
+        ref_down_up: torch.Tensor | list[torch.Tensor],
+        *,
+        search: SearchConfig | None = None,
+        return_attention: bool = False,
+    ) -> torch.Tensor | TTSROutput:
+        """lr (N,3,h,w), lr_up (N,3,4h,4w), ref / ref_down_up (N,3,H,W) or lists of them → sr (N,3,4h,4w).
+
+        With ``return_attention`` a :class:`TTSROutput` carries soft/hard attention and the textures.
+        """
+        refs = list(ref) if isinstance(ref, (list, tuple)) else [ref]
+        refs_du = list(ref_down_up) if isinstance(ref_down_up, (list, tuple)) else [ref_down_up]
+        if len(refs) != len(refs_du):
+            raise ValueError(f"got {len(refs)} references but {len(refs_du)} ref_down_up images")
+        t = self.transfer(lr_up, refs, refs_du, search)
+        out = self.MainNet(lr, t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
+        if self.config.global_skip:
+            out = out + lr_up
+        sr = torch.clamp(out, -1.0, 1.0)
+        if not return_attention:
+            return sr
+        return TTSROutput(sr, t.soft_attention, t.hard_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
