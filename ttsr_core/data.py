@@ -85,8 +85,8 @@ class SelfSupervisedPairs(Dataset):
 
     def __init__(self, photos: Sequence[np.ndarray], settings: PairSettings = PairSettings(), length: int = 10_000, seed: int = 0) -> None:
         usable = [p for p in photos if min(p.shape[:2]) >= max(settings.patch, settings.ref_patch) * 1.5]
-        if len(usable) < 2:
-            raise ValueError(f"need at least 2 photos larger than {int(settings.patch * 1.5)} px, got {len(usable)}")
+        if not usable:
+            raise ValueError(f"need at least one photo larger than {int(max(settings.patch, settings.ref_patch) * 1.5)} px, got none of {len(photos)}")
         self.photos = list(usable)
         self.settings = settings
         self.length = length
@@ -114,7 +114,8 @@ class SelfSupervisedPairs(Dataset):
             cx = x + s.patch / 2 + rng.uniform(-s.max_shift, s.max_shift) * s.patch
             ref = self._cut(photo, cy, cx, rng)
         else:
-            other = self.photos[(k + 1 + rng.randrange(len(self.photos) - 1)) % len(self.photos)]
+            # With a single photo (a small validation set) "another photo" is a random region of it.
+            other = self.photos[(k + 1 + rng.randrange(max(1, len(self.photos) - 1))) % len(self.photos)]
             ref = self._cut(other, rng.uniform(0, other.shape[0]), rng.uniform(0, other.shape[1]), rng)
         if rng.random() < 0.5:  # flips keep LR/HR/ref geometry consistent with each other
             hr, ref = hr[:, ::-1], ref[:, ::-1]
