@@ -1,0 +1,162 @@
+"""Helpers shared by the flows: transient-error policy, run bookkeeping, crash recovery, small caches."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+from collections.abc import Mapping
+from datetime import timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import queries
+from db.models import Run, RunKind, RunStatus, utcnow
+from flows import runtime
+from flows.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# A run on another host cannot be checked by pid; after this long it is presumed dead.
+FOREIGN_RUN_TIMEOUT = timedelta(hours=24)
+_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.EMFILE, errno.ENFILE})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: a busy database, CUDA out of memory, a momentarily busy file system."""
+    if isinstance(exc, OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text or "could not connect" in text or "timeout" in text
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            torch.cuda.empty_cache()
+            return True
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry_condition_fn: retry only transient failures; a bad photo fails at once."""
+    try:
+        state.result()
+    except Exception as exc:  # the task's own exception is re-raised here
+        return is_transient(exc)
+    return False
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line, for records and tables."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for dist in ("refsr-album", "torch", "prefect", "sqlalchemy", "faiss-cpu", "pillow"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def recover_crashed_runs(factory: sessionmaker[Session]) -> list[int]:
+    """Mark runs left 'running' by a dead process as crashed; returns their ids.
+
+    A run on this host is dead when its pid is gone (or reused by another process); a run on
+    another host when it has been running for FOREIGN_RUN_TIMEOUT. A live concurrent run — the
+    other `refsr enhance` in another terminal — is left alone.
+    """
+    crashed: list[int] = []
+    cutoff = utcnow() - FOREIGN_RUN_TIMEOUT
+    with factory.begin() as session:
+        for summary in queries.run_history(session):
+            if summary.status is not RunStatus.running:
+                continue
+            identity = (summary.parameters or {}).get("process")
+            alive = runtime.is_alive(identity)
+            if alive is None:
+                alive = summary.started_at >= cutoff
+            if alive:
+                continue
+            run = session.get(Run, summary.id)
+            if run is None:
+                continue
+            queries.finish_run(
+                session, run, RunStatus.crashed,
+                error=f"process {identity!r} stopped before the run finished (killed or crashed)",
+            )
+            crashed.append(summary.id)
+    if crashed:
+        logger.warning("marked runs %s crashed: their processes are gone", crashed)
+    return crashed
+
+
+def start_run(
+    factory: sessionmaker[Session], kind: RunKind, album_id: int, settings: Settings, extra: Mapping[str, Any]
+) -> int:
+    """Record a running run (committed at once so other processes see it); returns its id."""
+    flow_run_id = None
+    try:
+        from prefect.runtime import flow_run
+
+        flow_run_id = flow_run.get_id()
+    except Exception:  # outside a flow run (task.fn() in tests)
+        flow_run_id = None
+    params = {**settings.to_record(), **extra, "process": runtime.process_identity()}
+    with factory.begin() as session:
+        run = queries.start_run(session, kind, album_id, params, versions(), flow_run_id=flow_run_id)
+        return run.id
+
+
+def finish_run(
+    factory: sessionmaker[Session], run_id: int, status: RunStatus, counts: Mapping[str, Any], error: str | None = None
+) -> None:
+    with factory.begin() as session:
+        run = session.get(Run, run_id)
+        if run is not None:
+            queries.finish_run(session, run, status, counts=dict(counts), error=error)
+
+
+def stable_hash(payload: Any) -> str:
+    """sha256 hex of a JSON-able payload (sorted keys)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class JsonCache:
+    """A directory of small JSON values by hex key, written atomically; a memo, never the truth."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> Any | None:
+        try:
+            return json.loads(self._path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, value: Any) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(value, handle, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

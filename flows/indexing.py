@@ -1,0 +1,280 @@
+"""The index flow: scan an album, embed new photos (one task each), keep its FAISS index in step."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from db import queries
+from db.models import PhotoRole as DbRole
+from db.models import Photo, PhotoStatus, RunKind, RunStatus
+from flows import runtime
+from flows.common import finish_run, is_transient, one_line, recover_crashed_runs, retry_if_transient, start_run
+from flows.settings import Settings, index_file, scan_settings
+from pipeline import images
+from pipeline.scan import KnownPhoto, ScanStatus, scan_album
+from pipeline.vector_index import IndexMismatch, VectorIndex
+
+logger = logging.getLogger(__name__)
+
+_STATUS_FROM_DB = {PhotoStatus.ok: ScanStatus.UNCHANGED, PhotoStatus.unreadable: ScanStatus.UNREADABLE,
+                   PhotoStatus.gone: ScanStatus.GONE}
+
+
+@dataclass(frozen=True)
+class ScanCounts:
+    """How one scan found the album, and what it is made of now."""
+
+    album_id: int
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    unreadable: int = 0
+    gone: int = 0
+    targets: int = 0
+    references: int = 0
+    unreadable_paths: tuple[tuple[str, str], ...] = ()  # (rel_path, reason)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in ("new", "changed", "unchanged", "unreadable", "gone",
+                                               "targets", "references")}
+
+
+@dataclass(frozen=True)
+class EmbedOutcome:
+    photo_id: int
+    rel_path: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """Where the album's vectors are, after `sync_index_task`."""
+
+    path: Path
+    embedder_key: str
+    size: int
+    added: int
+    removed: int
+    rebuilt: bool
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What `index_album` did; the CLI prints it."""
+
+    album: str
+    album_id: int
+    run_id: int | None
+    scan: ScanCounts
+    embedded: int
+    embed_failures: tuple[EmbedOutcome, ...] = field(default_factory=tuple)
+    index: IndexState | None = None
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+
+@task(name="scan-album", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+      retry_condition_fn=retry_if_transient)
+def scan_task(album_root: str, settings: Settings) -> ScanCounts:
+    """Scan the album against the database and store what changed (no pixels for unchanged files)."""
+    root = Path(album_root)
+    factory = runtime.database(settings.database_url)
+    scan_cfg = scan_settings(settings, root)
+    with factory.begin() as session:
+        album = queries.get_or_create_album(session, str(root))
+        album_id = album.id
+        known = {
+            rel: KnownPhoto(rel_path=rel, size_bytes=p.size_bytes or 0, mtime_ns=p.mtime_ns or 0, sha256=p.sha256,
+                            width=p.width, height=p.height, format=p.format, status=_STATUS_FROM_DB[p.status])
+            for rel, p in queries.photos_by_rel_path(session, album_id).items()
+        }
+    bar = _bar(settings, "scan", unit="file")
+    try:
+        result = scan_album(root, known, scan_cfg, progress=(lambda done, total: _advance(bar, done, total)))
+    finally:
+        if bar is not None:
+            bar.close()
+    counts = {s: 0 for s in ScanStatus}
+    unreadable: list[tuple[str, str]] = []
+    roles = {DbRole.target: 0, DbRole.reference: 0}
+    with factory.begin() as session:
+        gone = []
+        for entry in result.entries:
+            if entry.status is ScanStatus.GONE:
+                gone.append(entry.rel_path)
+                continue
+            counts[entry.status] += 1
+            if entry.status is ScanStatus.UNREADABLE:
+                unreadable.append((entry.rel_path, entry.error or "unreadable"))
+                queries.upsert_photo(session, album_id, entry.rel_path, sha256=entry.sha256,
+                                     size_bytes=entry.size_bytes, mtime_ns=entry.mtime_ns,
+                                     status=PhotoStatus.unreadable, error=entry.error)
+                continue
+            role = DbRole(entry.role.value) if entry.role is not None else DbRole.neither
+            if role in roles:
+                roles[role] += 1
+            queries.upsert_photo(session, album_id, entry.rel_path, sha256=entry.sha256,
+                                 size_bytes=entry.size_bytes, mtime_ns=entry.mtime_ns, width=entry.width,
+                                 height=entry.height, format=entry.format, role=role, error=None)
+        # Counts only photos that vanished since the last scan, not every earlier loss again.
+        counts[ScanStatus.GONE] = queries.mark_gone(session, album_id, gone)
+    return ScanCounts(
+        album_id=album_id,
+        new=counts[ScanStatus.NEW], changed=counts[ScanStatus.CHANGED], unchanged=counts[ScanStatus.UNCHANGED],
+        unreadable=counts[ScanStatus.UNREADABLE], gone=counts[ScanStatus.GONE],
+        targets=roles[DbRole.target], references=roles[DbRole.reference],
+        unreadable_paths=tuple(unreadable),
+    )
+
+
+def embed_photo(photo_id: int, album_root: str, settings: Settings) -> EmbedOutcome:
+    """Embed one photo and store its vector (keyed by content hash, so a copy reuses it)."""
+    factory = runtime.database(settings.database_url)
+    with factory() as session:
+        photo = session.get(Photo, photo_id)
+        if photo is None or photo.sha256 is None:
+            return EmbedOutcome(photo_id, "?", f"photo {photo_id} is not in the database")
+        rel, sha = photo.rel_path, photo.sha256
+    try:
+        rgb, _ = images.load_rgb(Path(album_root) / rel)
+        emb = runtime.embedder(settings)
+        vector = emb.embed([rgb])[0].astype("<f4")
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        logger.warning("cannot embed %s: %s", rel, one_line(exc))
+        return EmbedOutcome(photo_id, rel, one_line(exc))
+    with factory.begin() as session:
+        queries.add_embedding(session, sha, emb.key, vector.tobytes(), emb.dim)
+    return EmbedOutcome(photo_id, rel)
+
+
+@task(name="embed-photo", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+      retry_condition_fn=retry_if_transient, task_run_name="embed {photo_id}")
+def embed_task(photo_id: int, album_root: str, settings: Settings) -> EmbedOutcome:
+    return embed_photo(photo_id, album_root, settings)
+
+
+@task(name="sync-index", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+      retry_condition_fn=retry_if_transient)
+def sync_index_task(album_id: int, embedder_key: str, settings: Settings) -> IndexState:
+    """Bring the album's FAISS file in step with the database's reference vectors.
+
+    Holds a file lock across read-modify-write so two processes never interleave their saves;
+    the file is replaced atomically, so readers without the lock see the old or the new index.
+    """
+    factory = runtime.database(settings.database_url)
+    path = index_file(settings, album_id, embedder_key)
+    with runtime.file_lock(path.with_name(path.name + ".lock")):
+        with factory() as session:
+            rows = queries.embeddings_for_album(session, album_id, embedder_key, role=DbRole.reference)
+        ids = np.array([r.photo_id for r in rows], dtype=np.int64)
+        vectors = {r.photo_id: np.frombuffer(r.vector, dtype="<f4") for r in rows}
+        try:
+            index = VectorIndex.load(path, embedder_key)
+            rebuilt = False
+        except IndexMismatch as exc:
+            if not rows:
+                return IndexState(path, embedder_key, 0, 0, 0, rebuilt=False)
+            logger.info("building vector index %s (%s)", path, exc)
+            index = VectorIndex.build(ids, np.stack([vectors[i] for i in ids.tolist()]), embedder_key)
+            index.save(path)
+            return IndexState(path, embedder_key, len(index), len(index), 0, rebuilt=True)
+        held = set(index.ids().tolist())
+        wanted = set(ids.tolist())
+        extra, missing = sorted(held - wanted), sorted(wanted - held)
+        if extra:
+            index.remove(extra)
+        if missing:
+            index.add(missing, np.stack([vectors[i] for i in missing]))
+        if extra or missing:
+            index.save(path)
+        return IndexState(path, embedder_key, len(index), len(missing), len(extra), rebuilt)
+
+
+# -- shared steps ------------------------------------------------------------------------------
+
+
+def index_steps(album_root: Path, settings: Settings) -> IndexSummary:
+    """Scan, embed what lacks a vector, sync the index; runs as tasks of the calling flow."""
+    scan = scan_task(str(album_root), settings)
+    factory = runtime.database(settings.database_url)
+    emb = runtime.embedder(settings)
+    with factory() as session:
+        todo = [
+            p.id for p in queries.photos(session, scan.album_id)
+            if p.role in (DbRole.target, DbRole.reference) and p.sha256
+            and queries.get_embedding(session, p.sha256, emb.key) is None
+        ]
+    opts = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_s}
+    futures = [embed_task.with_options(**opts).submit(pid, str(album_root), settings) for pid in todo]
+    failures: list[EmbedOutcome] = []
+    bar = _bar(settings, "embed", total=len(futures), unit="photo") if futures else None
+    for future in as_completed(futures):
+        try:
+            outcome = future.result()
+        except Exception as exc:  # retries exhausted on a transient error
+            outcome = EmbedOutcome(-1, "?", one_line(exc))
+        if outcome.error:
+            failures.append(outcome)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    state = sync_index_task(scan.album_id, emb.key, settings)
+    return IndexSummary(str(album_root), scan.album_id, None, scan, len(todo) - len(failures), tuple(failures), state)
+
+
+def _bar(settings: Settings, desc: str, total: int | None = None, unit: str = "it"):  # type: ignore[no-untyped-def]
+    if not settings.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+
+
+def _advance(bar, done: int, total: int) -> None:  # type: ignore[no-untyped-def]
+    if bar is None:
+        return
+    bar.total = total
+    bar.n = done
+    bar.refresh()
+
+
+# -- the flow ----------------------------------------------------------------------------------
+
+
+@flow(name="index-album", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
+def index_album(album: str, settings: Settings) -> IndexSummary:
+    """Scan `album`, embed new and changed photos, and update its vector index.
+
+    Incremental: a photo whose size and mtime are unchanged is not read, a vector is computed
+    once per content hash and embedder, and an unchanged album reads no pixels at all.
+    """
+    root = Path(album).expanduser().resolve()
+    if not root.is_dir():
+        raise ValueError(f"album is not a directory: {str(root)!r}")
+    factory = runtime.database(settings.database_url)
+    recover_crashed_runs(factory)
+    with factory.begin() as session:
+        album_id = queries.get_or_create_album(session, str(root)).id
+    run_id = start_run(factory, RunKind.index, album_id, settings, {"album": str(root)})
+    try:
+        summary = index_steps(root, settings)
+    except BaseException as exc:
+        status = RunStatus.crashed if isinstance(exc, KeyboardInterrupt) else RunStatus.failed
+        finish_run(factory, run_id, status, {}, error=one_line(exc))
+        raise
+    counts = {**summary.scan.as_dict(), "embedded": summary.embedded, "embed_failed": len(summary.embed_failures)}
+    finish_run(factory, run_id, RunStatus.completed, counts)
+    return IndexSummary(summary.album, summary.album_id, run_id, summary.scan, summary.embedded,
+                        summary.embed_failures, summary.index)

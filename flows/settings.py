@@ -1,0 +1,262 @@
+"""Settings of one refsr invocation, built once from the command line and the environment."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from pipeline.embedders import EmbedderKind
+from pipeline.enhance import EnhanceParams
+from pipeline.retrieval import RerankSettings, RetrievalSettings, fast_search_available
+from pipeline.scan import ScanSettings
+from ttsr_core.config import SearchConfig, SearchMode
+
+logger = logging.getLogger(__name__)
+
+HOME_ENV = "REFSR_HOME"
+DATABASE_ENV = "REFSR_DATABASE_URL"
+MODEL_ENV = "REFSR_MODEL"
+DEVICE_ENV = "REFSR_DEVICE"
+ALBUM_CONFIG_NAME = "refsr.toml"
+DEFAULT_OUT_NAME = "enhanced"  # inside the album; ScanSettings excludes it by default
+MODEL_RELPATH = Path("models/ttsr-lite/ttsr-lite-x4.safetensors")
+
+
+class DeviceChoice(enum.StrEnum):
+    """Where the texture transformer runs."""
+
+    AUTO = "auto"  # CUDA when present, else CPU
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The TTSR checkpoint is not where the settings say; the message tells how to fix it."""
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """$REFSR_HOME, else $XDG_DATA_HOME/refsr-album, else ~/.local/share/refsr-album."""
+    if env.get(HOME_ENV, "").strip():
+        return Path(env[HOME_ENV]).expanduser().resolve()
+    xdg = env.get("XDG_DATA_HOME", "").strip()
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return (base / "refsr-album").resolve()
+
+
+def default_model_path() -> Path:
+    """The compact checkpoint shipped with the project: <repo>/models/ttsr-lite/ttsr-lite-x4.safetensors."""
+    return Path(__file__).resolve().parents[1] / MODEL_RELPATH
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Settings.{name} must be an int >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a flow needs, resolved at the entry point (CLI or deployment) and passed down.
+
+    Precedence: command-line flag > environment variable > album's refsr.toml (scan thresholds
+    only) > the defaults below.
+    """
+
+    home: Path
+    database_url: str
+    model_path: Path
+    device: DeviceChoice = DeviceChoice.AUTO
+    search: SearchMode = field(
+        default_factory=lambda: SearchMode.FAST if fast_search_available() else SearchMode.EXACT
+    )
+    embedder: EmbedderKind = EmbedderKind.AUTO
+    # Scan thresholds: None = the album's refsr.toml, else pipeline.scan's defaults.
+    min_ref_side: int | None = None
+    max_target_side: int | None = None
+    top_k: int = 4
+    refs: int = 1
+    rerank_target_side: int = 64
+    rerank_candidate_side: int = 256
+    outscale: float = 4.0
+    output_format: str | None = None
+    tile: int | None = 256
+    out_dir: Path | None = None  # None: <album>/enhanced
+    force: bool = False
+    workers: int = 2  # Prefect task threads: loading/saving of one photo overlaps another's model work
+    device_slots: int = 1  # model calls at once per device in one process
+    retries: int = 2  # on transient errors (database busy, CUDA out of memory)
+    retry_delay_s: float = 2.0
+    progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home))
+        object.__setattr__(self, "model_path", Path(self.model_path))
+        object.__setattr__(self, "device", DeviceChoice(self.device))
+        object.__setattr__(self, "search", SearchMode(self.search))
+        object.__setattr__(self, "embedder", EmbedderKind(self.embedder))
+        if self.out_dir is not None:
+            object.__setattr__(self, "out_dir", Path(self.out_dir).expanduser().resolve())
+        try:
+            make_url(self.database_url)
+        except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
+            raise ValueError(f"Settings.database_url is not a SQLAlchemy URL: {self.database_url!r}") from exc
+        for name in ("min_ref_side", "max_target_side", "tile"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        for name in ("top_k", "refs", "workers", "device_slots"):
+            _positive_int(name, getattr(self, name))
+        _positive_int("retries", self.retries, 0)
+        if self.refs > self.top_k:
+            raise ValueError(f"Settings.refs ({self.refs!r}) cannot exceed top_k ({self.top_k!r})")
+        if not isinstance(self.retry_delay_s, (int, float)) or self.retry_delay_s < 0:
+            raise ValueError(f"Settings.retry_delay_s must be >= 0, got {self.retry_delay_s!r}")
+        # Validated by the objects built from these values, so errors name the same fields.
+        self.retrieval()
+        self.enhance_params()
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment, with keyword overrides (None means "not given")."""
+        env = os.environ if env is None else env
+        home = Path(overrides.pop("home", None) or default_home(env))
+        db_url = overrides.pop("database_url", None) or env.get(DATABASE_ENV, "").strip() or (
+            f"sqlite:///{home / 'refsr.db'}"
+        )
+        model = overrides.pop("model_path", None) or env.get(MODEL_ENV, "").strip() or default_model_path()
+        device = overrides.pop("device", None) or env.get(DEVICE_ENV, "").strip() or DeviceChoice.AUTO
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(known)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(home=home, database_url=db_url, model_path=Path(model).expanduser(), device=device, **given)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    # -- derived -------------------------------------------------------------------------------
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig(mode=self.search)
+
+    def retrieval(self) -> RetrievalSettings:
+        return RetrievalSettings(
+            top_k=self.top_k,
+            refs=self.refs,
+            rerank=RerankSettings(
+                target_side=self.rerank_target_side,
+                candidate_side=self.rerank_candidate_side,
+                search=self.search_config(),
+            ),
+        )
+
+    def enhance_params(self, amp_dtype: str | None = None) -> EnhanceParams:
+        return EnhanceParams(
+            outscale=float(self.outscale),
+            search=self.search_config(),
+            tile=self.tile,
+            output_format=self.output_format,
+            amp_dtype=amp_dtype,
+        )
+
+    @property
+    def index_dir(self) -> Path:
+        """FAISS files live beside the SQLite database (or in REFSR_HOME for a server database)."""
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return Path(url.database).expanduser().resolve().parent / "faiss"
+        return self.home / "faiss"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.home / "locks"
+
+    def check_model(self) -> Path:
+        """The checkpoint path, or ModelNotFoundError saying where it was looked for and how to fix it."""
+        path = self.model_path
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"TTSR checkpoint not found: {path}. The project ships its trained compact model at "
+                f"{default_model_path()}; pass another with --model PATH or ${MODEL_ENV}."
+            )
+        return path
+
+    def output_dir(self, album_root: Path) -> Path:
+        return self.out_dir if self.out_dir is not None else Path(album_root) / DEFAULT_OUT_NAME
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-able form for a run's parameters."""
+        data = asdict(self)
+        return {k: (str(v) if isinstance(v, (Path, enum.Enum)) else v) for k, v in data.items()}
+
+
+# -- per-album configuration -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlbumConfig:
+    """`<album>/refsr.toml`: thresholds that suit this album's photo sizes.
+
+    ```toml
+    [scan]
+    min_ref_side = 480     # long side ≥ this: a reference candidate
+    max_target_side = 320  # long side ≤ this: an enhancement target
+    ```
+    """
+
+    min_ref_side: int | None = None
+    max_target_side: int | None = None
+
+    @classmethod
+    def read(cls, album_root: Path) -> AlbumConfig:
+        path = Path(album_root) / ALBUM_CONFIG_NAME
+        if not path.is_file():
+            return cls()
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"cannot read album config {str(path)!r}: {exc}") from exc
+        scan = data.get("scan", {})
+        if not isinstance(scan, dict):
+            raise ValueError(f"{str(path)!r}: [scan] must be a table, got {scan!r}")
+        unknown = set(scan) - {"min_ref_side", "max_target_side"}
+        if unknown:
+            raise ValueError(f"{str(path)!r}: unknown [scan] keys {sorted(unknown)}")
+        for key, value in scan.items():
+            _positive_int(key, value)
+        return cls(**scan)
+
+
+def scan_settings(settings: Settings, album_root: Path) -> ScanSettings:
+    """ScanSettings for one album: flags over refsr.toml over defaults; our output folder excluded."""
+    album_root = Path(album_root).resolve()
+    config = AlbumConfig.read(album_root)
+    base = ScanSettings()
+    min_ref = settings.min_ref_side or config.min_ref_side or base.min_ref_side
+    max_target = settings.max_target_side or config.max_target_side or base.max_target_side
+    exclude = list(base.exclude)
+    out = settings.output_dir(album_root).resolve()
+    if out == album_root:
+        raise ValueError(f"the output folder cannot be the album itself: {str(out)!r}")
+    if out.is_relative_to(album_root) and out.name not in exclude:
+        # Scans exclude by directory name at any depth; the output folder must never be read back.
+        exclude.append(out.name)
+    return ScanSettings(min_ref_side=min_ref, max_target_side=max_target, exclude=tuple(exclude))
+
+
+def index_file(settings: Settings, album_id: int, embedder_key: str) -> Path:
+    """One FAISS file per album and embedder key, named readably and uniquely."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", embedder_key).strip("-")[:48]
+    digest = hashlib.sha256(embedder_key.encode()).hexdigest()[:8]
+    return settings.index_dir / f"album-{album_id}" / f"{slug}-{digest}.faiss"

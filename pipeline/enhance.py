@@ -1,0 +1,333 @@
+"""Enhancement of one photo: ×4 through the texture transformer, resized to the asked scale, saved atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline import images
+from pipeline.retrieval import default_search
+from ttsr_core.config import SearchConfig
+from ttsr_core.inference import SCALE, resolve_device, super_resolve
+from ttsr_core.net import TTSR
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+# Pillow format name → the extension an output of that format gets.
+_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+# Formats we can read but not (always) write: their outputs become JPEG.
+_WRITE_FALLBACK = {"MPO": "JPEG", "HEIF": "JPEG", "HEIC": "JPEG", "AVIF": "JPEG"}
+ATTENTION_DIR = ".refsr/attention"  # hidden: album scans skip dot-dirs, so it never becomes input
+JOB_KEY_VERSION = 1  # bump when the meaning of the key's fields changes
+
+
+def _positive(owner: str, name: str, value: object, kind: type = int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
+        raise ValueError(f"{owner}.{name} must be a positive {kind.__name__}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EnhanceParams:
+    """Everything about one enhancement that is not the photos or the weights.
+
+    `outscale`: final scale of the output; TTSR always works at ×4 and the result is resized
+    afterwards (LANCZOS), as Real-ESRGAN's `--outscale` does. `tile`: LR tile side for targets
+    larger than that (bounded memory), passed to ttsr_core when it supports tiling.
+    `ref_side_factor`: a reference is reduced (never enlarged) so its long side is at most this
+    many times the target's: TTSR transfers texture at the output's scale, so a reference much
+    larger than the ×4 output only costs search time.
+    """
+
+    outscale: float = 4.0
+    search: SearchConfig = field(default_factory=default_search)
+    tile: int | None = 256
+    tile_overlap: int = 16
+    ref_side_factor: float = 4.0
+    output_format: str | None = None  # None: follow the input's format
+    quality: int = 95
+    amp_dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive("EnhanceParams", "outscale", self.outscale, float)
+        if self.outscale > 16:
+            raise ValueError(f"EnhanceParams.outscale must be at most 16, got {self.outscale!r}")
+        _positive("EnhanceParams", "ref_side_factor", self.ref_side_factor, float)
+        if self.tile is not None:
+            _positive("EnhanceParams", "tile", self.tile)
+        if isinstance(self.tile_overlap, bool) or not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
+            raise ValueError(f"EnhanceParams.tile_overlap must be an int >= 0, got {self.tile_overlap!r}")
+        if self.output_format is not None:
+            name = str(self.output_format).strip().upper()
+            name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
+            if name not in _EXTENSIONS:
+                raise ValueError(
+                    f"EnhanceParams.output_format must be one of {sorted(_EXTENSIONS)}, got {self.output_format!r}"
+                )
+            object.__setattr__(self, "output_format", name)
+        if isinstance(self.quality, bool) or not isinstance(self.quality, int) or not 1 <= self.quality <= 100:
+            raise ValueError(f"EnhanceParams.quality must be an int in 1..100, got {self.quality!r}")
+        if self.amp_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(f"EnhanceParams.amp_dtype must be bfloat16, float16 or None, got {self.amp_dtype!r}")
+
+    def pixel_params(self) -> dict[str, object]:
+        """The parameters that change output pixels: part of the job key and of the stored record."""
+        return {
+            "outscale": float(self.outscale),
+            "search_mode": self.search.mode.value,
+            "coarse_factor": self.search.coarse_factor,
+            "refine_radius": self.search.refine_radius,
+            "matmul_dtype": self.search.matmul_dtype,
+            "tile": self.tile,
+            "tile_overlap": self.tile_overlap,
+            "ref_side_factor": float(self.ref_side_factor),
+            "output_format": self.output_format,
+            "quality": self.quality,
+            "amp_dtype": self.amp_dtype,
+        }
+
+
+def job_key(
+    target_sha256: str, ref_sha256s: Sequence[str], model_sha256: str, params: EnhanceParams | Mapping[str, object]
+) -> str:
+    """sha256 hex of (target, ordered references, model, pixel parameters): the idempotency key.
+
+    Two enhancements with the same key produce the same output, so a stored succeeded one can be
+    reused; anything that changes pixels (another reference, its rank, the weights, the scale,
+    the search mode) gives another key and therefore a new record beside the old one.
+    """
+    for name, value in (("target_sha256", target_sha256), ("model_sha256", model_sha256), *(
+        (f"ref_sha256s[{i}]", r) for i, r in enumerate(ref_sha256s)
+    )):
+        if not isinstance(value, str) or len(value) != 64:
+            raise ValueError(f"{name} must be a 64-character hex digest, got {value!r}")
+    if not ref_sha256s:
+        raise ValueError("ref_sha256s must name at least one reference, got an empty sequence")
+    pixel = params.pixel_params() if isinstance(params, EnhanceParams) else dict(params)
+    payload = {
+        "v": JOB_KEY_VERSION,
+        "target": target_sha256,
+        "refs": list(ref_sha256s),
+        "model": model_sha256,
+        "params": pixel,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def output_format_for(input_format: str | None, params: EnhanceParams) -> str:
+    """Pillow format of the output: the asked one, else the input's (HEIC/MPO → JPEG)."""
+    if params.output_format is not None:
+        return params.output_format
+    name = (input_format or "").upper()
+    name = _WRITE_FALLBACK.get(name, name)
+    return name if name in _EXTENSIONS else "PNG"
+
+
+def output_path_for(out_dir: PathLike, rel_path: str, fmt: str) -> Path:
+    """Mirrored output path: <out_dir>/<rel_path>, with the extension of `fmt` when it differs."""
+    rel = PurePosixPath(rel_path)
+    if rel.is_absolute() or ".." in rel.parts or not rel.name:
+        raise ValueError(f"rel_path must be a relative path inside the album, got {rel_path!r}")
+    if fmt not in _EXTENSIONS:
+        raise ValueError(f"fmt must be one of {sorted(_EXTENSIONS)}, got {fmt!r}")
+    same_format = Image.registered_extensions().get(rel.suffix.lower()) == fmt
+    name = rel.name if same_format else rel.stem + _EXTENSIONS[fmt]
+    return Path(out_dir, *rel.parent.parts, name)
+
+
+def attention_path_for(out_dir: PathLike, key: str) -> Path:
+    """Where the soft-attention map of job `key` lives: content-addressed, so never overwritten."""
+    return Path(out_dir) / ATTENTION_DIR / f"{key}.npz"
+
+
+def save_attention(
+    path: PathLike,
+    soft_attention: np.ndarray,
+    hard_attention: np.ndarray | None = None,
+    ref_grids: Sequence[tuple[int, int]] = (),
+) -> Path:
+    """Write the attention maps as .npz atomically (temp file + rename).
+
+    `soft` (h, w) float16: relevance of the texture found per LR position; `hard` (h, w) int32:
+    index into the union of the references' lv3 positions (row-major, references in rank order);
+    `ref_grids` (n, 2): each reference's lv3 grid (rows, cols) as the model saw it, so a viewer
+    can map an index back to reference pixels (×4, on the reference fitted by `fit_reference`).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"soft": np.asarray(soft_attention, dtype=np.float16)}
+    if hard_attention is not None:
+        arrays["hard"] = np.asarray(hard_attention, dtype=np.int32)
+    if ref_grids:
+        arrays["ref_grids"] = np.asarray(ref_grids, dtype=np.int32).reshape(-1, 2)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def fit_reference(ref: np.ndarray, target_long_side: int, factor: float) -> np.ndarray:
+    """Reduce a reference (never enlarge) so its long side ≤ factor × target_long_side."""
+    h, w = ref.shape[:2]
+    cap = max(1, round(factor * target_long_side))
+    if max(h, w) <= cap:
+        return ref
+    scale = cap / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(ref).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))
+
+
+def _tiling_kwargs(params: EnhanceParams, lr_shape: tuple[int, ...]) -> dict[str, object]:
+    """Tiling arguments for ttsr_core when its super_resolve takes them and the target needs it."""
+    if params.tile is None or max(lr_shape[:2]) <= params.tile:
+        return {}
+    accepted = inspect.signature(super_resolve).parameters
+    if "tile" not in accepted:
+        logger.warning(
+            "target %dx%d is larger than tile=%d but this ttsr_core has no tiling; running it whole",
+            lr_shape[1], lr_shape[0], params.tile,
+        )
+        return {}
+    kwargs: dict[str, object] = {"tile": params.tile}
+    if "tile_overlap" in accepted:
+        kwargs["tile_overlap"] = params.tile_overlap
+    return kwargs
+
+
+@dataclass(frozen=True)
+class SRArrays:
+    """Pixels of one enhancement before they are written."""
+
+    image: np.ndarray  # (round(h*outscale), round(w*outscale), 3) uint8
+    soft_attention: np.ndarray  # (h, w) float32, relevance of the texture found per LR position
+    hard_attention: np.ndarray  # (h, w) int64, index into the union of the references' lv3 positions
+    ref_grids: tuple[tuple[int, int], ...]  # lv3 (rows, cols) of each fitted reference
+
+
+def enhance_arrays(
+    model: TTSR,
+    lr: np.ndarray,
+    refs: Sequence[np.ndarray],
+    params: EnhanceParams = EnhanceParams(),
+    *,
+    device: str | torch.device | None = "cpu",
+) -> SRArrays:
+    """lr (h, w, 3) uint8 and references (each (H, W, 3) uint8) → output at `params.outscale`.
+
+    References are first fitted to `ref_side_factor` × the target's long side.
+    """
+    h, w = lr.shape[:2]
+    fitted = [fit_reference(r, max(h, w), params.ref_side_factor) for r in refs]
+    result = super_resolve(
+        model, lr, fitted, search=params.search, device=device, amp_dtype=params.amp_dtype,
+        **_tiling_kwargs(params, lr.shape),  # type: ignore[arg-type]
+    )
+    image = result.image  # (4h, 4w, 3)
+    if params.outscale != SCALE:
+        size = (max(1, round(w * params.outscale)), max(1, round(h * params.outscale)))
+        # LANCZOS when shrinking (anti-aliasing), BICUBIC beyond ×4 (nothing to alias).
+        method = Image.Resampling.LANCZOS if params.outscale < SCALE else Image.Resampling.BICUBIC
+        image = np.asarray(Image.fromarray(image).resize(size, method))
+    grids = tuple((r.shape[0] // SCALE, r.shape[1] // SCALE) for r in fitted)
+    return SRArrays(
+        np.ascontiguousarray(image),
+        np.asarray(result.soft_attention, dtype=np.float32),
+        np.asarray(result.hard_attention),
+        grids,
+    )
+
+
+@dataclass(frozen=True)
+class EnhanceResult:
+    """What one enhancement wrote, and how long each step took (seconds)."""
+
+    output_path: Path
+    output_sha256: str
+    attention_path: Path | None
+    width: int
+    height: int
+    format: str
+    device: str
+    timings: Mapping[str, float]
+
+
+def enhance_photo(
+    model: TTSR,
+    target_path: PathLike,
+    ref_paths: Sequence[PathLike],
+    output_path: PathLike,
+    params: EnhanceParams = EnhanceParams(),
+    *,
+    attention_path: PathLike | None = None,
+    device: str | torch.device | None = "cpu",
+    protected: Collection[PathLike] = (),
+    max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
+) -> EnhanceResult:
+    """Enhance the photo at `target_path` with the references at `ref_paths` (best first).
+
+    Loads everything EXIF-oriented, runs TTSR ×4 (tiled when large), resizes to
+    `params.outscale`, and writes `output_path` atomically with the target's EXIF (orientation
+    reset to 1) and ICC profile. The format follows `output_path`'s extension unless
+    `params.output_format` is set. Refuses to write over the target, a reference or anything in
+    `protected`. The attention maps go to `attention_path` when
+    given (.npz, see `save_attention`). Raises images.UnreadableImageError for undecodable inputs.
+    """
+    if not ref_paths:
+        raise ValueError(f"at least one reference is needed to enhance {str(target_path)!r}")
+    dev = resolve_device(device)
+    out = Path(output_path)
+    guarded = [Path(target_path), *map(Path, ref_paths), *map(Path, protected)]
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    lr, meta = images.load_rgb(target_path, max_pixels=max_pixels)
+    refs = [images.load_rgb(p, max_pixels=max_pixels)[0] for p in ref_paths]
+    timings["load_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    arrays = enhance_arrays(model, lr, refs, params, device=dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    timings["sr_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    fmt = params.output_format or Image.registered_extensions().get(out.suffix.lower()) or "PNG"
+    fmt = _WRITE_FALLBACK.get(fmt, fmt)
+    written = images.save_atomic(out, arrays.image, meta, format=fmt, quality=params.quality, protected=guarded)
+    attention = None
+    if attention_path is not None:
+        attention = save_attention(attention_path, arrays.soft_attention, arrays.hard_attention, arrays.ref_grids)
+    digest = images.sha256_file(written)
+    timings["save_s"] = time.perf_counter() - t0
+    height, width = arrays.image.shape[:2]
+    logger.info("enhanced %s → %s (%dx%d, %.2fs)", target_path, written, width, height, timings["sr_s"])
+    return EnhanceResult(
+        output_path=written,
+        output_sha256=digest,
+        attention_path=attention,
+        width=width,
+        height=height,
+        format=fmt,
+        device=str(dev),
+        timings=timings,
+    )
