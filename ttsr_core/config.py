@@ -94,6 +94,10 @@ class SearchConfig:
     # (in lv3 positions, around the up-projected coarse match).
     coarse_factor: int = 4
     refine_radius: int = 6
+    # Fast mode: also refine around the (shift-corrected) matches of coarse query cells up to this
+    # many cells away; 1 = the 3×3 neighbourhood, which repairs coarse matches that straddle an
+    # object border at little cost (duplicate windows are searched once).
+    coarse_neighbours: int = 1
     # Matrix products in this dtype (None = float32). bfloat16 is ~4× faster on AVX-512-BF16 CPUs.
     matmul_dtype: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -106,5 +110,7 @@ class SearchConfig:
             raise ValueError(f"coarse_factor must be ≥ 1, got {self.coarse_factor}")
         if self.refine_radius < 0:
             raise ValueError(f"refine_radius must be ≥ 0, got {self.refine_radius}")
+        if self.coarse_neighbours < 0:
+            raise ValueError(f"coarse_neighbours must be ≥ 0, got {self.coarse_neighbours}")
         if self.matmul_dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"matmul_dtype must be float32, bfloat16 or float16, got {self.matmul_dtype!r}")
