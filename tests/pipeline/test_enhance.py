@@ -1,0 +1,147 @@
+"""Enhancement of one photo: sizes, metadata, atomic protected writes, attention maps, job keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+from pipeline.enhance import (
+    EnhanceParams,
+    attention_path_for,
+    enhance_photo,
+    fit_reference,
+    job_key,
+    output_format_for,
+    output_path_for,
+)
+from pipeline.images import load_rgb
+from ttsr_core.config import SearchConfig, SearchMode, TTSRConfig
+from ttsr_core.net import TTSR
+
+A, B, C, M = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
+EXACT = SearchConfig(mode=SearchMode.EXACT)
+
+
+@pytest.fixture(scope="module")
+def model() -> TTSR:
+    torch.manual_seed(0)
+    return TTSR(TTSRConfig(num_feat=4, num_block=(1, 1, 1, 1), lte_channels=(4, 4, 8))).eval()
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> tuple[Path, Path]:
+    """A 24x32 JPEG target with EXIF (orientation 6) and an sRGB profile, and a 64x80 PNG reference."""
+    rng = np.random.default_rng(0)
+    exif = Image.Exif()
+    exif[0x010F] = "Test Camera"
+    exif[0x0112] = 6  # stored 32 wide x 24 high, displayed 24 wide x 32 high
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    target = tmp_path / "album" / "t.jpg"
+    target.parent.mkdir()
+    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(
+        target, "JPEG", quality=95, exif=exif.tobytes(), icc_profile=icc)
+    ref = tmp_path / "album" / "r.png"
+    Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(ref)
+    return target, ref
+
+
+def test_enhance_photo_writes_x4_with_exif_orientation_normalised_and_icc(model: TTSR, photos, tmp_path: Path) -> None:
+    target, ref = photos
+    out = tmp_path / "out" / "t.jpg"
+    att = attention_path_for(tmp_path / "out", A)
+    result = enhance_photo(model, target, [ref], out, EnhanceParams(search=EXACT), attention_path=att)
+    with Image.open(out) as im:
+        assert im.size == (96, 128)  # displayed size 24x32, times 4
+        assert im.format == "JPEG"
+        exif = im.getexif()
+        assert exif.get(0x0112, 1) == 1  # pixels are upright now
+        assert exif.get(0x010F) == "Test Camera"
+        assert im.info.get("icc_profile")
+    assert (result.width, result.height, result.format) == (96, 128, "JPEG")
+    assert result.output_path == out and len(result.output_sha256) == 64
+    assert set(result.timings) == {"load_s", "sr_s", "save_s"}
+    with np.load(att) as maps:
+        assert maps["soft"].shape == (32, 24) and maps["soft"].dtype == np.float16
+        assert maps["hard"].shape == (32, 24)
+        assert maps["ref_grids"].tolist() == [[16, 20]]
+    assert not list(out.parent.glob(".*.tmp"))  # no temp file left behind
+
+
+@pytest.mark.parametrize(("outscale", "size"), [(2.0, (48, 64)), (3.0, (72, 96)), (6.0, (144, 192))])
+def test_outscale_resizes_after_x4(model: TTSR, photos, tmp_path: Path, outscale: float, size) -> None:
+    target, ref = photos
+    out = tmp_path / f"x{outscale}.png"
+    enhance_photo(model, target, [ref], out, EnhanceParams(outscale=outscale, search=EXACT))
+    rgb, meta = load_rgb(out)
+    assert (meta.width, meta.height) == size and meta.format == "PNG"
+
+
+def test_enhance_photo_never_overwrites_an_input(model: TTSR, photos, tmp_path: Path) -> None:
+    target, ref = photos
+    before = target.read_bytes()
+    for victim in (target, ref):
+        with pytest.raises(ValueError, match="refusing to overwrite"):
+            enhance_photo(model, target, [ref], victim, EnhanceParams(search=EXACT))
+    other = tmp_path / "album" / "other.jpg"
+    other.write_bytes(before)
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        enhance_photo(model, target, [ref], other, EnhanceParams(search=EXACT), protected=[other])
+    assert target.read_bytes() == before
+    with pytest.raises(ValueError, match="at least one reference"):
+        enhance_photo(model, target, [], tmp_path / "x.jpg")
+
+
+def test_multiple_references_and_fitting(model: TTSR, photos, tmp_path: Path) -> None:
+    target, ref = photos
+    att = tmp_path / "att.npz"
+    enhance_photo(model, target, [ref, ref], tmp_path / "two.png", EnhanceParams(search=EXACT, ref_side_factor=2.0),
+                  attention_path=att)
+    with np.load(att) as maps:
+        # Reference fitted to 2 x 32 = 64 on its long side: 51x64 → lv3 grid 12x16, twice.
+        assert maps["ref_grids"].tolist() == [[12, 16], [12, 16]]
+    big = np.zeros((400, 300, 3), np.uint8)
+    assert fit_reference(big, 50, 4.0).shape == (200, 150, 3)
+    assert fit_reference(big, 500, 4.0) is big  # never enlarged
+
+
+def test_job_key_changes_with_everything_that_changes_pixels() -> None:
+    base = job_key(A, [B], M, EnhanceParams(search=EXACT))
+    assert base == job_key(A, [B], M, EnhanceParams(search=EXACT))
+    assert len(base) == 64
+    others = {
+        job_key(C, [B], M, EnhanceParams(search=EXACT)),
+        job_key(A, [C], M, EnhanceParams(search=EXACT)),
+        job_key(A, [B, C], M, EnhanceParams(search=EXACT)),
+        job_key(A, [C, B], M, EnhanceParams(search=EXACT)),
+        job_key(A, [B], C, EnhanceParams(search=EXACT)),
+        job_key(A, [B], M, EnhanceParams(search=EXACT, outscale=2.0)),
+        job_key(A, [B], M, EnhanceParams(search=SearchConfig(mode=SearchMode.FAST))),
+        job_key(A, [B], M, EnhanceParams(search=EXACT, output_format="png")),
+    }
+    assert base not in others and len(others) == 8
+    with pytest.raises(ValueError, match="ref_sha256s"):
+        job_key(A, [], M, EnhanceParams())
+    with pytest.raises(ValueError, match="'nope'"):
+        job_key("nope", [B], M, EnhanceParams())
+
+
+def test_output_paths_mirror_the_album_and_follow_the_format(tmp_path: Path) -> None:
+    assert output_path_for(tmp_path, "2019/trip/a.jpeg", "JPEG") == tmp_path / "2019/trip/a.jpeg"
+    assert output_path_for(tmp_path, "2019/a.jpg", "PNG") == tmp_path / "2019/a.png"
+    assert output_format_for("MPO", EnhanceParams()) == "JPEG"
+    assert output_format_for("PNG", EnhanceParams(output_format="webp")) == "WEBP"
+    with pytest.raises(ValueError, match=r"\.\./x\.jpg"):
+        output_path_for(tmp_path, "../x.jpg", "JPEG")
+
+
+def test_params_validate_with_the_bad_value_in_the_message() -> None:
+    for kwargs, pattern in (({"outscale": 0}, "outscale.*0"), ({"outscale": 32.0}, "32"),
+                            ({"output_format": "gif"}, "gif"), ({"tile": -1}, "tile.*-1"),
+                            ({"quality": 101}, "101")):
+        with pytest.raises(ValueError, match=pattern):
+            EnhanceParams(**kwargs)
+    assert EnhanceParams(output_format="jpg").output_format == "JPEG"
