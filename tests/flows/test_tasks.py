@@ -1,0 +1,216 @@
+"""Task logic through task.fn(): scan, embed, index sync, one target's enhancement, failures, recovery, settings."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from db import queries
+from db.models import Enhancement, EnhancementStatus, Photo, PhotoRole, Run, RunKind, RunStatus
+from flows import runtime
+from flows.common import is_transient, recover_crashed_runs, start_run
+from flows.enhancing import JobContext, Outcome, enhance_task
+from flows.indexing import embed_task, scan_task, sync_index_task
+from flows.settings import AlbumConfig, ModelNotFoundError, Settings, index_file, scan_settings
+from pipeline import images
+from tests.flows.conftest import add_pair
+
+
+def _index(album: Path, settings: Settings) -> int:
+    counts = scan_task.fn(str(album), settings)
+    factory = runtime.database(settings.database_url)
+    with factory() as session:
+        ids = [p.id for p in queries.photos(session, counts.album_id)]
+    for pid in ids:
+        assert embed_task.fn(pid, str(album), settings).error is None
+    return counts.album_id
+
+
+def _job(album: Path, settings: Settings, album_id: int) -> JobContext:
+    state = sync_index_task.fn(album_id, "fallback:v1", settings)
+    ckpt = runtime.model(settings.model_path, "cpu")
+    return JobContext(album_root=str(album), album_id=album_id, run_id=None, out_dir=str(settings.output_dir(album)),
+                      model_sha256=ckpt.sha256, model_name=ckpt.name, embedder_key="fallback:v1",
+                      index_path=str(state.path), device="cpu", amp_dtype=None)
+
+
+def _targets(settings: Settings, album_id: int) -> list[Photo]:
+    with runtime.database(settings.database_url)() as session:
+        return queries.photos(session, album_id, role=PhotoRole.target)
+
+
+def test_scan_task_records_roles_and_second_scan_reads_no_pixels(make_album, settings_for, monkeypatch) -> None:
+    album = make_album(3)
+    settings = settings_for(embedder="fallback")
+    first = scan_task.fn(str(album), settings)
+    assert (first.new, first.targets, first.references) == (6, 3, 3)
+
+    def forbidden(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise AssertionError("an unchanged album must not be read")
+
+    for name in ("sha256_file", "read_header", "verify_decodable", "load_rgb"):
+        monkeypatch.setattr(images, name, forbidden)
+    second = scan_task.fn(str(album), settings)
+    assert (second.new, second.changed, second.unchanged, second.gone) == (0, 0, 6, 0)
+
+
+def test_scan_task_reports_unreadable_and_gone_files(make_album, settings_for) -> None:
+    album = make_album(2)
+    settings = settings_for(embedder="fallback")
+    scan_task.fn(str(album), settings)
+    (album / "scene0" / "ref.png").unlink()
+    (album / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    counts = scan_task.fn(str(album), settings)
+    assert (counts.gone, counts.unreadable) == (1, 1)
+    assert counts.unreadable_paths[0][0] == "broken.jpg"
+    assert scan_task.fn(str(album), settings).gone == 0  # reported once, not at every scan
+
+
+def test_index_sync_holds_references_only_and_follows_the_database(make_album, settings_for) -> None:
+    album = make_album(3)
+    settings = settings_for(embedder="fallback")
+    album_id = _index(album, settings)
+    state = sync_index_task.fn(album_id, "fallback:v1", settings)
+    assert state.size == 3 and state.rebuilt and state.path == index_file(settings, album_id, "fallback:v1")
+    assert sync_index_task.fn(album_id, "fallback:v1", settings).added == 0  # nothing to do
+    (album / "scene1" / "ref.png").unlink()
+    scan_task.fn(str(album), settings)
+    state = sync_index_task.fn(album_id, "fallback:v1", settings)
+    assert (state.size, state.removed) == (2, 1)
+
+
+def test_enhance_task_enhances_then_reuses_then_forces(make_album, settings_for) -> None:
+    album = make_album(2)
+    settings = settings_for(embedder="fallback")
+    album_id = _index(album, settings)
+    job = _job(album, settings, album_id)
+    target = _targets(settings, album_id)[0]
+
+    first = enhance_task.fn(target.id, job, settings)
+    assert first.status is Outcome.ENHANCED and first.reranked
+    out = Path(first.output_path)
+    assert out == album / "enhanced" / target.rel_path and out.is_file()
+    assert first.references[0].sha256 != target.sha256 and first.ref_paths[0].endswith("ref.png")
+
+    again = enhance_task.fn(target.id, job, settings)
+    assert again.status is Outcome.CACHED and not again.reranked  # no model work at all
+    assert again.enhancement_id == first.enhancement_id
+
+    forced = enhance_task.fn(target.id, job, settings.with_(force=True))
+    assert forced.status is Outcome.ENHANCED and forced.enhancement_id != first.enhancement_id
+    with runtime.database(settings.database_url)() as session:
+        rows = queries.enhancements_for_target(session, target.id)
+        assert [r.status for r in rows] == [EnhancementStatus.succeeded] * 2
+        assert rows[0].job_key == rows[1].job_key  # --force: a new record beside the old one
+        assert rows[0].references[0].ref_photo_id == first.references[0].photo_id
+        assert Path(rows[0].attention_path).is_file()
+
+
+def test_enhance_task_redoes_a_job_whose_output_was_deleted(make_album, settings_for) -> None:
+    album = make_album(1)
+    settings = settings_for(embedder="fallback")
+    album_id = _index(album, settings)
+    job = _job(album, settings, album_id)
+    target = _targets(settings, album_id)[0]
+    first = enhance_task.fn(target.id, job, settings)
+    Path(first.output_path).unlink()
+    assert enhance_task.fn(target.id, job, settings).status is Outcome.ENHANCED
+
+
+def test_enhance_task_records_a_failure_with_its_reason(make_album, settings_for) -> None:
+    album = make_album(1)
+    settings = settings_for(embedder="fallback")
+    album_id = _index(album, settings)
+    job = _job(album, settings, album_id)
+    target = _targets(settings, album_id)[0]
+    # The photo breaks after indexing (a sync client wrote half a file).
+    (album / target.rel_path).write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    outcome = enhance_task.fn(target.id, job, settings)
+    assert outcome.status is Outcome.FAILED and "UnreadableImageError" in outcome.error
+    with runtime.database(settings.database_url)() as session:
+        row = session.scalars(select(Enhancement)).one()
+        assert row.status is EnhancementStatus.failed and "unreadable" in row.error
+        assert row.output_path is None
+
+
+def test_enhance_task_without_references_says_so(tmp_path: Path, settings_for) -> None:
+    album = tmp_path / "only-small"
+    album.mkdir()
+    (album / "refsr.toml").write_text("[scan]\nmin_ref_side = 96\nmax_target_side = 48\n")
+    ref, _ = add_pair(album, "s", seed=7)
+    ref.unlink()
+    settings = settings_for(embedder="fallback")
+    album_id = _index(album, settings)
+    job = _job(album, settings, album_id)
+    outcome = enhance_task.fn(_targets(settings, album_id)[0].id, job, settings)
+    assert outcome.status is Outcome.NO_REFERENCE
+
+
+def test_transient_errors_are_told_apart() -> None:
+    assert is_transient(OperationalError("INSERT", {}, Exception("database is locked")))
+    assert is_transient(OSError(errno.EAGAIN, "try again"))
+    assert not is_transient(OSError(errno.ENOENT, "gone"))
+    assert not is_transient(images.UnreadableImageError("x.jpg", "truncated"))
+    assert not is_transient(ValueError("bad"))
+
+
+def test_recovery_marks_dead_runs_crashed_and_leaves_live_ones(tmp_path: Path, settings_for) -> None:
+    settings = settings_for()
+    factory = runtime.database(settings.database_url)
+    live = start_run(factory, RunKind.enhance, None, settings, {})  # this very process
+    dead = start_run(factory, RunKind.enhance, None, settings, {})
+    with factory.begin() as session:
+        run = session.get(Run, dead)
+        # A pid that cannot exist: the run's process is gone.
+        run.parameters = {**run.parameters, "process": {**run.parameters["process"], "pid": 2**22 + 12345}}
+    assert recover_crashed_runs(factory) == [dead]
+    with factory() as session:
+        assert session.get(Run, dead).status is RunStatus.crashed
+        assert session.get(Run, live).status is RunStatus.running
+
+
+def test_settings_precedence_and_validation(tmp_path: Path, tiny_model: Path) -> None:
+    env = {"REFSR_HOME": str(tmp_path / "h"), "REFSR_MODEL": str(tiny_model), "REFSR_DEVICE": "cpu"}
+    s = Settings.from_env(env)
+    assert s.home == (tmp_path / "h").resolve()
+    assert s.database_url == f"sqlite:///{(tmp_path / 'h').resolve() / 'refsr.db'}"
+    assert s.index_dir == (tmp_path / "h").resolve() / "faiss"
+    assert Settings.from_env(env, device="auto").device.value == "auto"  # flag beats environment
+    xdg = Settings.from_env({"XDG_DATA_HOME": str(tmp_path / "xdg")})
+    assert xdg.home == (tmp_path / "xdg" / "refsr-album").resolve()
+    with pytest.raises(ValueError, match="refs.*5"):
+        Settings.from_env(env, refs=5, top_k=2)
+    with pytest.raises(ValueError, match="workers.*0"):
+        Settings.from_env(env, workers=0)
+    with pytest.raises(ModelNotFoundError, match="--model"):
+        Settings.from_env(env, model_path=tmp_path / "missing.safetensors").check_model()
+
+
+def test_album_config_and_output_folder_exclusion(tmp_path: Path, tiny_model: Path) -> None:
+    album = tmp_path / "a"
+    album.mkdir()
+    (album / "refsr.toml").write_text("[scan]\nmin_ref_side = 500\nmax_target_side = 200\n")
+    s = Settings.from_env({}, home=tmp_path / "h", model_path=tiny_model, out_dir=album / "sub" / "big")
+    cfg = scan_settings(s, album)
+    assert (cfg.min_ref_side, cfg.max_target_side) == (500, 200)
+    assert "big" in cfg.exclude and "enhanced" in cfg.exclude
+    assert scan_settings(s.with_(min_ref_side=900), album).min_ref_side == 900  # flag beats the file
+    with pytest.raises(ValueError, match="album itself"):
+        scan_settings(s.with_(out_dir=album), album)
+    (album / "refsr.toml").write_text("[scan]\nmin_ref_sid = 5\n")
+    with pytest.raises(ValueError, match="min_ref_sid"):
+        AlbumConfig.read(album)
+
+
+def test_fault_point_is_inert_without_its_variable(monkeypatch) -> None:
+    monkeypatch.delenv(runtime.FAULT_ENV, raising=False)
+    runtime.fault_point("record")  # returns
+    monkeypatch.setenv(runtime.FAULT_ENV, "other:1")
+    runtime.fault_point("record")  # another phase: returns
+    assert os.getpid() > 0
