@@ -1,0 +1,99 @@
+"""End to end: real Prefect flows under one session-scoped test harness, on a generated album."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from db import queries
+from db.models import Enhancement, EnhancementReference, EnhancementStatus, Photo, Run, RunStatus
+from flows import runtime
+from flows.enhancing import Outcome, enhance_album
+from flows.indexing import index_album
+from tests.flows.conftest import add_pair
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+
+def _enhancements(settings) -> list[Enhancement]:  # type: ignore[no-untyped-def]
+    with runtime.database(settings.database_url)() as session:
+        return list(session.scalars(select(Enhancement).order_by(Enhancement.id)))
+
+
+def test_enhance_album_end_to_end(make_album, settings_for, other_tiny_model: Path) -> None:
+    album = make_album(3)
+    settings = settings_for(embedder="fallback")
+
+    first = enhance_album(str(album), settings)
+    assert first.counts() == {"enhanced": 3, "cached": 0, "failed": 0, "no-reference": 0}
+    assert first.index.scan.new == 6
+    for outcome in first.outcomes:
+        out = Path(outcome.output_path)
+        assert out == album / "enhanced" / outcome.rel_path and out.is_file()
+        # Each generated target's own scene is its best reference.
+        assert outcome.ref_paths[0].split("/")[0] == outcome.rel_path.split("/")[0]
+    rows = _enhancements(settings)
+    assert len(rows) == 3 and all(r.status is EnhancementStatus.succeeded for r in rows)
+    assert {r.run_id for r in rows} == {first.run_id}
+    with runtime.database(settings.database_url)() as session:
+        assert session.scalar(select(func.count()).select_from(EnhancementReference)) == 3
+        run = session.get(Run, first.run_id)
+        assert run.status is RunStatus.completed and run.counts["enhanced"] == 3
+        assert run.flow_run_id  # the Prefect flow run it belongs to
+
+    # Unchanged album: no model work, and it says so.
+    second = enhance_album(str(album), settings)
+    assert second.counts()["cached"] == 3 and not second.model_work
+    assert second.index.scan.unchanged == 6 and second.index.embedded == 0
+    assert len(_enhancements(settings)) == 3
+
+    # One new photo: exactly one new enhancement.
+    add_pair(album, "scene9", seed=999)
+    third = enhance_album(str(album), settings)
+    new_rows = _enhancements(settings)[3:]
+    with runtime.database(settings.database_url)() as session:
+        assert len(new_rows) == 1 and session.get(Photo, new_rows[0].target_photo_id).rel_path == "scene9/small/scene9.jpg"
+    assert third.counts()["enhanced"] == 1 and third.counts()["cached"] == 3
+
+    # A new model: a new record beside each old one, history kept.
+    fourth = enhance_album(str(album), settings.with_(model_path=other_tiny_model))
+    assert fourth.counts()["enhanced"] == 4
+    rows = _enhancements(settings)
+    assert len(rows) == 8 and len({r.model_sha256 for r in rows}) == 2
+
+    # The run history tells the story.
+    with runtime.database(settings.database_url)() as session:
+        history = queries.run_history(session)
+    assert [h.succeeded for h in history[:4]] == [4, 1, 0, 3]
+
+
+def test_index_album_flow_counts(make_album, settings_for) -> None:
+    album = make_album(2)
+    settings = settings_for(embedder="fallback")
+    summary = index_album(str(album), settings)
+    assert (summary.scan.new, summary.scan.targets, summary.scan.references, summary.embedded) == (4, 2, 2, 4)
+    assert summary.index is not None and summary.index.size == 2
+    again = index_album(str(album), settings)
+    assert (again.scan.unchanged, again.embedded) == (4, 0)
+
+
+def test_a_failing_photo_is_recorded_and_the_run_goes_on(make_album, settings_for) -> None:
+    album = make_album(2)
+    settings = settings_for(embedder="fallback")
+    # Something the scan cannot foresee: a folder squats on one output's path.
+    (album / "enhanced" / "scene0" / "small" / "scene0.jpg").mkdir(parents=True)
+    summary = enhance_album(str(album), settings)
+    assert summary.counts()["failed"] == 1 and summary.counts()["enhanced"] == 1
+    failed = summary.failed[0]
+    assert failed.rel_path == "scene0/small/scene0.jpg" and "IsADirectoryError" in failed.error
+    with runtime.database(settings.database_url)() as session:
+        run = session.get(Run, summary.run_id)
+        assert run.status is RunStatus.completed and run.counts["failed"] == 1
+        row = session.get(Enhancement, failed.enhancement_id)
+        assert row.status is EnhancementStatus.failed and "IsADirectoryError" in row.error
+    # Fixed by the user: the next run picks it up, the good one stays cached.
+    (album / "enhanced" / "scene0" / "small" / "scene0.jpg").rmdir()
+    again = enhance_album(str(album), settings)
+    assert again.counts() == {"enhanced": 1, "cached": 1, "failed": 0, "no-reference": 0}
