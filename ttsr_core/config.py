@@ -114,3 +114,24 @@ class SearchConfig:
             raise ValueError(f"coarse_neighbours must be ≥ 0, got {self.coarse_neighbours}")
         if self.matmul_dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"matmul_dtype must be float32, bfloat16 or float16, got {self.matmul_dtype!r}")
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Overlapping-tile inference; independent of the weights, like :class:`SearchConfig`.
+
+    Sizes are in LR pixels. Every tile searches the whole references, so tiling changes only the
+    network's view of the LR image near tile borders, never which texture is chosen.
+    """
+
+    # Tile side; None processes the whole image in one pass.
+    tile: int | None = None
+    # Pixels shared by neighbouring tiles; the central half of each shared strip is cross-faded with
+    # a raised-cosine ramp, the outer quarters (most affected by the tile's zero padding) get weight 0.
+    overlap: int = 16
+
+    def __post_init__(self) -> None:
+        if self.overlap < 0:
+            raise ValueError(f"overlap must be ≥ 0, got {self.overlap}")
+        if self.tile is not None and (self.tile < 1 or self.tile < 2 * self.overlap):
+            raise ValueError(f"tile must be ≥ 1 and ≥ 2 × overlap ({2 * self.overlap}), got {self.tile}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -10,8 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import SearchConfig
+from .config import SearchConfig, TileConfig
 from .net import TTSR
+from .tiling import encode_references, tiled_forward
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,35 @@ class SRResult:
     hard_attention: np.ndarray  # (h, w) int64: index into the union of reference lv3 positions
 
 
+def rescale_reference(ref: np.ndarray, ref_scale: float | None, name: str = "reference") -> np.ndarray:
+    """Resize a reference by ``ref_scale`` with PIL bicubic (None or 1 = unchanged).
+
+    The search compares 3×3 lv3 patches at one scale, so texture transfers best when an object is as
+    many pixels wide in the reference as in the ×4 output. ``ref_scale`` = (object size in the output)
+    / (object size in the reference): 0.5 when the reference shows things twice as large as the
+    enhanced photo will; :func:`output_matched_scale` estimates it for two framings of one scene.
+    """
+    if ref_scale is None or ref_scale == 1.0:
+        return ref
+    if not (isinstance(ref_scale, (int, float)) and math.isfinite(ref_scale) and ref_scale > 0):
+        raise ValueError(f"ref_scale must be a positive finite number or None, got {ref_scale!r}")
+    h, w = ref.shape[:2]
+    nh, nw = max(1, round(h * ref_scale)), max(1, round(w * ref_scale))
+    if nh < MIN_REF_SIDE or nw < MIN_REF_SIDE:
+        raise ValueError(f"ref_scale {ref_scale} shrinks {name} of {w}×{h} to {nw}×{nh}, below one "
+                         f"{MIN_REF_SIDE}×{MIN_REF_SIDE} texture patch")
+    return resize_bicubic(ref, nw, nh)
+
+
+def output_matched_scale(lr_shape: tuple[int, ...], ref_shape: tuple[int, ...]) -> float:
+    """``ref_scale`` that gives the reference the ×4 output's size along the longer side.
+
+    Right when both photos frame about the same scene (burst shots, a thumbnail and its original);
+    for a close-up reference of a detail it under-estimates, so it is a helper, not the default.
+    """
+    return SCALE * max(lr_shape[0], lr_shape[1]) / max(ref_shape[0], ref_shape[1])
+
+
 def super_resolve(
     model: TTSR,
     lr: np.ndarray,
@@ -107,30 +138,44 @@ def super_resolve(
     search: SearchConfig | None = None,
     device: str | torch.device | None = "cpu",
     amp_dtype: str | None = None,
+    tile: int | None = None,
+    tile_overlap: int = 16,
+    ref_scale: float | None = None,
 ) -> SRResult:
     """×4 super-resolution of one uint8 RGB image with one or more uint8 RGB references.
 
     lr (h, w, 3) of any size ≥ 1×1; refs: each (H, W, 3), at least 12×12 → (4h, 4w, 3) uint8.
+    ``tile``: process the LR image in ``tile``×``tile`` pieces sharing ``tile_overlap`` pixels,
+    blended (see :mod:`ttsr_core.tiling`); the references are encoded once and searched whole by
+    every tile, so memory is one tile's network plus the references' features. None = one pass.
+    ``ref_scale``: resize every reference by this factor before search (:func:`rescale_reference`);
+    None keeps the references as they are.
     """
     check_rgb(lr, "LR image")
     if isinstance(refs, np.ndarray):
         refs = [refs]
     if len(refs) == 0:
         raise ValueError("at least one reference image is needed")
-    prepared = [prepare_reference(r, f"reference {i}") for i, r in enumerate(refs)]
+    tiles = TileConfig(tile, tile_overlap)
+    prepared = [
+        prepare_reference(rescale_reference(check_rgb(r, f"reference {i}"), ref_scale, f"reference {i}"),
+                          f"reference {i}")
+        for i, r in enumerate(refs)
+    ]
     dev = resolve_device(device)
     h, w = lr.shape[:2]
     lr_up = resize_bicubic(lr, w * SCALE, h * SCALE)
     model = model.to(dev).eval()
     with torch.inference_mode(), autocast_context(dev, amp_dtype):
-        out = model(
-            to_tensor(lr, dev),
-            to_tensor(lr_up, dev),
-            [to_tensor(p.ref, dev) for p in prepared],
-            [to_tensor(p.ref_down_up, dev) for p in prepared],
-            search=search,
-            return_attention=True,
-        )
+        ref_t = [to_tensor(p.ref, dev) for p in prepared]
+        ref_du_t = [to_tensor(p.ref_down_up, dev) for p in prepared]
+        if tiles.tile is None:
+            out = model(to_tensor(lr, dev), to_tensor(lr_up, dev), ref_t, ref_du_t, search=search,
+                        return_attention=True)
+        else:
+            encoded = encode_references(model, ref_t, ref_du_t)
+            del ref_t, ref_du_t  # only their features are needed from here on
+            out = tiled_forward(model, to_tensor(lr, dev), to_tensor(lr_up, dev), encoded, tiles, search)
     return SRResult(
         to_uint8(out.sr),
         out.soft_attention[0, 0].float().cpu().numpy(),
