@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=TrainSettings.iterations)
     p.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
     p.add_argument("--patch", type=int, default=160, help="HR crop side, multiple of 4 (default 160)")
+    p.add_argument("--texture-tries", type=int, default=4, help="best-of-N crops by gradient energy (1: uniform)")
     p.add_argument("--lr", type=float, default=TrainSettings.lr)
     p.add_argument("--lte-lr-ratio", type=float, default=TrainSettings.lte_lr_ratio)
     p.add_argument("--loss", choices=["rec", "rec+tpl", "rec+tpl+adv"], default="rec",
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     val_batches: list[dict[str, torch.Tensor]] = []
     if args.data:
         held = holdout_names(args.data, args.holdout_every)
-        pair = PairSettings(patch=args.patch, ref_patch=args.patch)
+        pair = PairSettings(patch=args.patch, ref_patch=args.patch, texture_tries=args.texture_tries)
         dataset: Dataset = SelfSupervisedPairs.from_folder(args.data, pair, exclude=held, length=args.samples, seed=args.seed)
         meta.update({"data": str(args.data), "holdout": held})
         if held:
