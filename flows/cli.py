@@ -423,15 +423,22 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from flows.enhancing import enhance_album
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.enhancing import deployment
 
     settings = _settings(args)
     settings.check_model()
-    album = args.album.expanduser().resolve()
-    name = args.name or f"refsr-{album.name}"
-    params = {"album": str(album), "settings": settings.to_record()}
-    enhance_album.serve(name=name, cron=args.cron, interval=args.interval, parameters=params,
-                        description=f"refsr enhance {album}")
+    if not PREFECT_API_URL.value():
+        # The temporary API a plain `refsr enhance` uses runs no scheduler: nothing would ever start.
+        print("refsr serve: schedules need a Prefect server. In another terminal run `prefect server start`, "
+              "then `export PREFECT_API_URL=http://127.0.0.1:4200/api` and run this command again.",
+              file=sys.stderr)
+        return EXIT_USAGE
+    served = deployment(args.album, settings, name=args.name, cron=args.cron, interval=args.interval)
+    print(f"serving deployment {served.name!r} for {args.album} (Ctrl-C stops it)", file=sys.stderr)
+    serve(served)
     return EXIT_OK
 
 

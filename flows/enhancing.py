@@ -371,3 +371,23 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
         status = RunStatus.crashed if isinstance(exc, KeyboardInterrupt) else RunStatus.failed
         finish_run(factory, run_id, status, {}, error=one_line(exc))
         raise
+
+
+def deployment(album: str | Path, settings: Settings, *, name: str | None = None, cron: str | None = None,
+               interval: int | None = None):  # type: ignore[no-untyped-def]
+    """A scheduled deployment of `enhance_album` for one album (served by `refsr serve`).
+
+    Parameters travel as JSON (the settings as plain values) and are validated back into
+    Settings when a run starts, so a worker on another machine builds the same settings.
+    """
+    if (cron is None) == (interval is None):
+        raise ValueError(f"give exactly one of cron or interval, got cron={cron!r}, interval={interval!r}")
+    root = Path(album).expanduser().resolve()
+    return enhance_album.to_deployment(
+        name=name or f"refsr-{root.name}",
+        cron=cron,
+        interval=interval,
+        parameters={"album": str(root), "settings": settings.with_(progress=False).to_record()},
+        description=f"refsr enhance {root}",
+        tags=["refsr"],
+    )

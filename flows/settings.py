@@ -185,12 +185,18 @@ class Settings:
     def check_model(self) -> Path:
         """The checkpoint path, or ModelNotFoundError saying where it was looked for and how to fix it."""
         path = self.model_path
-        if not path.is_file():
+        if path.is_file():
+            return path
+        if path.resolve() == default_model_path():
             raise ModelNotFoundError(
-                f"TTSR checkpoint not found: {path}. The project ships its trained compact model at "
-                f"{default_model_path()}; pass another with --model PATH or ${MODEL_ENV}."
+                f"TTSR checkpoint not found: {path}. That is where the project's trained compact model is "
+                f"shipped, and this checkout lacks it; pass a checkpoint with --model PATH or ${MODEL_ENV} "
+                "(a random-weight model is never substituted)."
             )
-        return path
+        raise ModelNotFoundError(
+            f"TTSR checkpoint not found: {path} (given by --model or ${MODEL_ENV}); the shipped default is "
+            f"{default_model_path()}."
+        )
 
     def output_dir(self, album_root: Path) -> Path:
         return self.out_dir if self.out_dir is not None else Path(album_root) / DEFAULT_OUT_NAME
@@ -198,7 +204,9 @@ class Settings:
     def to_record(self) -> dict[str, Any]:
         """JSON-able form for a run's parameters."""
         data = asdict(self)
-        return {k: (str(v) if isinstance(v, (Path, enum.Enum)) else v) for k, v in data.items()}
+        return {
+            k: v.value if isinstance(v, enum.Enum) else str(v) if isinstance(v, Path) else v for k, v in data.items()
+        }
 
 
 # -- per-album configuration -------------------------------------------------------------------

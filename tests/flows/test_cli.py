@@ -195,3 +195,16 @@ def test_two_enhance_runs_at_once_do_not_corrupt_anything(make_album, tiny_model
     assert len(VectorIndex.load(index_files[0])) == 3
     with runtime.database(_db(home))() as session:
         assert {r.status for r in session.scalars(select(Run))} == {RunStatus.completed}
+
+
+def test_serve_without_a_prefect_server_explains_what_to_start(make_album, tiny_model: Path, tmp_path: Path,
+                                                               capsys, monkeypatch) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    # Also when the session's test harness (which sets an API URL) is already running.
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        code = main(["serve", str(make_album(1)), "--interval", "60", "--model", str(tiny_model),
+                     "--home", str(tmp_path / "h")])
+    assert code == 2
+    assert "prefect server start" in capsys.readouterr().err

@@ -214,3 +214,18 @@ def test_fault_point_is_inert_without_its_variable(monkeypatch) -> None:
     monkeypatch.setenv(runtime.FAULT_ENV, "other:1")
     runtime.fault_point("record")  # another phase: returns
     assert os.getpid() > 0
+
+
+def test_served_deployment_carries_settings_as_json_and_validates_back(tmp_path: Path, tiny_model: Path) -> None:
+    import json
+
+    from flows.enhancing import deployment, enhance_album
+
+    s = Settings.from_env({}, home=tmp_path / "h", model_path=tiny_model, top_k=3, embedder="fallback")
+    dep = deployment(tmp_path / "album", s, interval=3600)
+    assert dep.name == "refsr-album" and dep.schedules
+    params = json.loads(json.dumps(dep.parameters))  # what the API stores
+    restored = enhance_album.validate_parameters(params)["settings"]
+    assert restored == s.with_(progress=False)
+    with pytest.raises(ValueError, match="exactly one"):
+        deployment(tmp_path, s)
