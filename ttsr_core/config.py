@@ -89,7 +89,9 @@ class SearchConfig:
 
     mode: SearchMode = SearchMode.EXACT
     # Upper bound on the working memory of one search chunk (relevance block + unfolded patches).
-    memory_budget_mb: float = 256.0
+    # 64 MB: same speed as 256 MB on the CUFED5-size and 720p cases, lower peak RSS
+    # (benchmarks/README.md, "Search memory").
+    memory_budget_mb: float = 64.0
     # Fast mode: pooling factor of the coarse grid and half-width of the dense refinement window
     # (in lv3 positions, around the up-projected coarse match).
     coarse_factor: int = 4
