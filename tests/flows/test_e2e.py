@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from db import queries
 from db.models import Enhancement, EnhancementReference, EnhancementStatus, Photo, Run, RunStatus
 from flows import runtime
-from flows.enhancing import Outcome, enhance_album
+from flows.enhancing import enhance_album
 from flows.indexing import index_album
 from tests.flows.conftest import add_pair
 
@@ -97,3 +97,34 @@ def test_a_failing_photo_is_recorded_and_the_run_goes_on(make_album, settings_fo
     (album / "enhanced" / "scene0" / "small" / "scene0.jpg").rmdir()
     again = enhance_album(str(album), settings)
     assert again.counts() == {"enhanced": 1, "cached": 1, "failed": 0, "no-reference": 0}
+
+
+def test_tasks_retry_transient_errors_only() -> None:
+    from prefect import flow, task
+    from sqlalchemy.exc import OperationalError
+
+    from flows.common import retry_if_transient
+
+    calls = {"transient": 0, "permanent": 0}
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_if_transient)
+    def busy_database() -> str:
+        calls["transient"] += 1
+        if calls["transient"] < 2:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        return "ok"
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_if_transient)
+    def bad_photo() -> None:
+        calls["permanent"] += 1
+        raise ValueError("truncated JPEG")
+
+    @flow
+    def both() -> str:
+        result = busy_database()
+        with pytest.raises(ValueError):
+            bad_photo()
+        return result
+
+    assert both() == "ok"
+    assert calls == {"transient": 2, "permanent": 1}
