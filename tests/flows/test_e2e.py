@@ -43,6 +43,17 @@ def test_enhance_album_end_to_end(make_album, settings_for, other_tiny_model: Pa
         assert run.status is RunStatus.completed and run.counts["enhanced"] == 3
         assert run.flow_run_id  # the Prefect flow run it belongs to
 
+    # The run's table artifact lists every target with its reference and scores.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"enhance-album-{first.album_id}"])))
+    assert artifacts and artifacts[0].type == "table"
+    table = artifacts[0].data if isinstance(artifacts[0].data, str) else str(artifacts[0].data)
+    assert "scene0/small/scene0.jpg" in table and "relevance" in table
+
     # Unchanged album: no model work, and it says so.
     second = enhance_album(str(album), settings)
     assert second.counts()["cached"] == 3 and not second.model_work
