@@ -113,17 +113,25 @@ class EnhanceSummary:
 
 
 def _reusable(factory, key: str) -> queries.Enhancement | None:  # type: ignore[no-untyped-def]
-    """The succeeded enhancement of `key` whose output file still holds what it wrote."""
+    """The succeeded enhancement of `key` whose output file still holds what it wrote.
+
+    Like the album scan, an output whose size and mtime match the record is trusted without
+    reading it; anything else is hashed and compared.
+    """
     with factory() as session:
         hit = queries.latest_succeeded_enhancement(session, key)
     if hit is None or not hit.output_path:
         return None
     out = Path(hit.output_path)
     try:
-        if out.is_file() and images.sha256_file(out) == hit.output_sha256:
+        st = out.stat()
+        recorded = (hit.params or {}).get("output_stat") or {}
+        if recorded.get("size") == st.st_size and recorded.get("mtime_ns") == st.st_mtime_ns:
+            return hit
+        if images.sha256_file(out) == hit.output_sha256:
             return hit
     except OSError:
-        return None
+        pass
     logger.info("output %s of job %s is missing or was replaced; redoing it", out, key[:12])
     return None
 
@@ -218,12 +226,15 @@ def process_target(photo_id: int, job: JobContext, settings: Settings) -> Target
                     attention_path=attention_path_for(job.out_dir, key), device=job.device,
                 )
             timings.update({k: round(v, 4) for k, v in result.timings.items()})
+            st = result.output_path.stat()
+            written = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
             with factory.begin() as session:
                 target = session.get(Photo, photo_id)
                 enhancement = queries.record_enhancement(
                     session, job.run_id, target, key, status=EnhancementStatus.succeeded,
                     model_name=job.model_name, model_sha256=job.model_sha256, embedder=job.embedder_key,
-                    device=result.device, params={**params.pixel_params(), "retrieval_key": rkey},
+                    device=result.device,
+                    params={**params.pixel_params(), "retrieval_key": rkey, "output_stat": written},
                     timings=timings, output_path=result.output_path.resolve(),
                     output_sha256=result.output_sha256, attention_path=result.attention_path.resolve()
                     if result.attention_path else None,

@@ -120,6 +120,10 @@ def test_enhance_task_redoes_a_job_whose_output_was_deleted(make_album, settings
     first = enhance_task.fn(target.id, job, settings)
     Path(first.output_path).unlink()
     assert enhance_task.fn(target.id, job, settings).status is Outcome.ENHANCED
+    Path(first.output_path).write_bytes(b"edited by hand")  # replaced by something else
+    assert enhance_task.fn(target.id, job, settings).status is Outcome.ENHANCED
+    os.utime(first.output_path)  # touched only: same bytes, so still reusable
+    assert enhance_task.fn(target.id, job, settings).status is Outcome.CACHED
 
 
 def test_enhance_task_records_a_failure_with_its_reason(make_album, settings_for) -> None:
