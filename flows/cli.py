@@ -26,8 +26,8 @@ environment:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the hand-wrapped descriptions and examples; defaults are stated in each help text."""
 
 
 def _positive_int(text: str) -> int:
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "died are shown as crashed once any later refsr command starts.",
         epilog="examples:\n  refsr history\n  refsr history examples/album --json\n\n" + _COMMON_EPILOG)
     p.add_argument("album", type=Path, nargs="?", default=None, metavar="ALBUM", help="only this album")
-    p.add_argument("--limit", type=_positive_int, default=20, help="show at most this many runs")
+    p.add_argument("--limit", type=_positive_int, default=20, help="show at most this many runs (default 20)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _workspace_args(p)
 
