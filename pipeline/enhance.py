@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -46,7 +45,7 @@ class EnhanceParams:
 
     `outscale`: final scale of the output; TTSR always works at ×4 and the result is resized
     afterwards (LANCZOS), as Real-ESRGAN's `--outscale` does. `tile`: LR tile side for targets
-    larger than that (bounded memory), passed to ttsr_core when it supports tiling.
+    larger than that (bounded memory: ttsr_core blends overlapping tiles).
     `ref_side_factor`: a reference is reduced (never enlarged) so its long side is at most this
     many times the target's: TTSR transfers texture at the output's scale, so a reference much
     larger than the ×4 output only costs search time.
@@ -198,20 +197,10 @@ def fit_reference(ref: np.ndarray, target_long_side: int, factor: float) -> np.n
 
 
 def _tiling_kwargs(params: EnhanceParams, lr_shape: tuple[int, ...]) -> dict[str, object]:
-    """Tiling arguments for ttsr_core when its super_resolve takes them and the target needs it."""
+    """ttsr_core's tiling arguments when the target is larger than one tile, else none (one pass)."""
     if params.tile is None or max(lr_shape[:2]) <= params.tile:
         return {}
-    accepted = inspect.signature(super_resolve).parameters
-    if "tile" not in accepted:
-        logger.warning(
-            "target %dx%d is larger than tile=%d but this ttsr_core has no tiling; running it whole",
-            lr_shape[1], lr_shape[0], params.tile,
-        )
-        return {}
-    kwargs: dict[str, object] = {"tile": params.tile}
-    if "tile_overlap" in accepted:
-        kwargs["tile_overlap"] = params.tile_overlap
-    return kwargs
+    return {"tile": params.tile, "tile_overlap": params.tile_overlap}
 
 
 @dataclass(frozen=True)

@@ -145,3 +145,28 @@ def test_params_validate_with_the_bad_value_in_the_message() -> None:
         with pytest.raises(ValueError, match=pattern):
             EnhanceParams(**kwargs)
     assert EnhanceParams(output_format="jpg").output_format == "JPEG"
+
+
+def test_large_targets_are_tiled_by_ttsr_core(model: TTSR, photos, tmp_path: Path, monkeypatch) -> None:
+    import pipeline.enhance as enhance_module
+
+    seen: dict[str, object] = {}
+    real = enhance_module.super_resolve
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(enhance_module, "super_resolve", spy)
+    target, ref = photos
+    att = tmp_path / "att.npz"
+    enhance_photo(model, target, [ref], tmp_path / "tiled.png", EnhanceParams(search=EXACT, tile=16, tile_overlap=4),
+                  attention_path=att)
+    assert (seen["tile"], seen["tile_overlap"]) == (16, 4)
+    rgb, _ = load_rgb(tmp_path / "tiled.png")
+    assert rgb.shape == (128, 96, 3)
+    with np.load(att) as maps:
+        assert maps["soft"].shape == maps["hard"].shape == (32, 24)
+    seen.clear()
+    enhance_photo(model, target, [ref], tmp_path / "whole.png", EnhanceParams(search=EXACT, tile=64))
+    assert "tile" not in seen  # small enough for one pass
