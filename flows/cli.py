@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p, album=True)
     _scan_args(p)
     _workspace_args(p)
+    from flows.report import add_report_parser
+
+    _workspace_args(add_report_parser(sub))
     return parser
 
 
@@ -286,28 +289,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _build_gallery(summary: Any, settings: Any) -> Path | None:
-    """The album's HTML gallery through flows.report.build_gallery, when that module is installed."""
-    import importlib
-
-    try:
-        report = importlib.import_module("flows.report")
-    except ImportError:
-        return None
-    build = getattr(report, "build_gallery", None)
-    if build is None:
-        return None
-    from flows import runtime
-
-    with runtime.database(settings.database_url)() as session:
-        return Path(build(session, album_root=summary.album))
-
-
 def _cmd_enhance(args: argparse.Namespace) -> int:
     from flows.enhancing import Outcome, enhance_album
     from flows.settings import ModelNotFoundError
 
-    settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty())
+    settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty(),
+                         report=not args.no_report)
     try:
         settings.check_model()
     except ModelNotFoundError as exc:
@@ -317,12 +304,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 
     flow = enhance_album.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.workers))
     summary = flow(str(args.album), settings)
-    gallery = None
-    if not args.no_report:
-        try:
-            gallery = _build_gallery(summary, settings)
-        except Exception as exc:  # the gallery is a bonus; its failure must not hide the run's result
-            print(f"refsr enhance: gallery not built: {type(exc).__name__}: {exc}", file=sys.stderr)
+    gallery = summary.gallery
     if args.json:
         data = _jsonable(summary)
         data["gallery"] = str(gallery) if gallery else None
@@ -442,9 +424,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from flows import runtime
+
+    settings = _settings(args)
+    with runtime.database(settings.database_url)() as session:
+        return int(args.handler(args, session))
+
+
 _COMMANDS = {
     "index": _cmd_index, "enhance": _cmd_enhance, "sr": _cmd_sr, "which-ref": _cmd_which_ref,
-    "history": _cmd_history, "serve": _cmd_serve,
+    "history": _cmd_history, "serve": _cmd_serve, "report": _cmd_report,
 }
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from prefect import flow, task
-from prefect.artifacts import create_table_artifact
+from sqlalchemy.orm import Session, sessionmaker
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -93,6 +94,7 @@ class EnhanceSummary:
     outcomes: tuple[TargetOutcome, ...]
     recovered_runs: tuple[int, ...] = ()
     wall_s: float = 0.0
+    gallery: str | None = None  # index.html of the album's gallery, when built
 
     def counts(self) -> dict[str, int]:
         counts = {o.value: 0 for o in Outcome}
@@ -375,6 +377,8 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
                 + f"; model {ckpt.name} ({ckpt.sha256[:12]}) on {device.name}"
             ),
         )
+        if settings.report:
+            summary = replace(summary, gallery=_gallery(factory, root, album_id))
         error = f"{len(summary.failed)} photo(s) failed" if summary.failed else None
         finish_run(factory, run_id, RunStatus.completed, counts, error=error)
         return summary
@@ -382,6 +386,24 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
         status = RunStatus.crashed if isinstance(exc, KeyboardInterrupt) else RunStatus.failed
         finish_run(factory, run_id, status, {}, error=one_line(exc))
         raise
+
+
+def _gallery(factory: sessionmaker[Session], root: Path, album_id: int) -> str | None:
+    """Build the album's gallery and link it from a markdown artifact of this flow run.
+
+    The gallery is a convenience: its failure is logged and never fails the run.
+    """
+    from flows.report import build_gallery, gallery_markdown
+
+    try:
+        with factory() as session:
+            index = build_gallery(session, album_root=root)
+        create_markdown_artifact(markdown=gallery_markdown(index), key=f"gallery-album-{album_id}",
+                                 description=f"before/after gallery of {root}")
+        return str(index)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        logger.warning("gallery for %s not built: %s", root, one_line(exc))
+        return None
 
 
 def deployment(album: str | Path, settings: Settings, *, name: str | None = None, cron: str | None = None,

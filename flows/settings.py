@@ -96,6 +96,7 @@ class Settings:
     retries: int = 2  # on transient errors (database busy, CUDA out of memory)
     retry_delay_s: float = 2.0
     progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
+    report: bool = True  # build the HTML gallery (and its Prefect artifact) at the end of a run
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home))
