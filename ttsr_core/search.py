@@ -159,55 +159,51 @@ def transfer_texture(
     values: per reference (C, s*Hk, s*Wk) features at scale s ∈ {1, 2, 4} relative to lv3;
     keys_shape: per reference (Hk, Wk) lv3 grid; index (h*w,) global hard attention → (C, s*h, s*w).
 
-    Equivalent to the authors' unfold (kernel 3s, stride s, padding s) → gather → fold → /9: an
-    output pixel (Y, X) is covered by the patches of the 3×3 queries around (Y//s, X//s); the patch
-    of query (y, x) matched to key (i, j) puts reference pixel (Y + s(i−y), X + s(j−x)) there, zero
-    outside the reference (the unfold's zero padding) and outside the query grid.
+    Equivalent to the authors' unfold (kernel 3s, stride s, padding s) → gather → fold → /9. The
+    s×s output block of query cell (t, u) is covered by the patches of its 3×3 neighbours
+    q = (t+oy, u+ox); the patch of q, matched to key (i, j), puts there the reference's s×s block
+    at lv3 position (i−oy, j−ox) — an aligned block, because every displacement is a multiple of s.
+    So the transfer is a sum of 9 gathers of whole blocks (zero outside the reference or the query
+    grid, as the unfold's zero padding), done at query-grid resolution.
     """
     c = values[0].shape[0]
     dev = index.device
-    flat = torch.cat([v.reshape(c, -1) for v in values] + [values[0].new_zeros(c, 1)], dim=1)
-    zero_col = flat.shape[1] - 1
+    block = c * scale * scale
+    # Reference features as rows of aligned s×s blocks: (Σ Hk*Wk + 1, C*s*s); the last row is zero.
+    rows = [v.reshape(c, hk, scale, wk, scale).permute(1, 3, 0, 2, 4).reshape(hk * wk, block)
+            for v, (hk, wk) in zip(values, keys_shape)]
+    table = torch.cat(rows + [values[0].new_zeros(1, block)])
+    zero_row = table.shape[0] - 1
     sizes = torch.tensor([hk * wk for hk, wk in keys_shape], device=dev)
     ends = torch.cumsum(sizes, 0)
     which = torch.searchsorted(ends, index, right=True)  # reference of each query's match
     local = index - (ends - sizes)[which]
-    kh = torch.tensor([hk for hk, _ in keys_shape], device=dev)[which]
     kw = torch.tensor([wk for _, wk in keys_shape], device=dev)[which]
-    vstart = torch.tensor([0] + [v.shape[1] * v.shape[2] for v in values], device=dev).cumsum(0)[:-1][which]
-    # Per query: displacement (in scale-s pixels) from query to matched key, and its reference's box.
-    qy = torch.arange(h, device=dev).repeat_interleave(w)
-    qx = torch.arange(w, device=dev).repeat(h)
-    disp_y = (scale * (local // kw - qy)).view(h, w)
-    disp_x = (scale * (local % kw - qx)).view(h, w)
-    box_h, box_w = (scale * kh).view(h, w), (scale * kw).view(h, w)
-    vstart = vstart.view(h, w)
+    kh = torch.tensor([hk for hk, _ in keys_shape], device=dev)[which]
+    ki, kj = (local // kw).view(h, w), (local % kw).view(h, w)
+    start, kh, kw = (ends - sizes)[which].view(h, w), kh.view(h, w), kw.view(h, w)
 
-    hs, ws = scale * h, scale * w
-    out = flat.new_empty(c, hs * ws)
-    rows_per_band = max(1, int(budget_mb * 2**20 / (4 * ws * (c + 8))))
-    xs = torch.arange(ws, device=dev)
-    for y0 in range(0, hs, rows_per_band):
-        y1 = min(hs, y0 + rows_per_band)
-        ys = torch.arange(y0, y1, device=dev)
-        acc = flat.new_zeros(c, (y1 - y0) * ws)
+    out = table.new_empty(h * w, block)
+    band = max(1, int(budget_mb * 2**20 / (4 * w * (block + 16))))
+    for t0 in range(0, h, band):
+        t1 = min(h, t0 + band)
+        t = torch.arange(t0, t1, device=dev)[:, None]
+        u = torch.arange(w, device=dev)[None, :]
+        acc: torch.Tensor | None = None
         for oy in (-1, 0, 1):
-            qrow = ys // scale + oy  # (band,)
-            row_ok = (qrow >= 0) & (qrow < h)
-            qrow_c = qrow.clamp(0, h - 1)
             for ox in (-1, 0, 1):
-                qcol = xs // scale + ox  # (ws,)
-                col_ok = (qcol >= 0) & (qcol < w)
-                qcol_c = qcol.clamp(0, w - 1)
-                sel = (qrow_c[:, None], qcol_c[None, :])
-                sy = ys[:, None] + disp_y[sel]
-                sx = xs[None, :] + disp_x[sel]
-                ok = row_ok[:, None] & col_ok[None, :] & (sy >= 0) & (sy < box_h[sel]) & (sx >= 0) & (sx < box_w[sel])
-                src = torch.where(ok, vstart[sel] + sy * box_w[sel] + sx, zero_col)
-                acc = acc + flat.index_select(1, src.reshape(-1))
-        out[:, y0 * ws : y1 * ws] = acc
-    # The authors divide by 9 everywhere, borders included (fold overlap count is 9 only inside).
-    return (out / 9.0).view(c, hs, ws)
+                qy, qx = t + oy, u + ox  # the neighbour query whose patch covers cell (t, u)
+                inside = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+                sel = (qy.clamp(0, h - 1), qx.clamp(0, w - 1))
+                sy, sx = ki[sel] - oy, kj[sel] - ox  # the reference block that lands on (t, u)
+                ok = inside & (sy >= 0) & (sy < kh[sel]) & (sx >= 0) & (sx < kw[sel])
+                src = torch.where(ok, start[sel] + sy * kw[sel] + sx, zero_row)
+                picked = table.index_select(0, src.reshape(-1))
+                acc = picked if acc is None else acc.add_(picked)
+        out[t0 * w : t1 * w] = acc
+    # (h*w, C*s*s) → (C, s*h, s*w); the authors divide by 9 everywhere, borders included.
+    out = out.view(h, w, c, scale, scale).permute(2, 0, 3, 1, 4).reshape(c, h * scale, w * scale)
+    return out / 9.0
 
 
 def search_indices(q: torch.Tensor, keys: list[torch.Tensor], config: SearchConfig) -> torch.Tensor:
