@@ -112,7 +112,7 @@ def init_db(target: str | URL | Engine, **engine_kwargs: Any) -> Engine:
             _upgrade(engine)
         else:
             db_file.parent.mkdir(parents=True, exist_ok=True)
-            with _file_lock(db_file.with_name(db_file.name + ".init.lock")):
+            with file_lock(db_file.with_name(db_file.name + ".init.lock")):
                 _upgrade(engine)
     elif backend == "postgresql":
         with engine.begin() as connection:
@@ -152,8 +152,9 @@ def _sqlite_file(url: URL) -> Path | None:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path`` held for the block, across processes."""
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``path`` held for the block, across processes (flock; msvcrt on Windows)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
         if sys.platform == "win32":
             import msvcrt
@@ -186,6 +187,7 @@ __all__ = [
     "MIGRATIONS_DIR",
     "alembic_config",
     "current_revision",
+    "file_lock",
     "head_revision",
     "init_db",
     "make_engine",

@@ -17,6 +17,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from db import queries
+from db.engine import file_lock
 from db.models import EnhancementStatus, Photo, RunKind, RunStatus
 from db.models import PhotoRole as DbRole
 from flows import runtime
@@ -211,7 +212,7 @@ def process_target(photo_id: int, job: JobContext, settings: Settings) -> Target
             return TargetOutcome(photo_id, rel, Outcome.CACHED, output_path=hit.output_path,
                                  enhancement_id=hit.id, timings=timings, **common)  # type: ignore[arg-type]
         # One process per job at a time: a concurrent `refsr enhance` waits here, then finds it done.
-        with runtime.file_lock(settings.locks_dir / "jobs" / f"{key}.lock"):
+        with file_lock(settings.locks_dir / "jobs" / f"{key}.lock"):
             if not settings.force and (hit := _reusable(factory, key)) is not None:
                 return TargetOutcome(photo_id, rel, Outcome.CACHED, output_path=hit.output_path,
                                      enhancement_id=hit.id, timings=timings, **common)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from db import queries
+from db.engine import file_lock
 from db.models import PhotoRole as DbRole
 from db.models import Photo, PhotoStatus, RunKind, RunStatus
 from flows import runtime
@@ -174,7 +175,7 @@ def sync_index_task(album_id: int, embedder_key: str, settings: Settings) -> Ind
     """
     factory = runtime.database(settings.database_url)
     path = index_file(settings, album_id, embedder_key)
-    with runtime.file_lock(path.with_name(path.name + ".lock")):
+    with file_lock(path.with_name(path.name + ".lock")):
         with factory() as session:
             rows = queries.embeddings_for_album(session, album_id, embedder_key, role=DbRole.reference)
         ids = np.array([r.photo_id for r in rows], dtype=np.int64)
