@@ -245,7 +245,7 @@ def part_synthetic(exact_budget_s: float, cases: list[str], models: list[str]) -
 def part_enhance() -> None:
     print("| model | search | tile | wall s | peak RSS MB | output |")
     print("| --- | --- | --- | ---: | ---: | --- |")
-    for mode, tile in (("fast", None), ("fast", 128)):
+    for mode, tile in (("fast", None), ("fast", 256), ("fast", 128)):
         r = _child(["enhance", "ttsr-lite", mode, tile])
         print(f"| ttsr-lite ({r['weights']}) | {mode} | {tile} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | "
               f"{r['shape'][1]}×{r['shape'][0]} |", flush=True)
