@@ -54,6 +54,14 @@ def test_enhance_album_end_to_end(make_album, settings_for, other_tiny_model: Pa
     table = artifacts[0].data if isinstance(artifacts[0].data, str) else str(artifacts[0].data)
     assert "scene0/small/scene0.jpg" in table and "relevance" in table
 
+    # The gallery was built by the flow, and a markdown artifact of the run links to it.
+    assert first.gallery and Path(first.gallery).is_file()
+    with get_client(sync_client=True) as client:
+        linked = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"gallery-album-{first.album_id}"])))
+    assert linked and linked[0].type == "markdown"
+    assert Path(first.gallery).as_uri() in str(linked[0].data)
+
     # Unchanged album: no model work, and it says so.
     second = enhance_album(str(album), settings)
     assert second.counts()["cached"] == 3 and not second.model_work
