@@ -13,7 +13,7 @@ from PIL import Image
 
 from .config import SearchConfig, TileConfig
 from .net import TTSR
-from .tiling import encode_references, tiled_forward
+from .tiling import tiled_forward
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def super_resolve(
             out = model(to_tensor(lr, dev), to_tensor(lr_up, dev), ref_t, ref_du_t, search=search,
                         return_attention=True)
         else:
-            encoded = encode_references(model, ref_t, ref_du_t)
+            encoded = model.encode_references(ref_t, ref_du_t)
             del ref_t, ref_du_t  # only their features are needed from here on
             out = tiled_forward(model, to_tensor(lr, dev), to_tensor(lr_up, dev), encoded, tiles, search)
     return SRResult(

@@ -190,6 +190,24 @@ class MainNet(nn.Module):
 
 
 @dataclass
+class EncodedReferences:
+    """LTE features of the references: what search and transfer need of them.
+
+    Per reference: ``keys_lv3`` (N, c3, H/4, W/4) of Ref↓↑ (searched); ``values_lv1/2/3``
+    (N, c1, H, W), (N, c2, H/2, W/2), (N, c3, H/4, W/4) of Ref (transferred).
+    """
+
+    keys_lv3: list[torch.Tensor]
+    values_lv1: list[torch.Tensor]
+    values_lv2: list[torch.Tensor]
+    values_lv3: list[torch.Tensor]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size()
+                   for ts in (self.keys_lv3, self.values_lv1, self.values_lv2, self.values_lv3) for t in ts)
+
+
+@dataclass
 class TTSROutput:
     """Result of one forward pass; the optional fields are filled when asked for."""
 
@@ -218,27 +236,43 @@ class TTSR(nn.Module):
                 tail.weight.mul_(0.1)
                 tail.bias.zero_()
 
-    def extract(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """LTE features of an image in [-1, 1]: lv1 (full), lv2 (½), lv3 (¼)."""
-        return self.LTE(x)
+    def encode_references(self, refs: list[torch.Tensor], refs_down_up: list[torch.Tensor]) -> EncodedReferences:
+        """LTE features of the references, computed once (tiles of one target all reuse them).
 
-    def transfer(
-        self,
-        lr_up: torch.Tensor,
-        refs: list[torch.Tensor],
-        refs_down_up: list[torch.Tensor],
-        search: SearchConfig | None = None,
-    ) -> TextureTransfer:
-        """Relevance search + hard/soft attention + texture transfer for one batch.
-
-        lr_up (N,3,4h,4w); refs / refs_down_up: lists of (N,3,Hk,Wk), Hk and Wk multiples of 4.
+        refs / refs_down_up: lists of (N, 3, H, W) in [-1, 1], H and W multiples of 4.
         """
+        if len(refs) != len(refs_down_up):
+            raise ValueError(f"got {len(refs)} references but {len(refs_down_up)} ref_down_up images")
+        if not refs:
+            raise ValueError("at least one reference is needed")
+        keys = [self.LTE(r.detach())[2] for r in refs_down_up]
+        values = [self.LTE(r.detach()) for r in refs]
+        return EncodedReferences(keys, [v[0] for v in values], [v[1] for v in values], [v[2] for v in values])
+
+    def transfer(self, lr_up: torch.Tensor, encoded: EncodedReferences, search: SearchConfig | None = None) -> TextureTransfer:
+        """Relevance search + hard/soft attention + texture transfer of lr_up (N,3,4h,4w) against encoded references."""
         _, _, q_lv3 = self.LTE(lr_up.detach())
-        k_lv3 = [self.LTE(r.detach())[2] for r in refs_down_up]
-        v = [self.LTE(r.detach()) for r in refs]
-        return search_and_transfer(
-            q_lv3, k_lv3, [x[0] for x in v], [x[1] for x in v], [x[2] for x in v], search or SearchConfig()
-        )
+        return search_and_transfer(q_lv3, encoded.keys_lv3, encoded.values_lv1, encoded.values_lv2,
+                                   encoded.values_lv3, search or SearchConfig())
+
+    def forward_encoded(
+        self,
+        lr: torch.Tensor,
+        lr_up: torch.Tensor,
+        encoded: EncodedReferences,
+        *,
+        search: SearchConfig | None = None,
+        return_attention: bool = False,
+    ) -> torch.Tensor | TTSROutput:
+        """:meth:`forward` with the references already encoded by :meth:`encode_references`."""
+        t = self.transfer(lr_up, encoded, search)
+        out = self.MainNet(lr, t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
+        if self.config.global_skip:
+            out = out + lr_up
+        sr = torch.clamp(out, -1.0, 1.0)
+        if not return_attention:
+            return sr
+        return TTSROutput(sr, t.soft_attention, t.hard_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
 
     def forward(
         self,
@@ -256,13 +290,5 @@ class TTSR(nn.Module):
         """
         refs = list(ref) if isinstance(ref, (list, tuple)) else [ref]
         refs_du = list(ref_down_up) if isinstance(ref_down_up, (list, tuple)) else [ref_down_up]
-        if len(refs) != len(refs_du):
-            raise ValueError(f"got {len(refs)} references but {len(refs_du)} ref_down_up images")
-        t = self.transfer(lr_up, refs, refs_du, search)
-        out = self.MainNet(lr, t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
-        if self.config.global_skip:
-            out = out + lr_up
-        sr = torch.clamp(out, -1.0, 1.0)
-        if not return_attention:
-            return sr
-        return TTSROutput(sr, t.soft_attention, t.hard_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
+        encoded = self.encode_references(refs, refs_du)
+        return self.forward_encoded(lr, lr_up, encoded, search=search, return_attention=return_attention)

@@ -3,60 +3,15 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import torch
 
 from .config import SearchConfig, TileConfig
-from .net import TTSR, TTSROutput
-from .search import search_and_transfer
+from .net import TTSR, EncodedReferences, TTSROutput
 
 logger = logging.getLogger(__name__)
 
 SCALE = 4
-
-
-@dataclass
-class EncodedReferences:
-    """LTE features of the references, computed once and shared by every tile.
-
-    Per reference: ``keys_lv3`` (N, c3, H/4, W/4) of Ref↓↑ (searched); ``values_lv1/2/3``
-    (N, c1, H, W), (N, c2, H/2, W/2), (N, c3, H/4, W/4) of Ref (transferred).
-    """
-
-    keys_lv3: list[torch.Tensor]
-    values_lv1: list[torch.Tensor]
-    values_lv2: list[torch.Tensor]
-    values_lv3: list[torch.Tensor]
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size()
-                   for ts in (self.keys_lv3, self.values_lv1, self.values_lv2, self.values_lv3) for t in ts)
-
-
-def encode_references(model: TTSR, refs: list[torch.Tensor], refs_down_up: list[torch.Tensor]) -> EncodedReferences:
-    """refs / refs_down_up: lists of (N, 3, H, W) in [-1, 1], H and W multiples of 4 → their LTE features."""
-    if len(refs) != len(refs_down_up) or not refs:
-        raise ValueError(f"need ≥ 1 reference and as many ref_down_up images, got {len(refs)} and {len(refs_down_up)}")
-    keys = [model.LTE(r.detach())[2] for r in refs_down_up]
-    values = [model.LTE(r.detach()) for r in refs]
-    return EncodedReferences(keys, [v[0] for v in values], [v[1] for v in values], [v[2] for v in values])
-
-
-def forward_with_encoded(
-    model: TTSR, lr: torch.Tensor, lr_up: torch.Tensor, encoded: EncodedReferences, search: SearchConfig | None = None
-) -> TTSROutput:
-    """:meth:`TTSR.forward` with precomputed reference features; same result, attention included.
-
-    lr (N, 3, h, w), lr_up (N, 3, 4h, 4w) → TTSROutput with sr (N, 3, 4h, 4w) in [-1, 1].
-    """
-    _, _, q_lv3 = model.LTE(lr_up.detach())
-    t = search_and_transfer(q_lv3, encoded.keys_lv3, encoded.values_lv1, encoded.values_lv2, encoded.values_lv3,
-                            search or SearchConfig())
-    out = model.MainNet(lr, t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
-    if model.config.global_skip:
-        out = out + lr_up
-    return TTSROutput(torch.clamp(out, -1.0, 1.0), t.soft_attention, t.hard_attention)
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
@@ -118,7 +73,7 @@ def tiled_forward(
     if lr_up.shape[-2:] != (SCALE * h, SCALE * w):
         raise ValueError(f"lr_up {tuple(lr_up.shape[-2:])} is not ×{SCALE} of lr {(h, w)}")
     if tiles.tile is None or (tiles.tile >= h and tiles.tile >= w):
-        return forward_with_encoded(model, lr, lr_up, encoded, search)
+        return model.forward_encoded(lr, lr_up, encoded, search=search, return_attention=True)
     rows = tile_spans(h, tiles.tile, tiles.overlap)
     cols = tile_spans(w, tiles.tile, tiles.overlap)
     logger.debug("tiling %d×%d LR into %d×%d tiles", w, h, len(cols), len(rows))
@@ -132,9 +87,9 @@ def tiled_forward(
         wy_hr, wy_lr = blend_weights(rows, i, SCALE).to(lr.device), blend_weights(rows, i, 1).to(lr.device)
         for j, (x0, x1) in enumerate(cols):
             wx_hr, wx_lr = blend_weights(cols, j, SCALE).to(lr.device), blend_weights(cols, j, 1).to(lr.device)
-            out = forward_with_encoded(
-                model, lr[:, :, y0:y1, x0:x1],
-                lr_up[:, :, SCALE * y0 : SCALE * y1, SCALE * x0 : SCALE * x1], encoded, search,
+            out = model.forward_encoded(
+                lr[:, :, y0:y1, x0:x1], lr_up[:, :, SCALE * y0 : SCALE * y1, SCALE * x0 : SCALE * x1], encoded,
+                search=search, return_attention=True,
             )
             w_hr = (wy_hr[:, None] * wx_hr[None, :])[None, None]  # (1, 1, 4th, 4tw)
             w_lr = (wy_lr[:, None] * wx_lr[None, :])[None, None]  # (1, 1, th, tw)

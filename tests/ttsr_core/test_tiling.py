@@ -10,7 +10,7 @@ import torch
 from ttsr_core.config import TileConfig
 from ttsr_core.inference import prepare_reference, rescale_reference, resize_bicubic, super_resolve, to_tensor
 from ttsr_core.net import TTSR
-from ttsr_core.tiling import blend_weights, encode_references, forward_with_encoded, tile_spans, tiled_forward
+from ttsr_core.tiling import blend_weights, tile_spans, tiled_forward
 
 from .conftest import TINY, image
 
@@ -40,11 +40,11 @@ def _distance_to_tile_edges(length: int, spans: list[tuple[int, int]]) -> torch.
 
 
 @torch.inference_mode()
-def test_forward_with_encoded_equals_forward(rng: np.random.Generator) -> None:
+def test_forward_encoded_equals_forward(rng: np.random.Generator) -> None:
     model = _model(True)
     lr, lr_up, refs, refs_du = _inputs(rng, 13, 17)
     full = model(lr, lr_up, refs, refs_du, return_attention=True)
-    got = forward_with_encoded(model, lr, lr_up, encode_references(model, refs, refs_du))
+    got = model.forward_encoded(lr, lr_up, model.encode_references(refs, refs_du), return_attention=True)
     assert torch.equal(got.sr, full.sr)
     assert torch.equal(got.soft_attention, full.soft_attention)
     assert torch.equal(got.hard_attention, full.hard_attention)
@@ -57,7 +57,7 @@ def test_tiled_equals_untiled_away_from_tile_edges(rng: np.random.Generator, glo
     h, w, tile, overlap = 45, 61, 24, 8
     lr, lr_up, refs, refs_du = _inputs(rng, h, w)
     full = model(lr, lr_up, refs, refs_du, return_attention=True)
-    got = tiled_forward(model, lr, lr_up, encode_references(model, refs, refs_du), TileConfig(tile, overlap))
+    got = tiled_forward(model, lr, lr_up, model.encode_references(refs, refs_du), TileConfig(tile, overlap))
     diff = (got.sr - full.sr).abs().amax(1)[0]  # (4h, 4w)
     dist = torch.minimum(_distance_to_tile_edges(h, tile_spans(h, tile, overlap))[:, None],
                          _distance_to_tile_edges(w, tile_spans(w, tile, overlap))[None, :])
