@@ -8,19 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from .config import SearchConfig
-from .search import _EPS, _dtype, exact_search
+from .search import _EPS, _dtype, exact_search, split_index
 
 logger = logging.getLogger(__name__)
-
-
-def _split_index(index: torch.Tensor, shapes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Global index into the union of (H, W) grids → (grid number, row, col)."""
-    sizes = torch.tensor([h * w for h, w in shapes], device=index.device)
-    ends = torch.cumsum(sizes, 0)
-    which = torch.searchsorted(ends, index, right=True)
-    local = index - (ends - sizes)[which]
-    widths = torch.tensor([w for _, w in shapes], device=index.device)[which]
-    return which, local // widths, local % widths
 
 
 def _channels_last_padded(x: torch.Tensor, pad_bottom: int = 1, pad_right: int = 1) -> torch.Tensor:
@@ -47,7 +37,7 @@ def refinement_jobs(
     side = f + 2 * r
     hc, wc = coarse_hw
     dev = coarse_index.device
-    ref, cy, cx = (t.view(hc, wc) for t in _split_index(coarse_index, coarse_key_shapes))
+    ref, cy, cx = (t.view(hc, wc) for t in split_index(coarse_index, coarse_key_shapes))
     kh = torch.tensor([h for h, _ in key_shapes], device=dev)
     kw = torch.tensor([w for _, w in key_shapes], device=dev)
     ii = torch.arange(hc, device=dev)[:, None].expand(hc, wc)

@@ -135,19 +135,26 @@ def relevance_at(q: torch.Tensor, keys: list[torch.Tensor], index: torch.Tensor)
     return dot / (qsq.sqrt().clamp_min(_EPS) * ksq.sqrt().clamp_min(_EPS))
 
 
+def split_index(index: torch.Tensor, shapes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Global index into the union of (H, W) grids (in list order, row-major) → (grid number, row, col)."""
+    sizes = torch.tensor([h * w for h, w in shapes], device=index.device)
+    ends = torch.cumsum(sizes, 0)
+    which = torch.searchsorted(ends, index, right=True)
+    local = index - (ends - sizes)[which]
+    widths = torch.tensor([w for _, w in shapes], device=index.device)[which]
+    return which, local // widths, local % widths
+
+
 def _key_coords(
     keys: list[torch.Tensor], index: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Global key index → (row, col, flat offset of its padded map, padded width) per query."""
-    sizes = torch.tensor([k.shape[1] * k.shape[2] for k in keys], device=index.device)
-    starts = torch.cumsum(sizes, 0) - sizes
-    which = torch.searchsorted(torch.cumsum(sizes, 0), index, right=True)
-    local = index - starts[which]
-    widths = torch.tensor([k.shape[2] for k in keys], device=index.device)
-    pad_sizes = torch.tensor([(k.shape[1] + 2) * (k.shape[2] + 2) for k in keys], device=index.device)
+    shapes = [(k.shape[1], k.shape[2]) for k in keys]
+    which, row, col = split_index(index, shapes)
+    pad_sizes = torch.tensor([(h + 2) * (w + 2) for h, w in shapes], device=index.device)
     pad_starts = torch.cumsum(pad_sizes, 0) - pad_sizes
-    wk = widths[which]
-    return local // wk, local % wk, pad_starts[which], wk + 2
+    widths = torch.tensor([w for _, w in shapes], device=index.device)
+    return row, col, pad_starts[which], widths[which] + 2
 
 
 def transfer_texture(
@@ -174,14 +181,12 @@ def transfer_texture(
             for v, (hk, wk) in zip(values, keys_shape)]
     table = torch.cat(rows + [values[0].new_zeros(1, block)])
     zero_row = table.shape[0] - 1
+    which, ki, kj = split_index(index, keys_shape)  # reference, row, col of each query's match
     sizes = torch.tensor([hk * wk for hk, wk in keys_shape], device=dev)
-    ends = torch.cumsum(sizes, 0)
-    which = torch.searchsorted(ends, index, right=True)  # reference of each query's match
-    local = index - (ends - sizes)[which]
-    kw = torch.tensor([wk for _, wk in keys_shape], device=dev)[which]
-    kh = torch.tensor([hk for hk, _ in keys_shape], device=dev)[which]
-    ki, kj = (local // kw).view(h, w), (local % kw).view(h, w)
-    start, kh, kw = (ends - sizes)[which].view(h, w), kh.view(h, w), kw.view(h, w)
+    start = (torch.cumsum(sizes, 0) - sizes)[which].view(h, w)  # first table row of that reference
+    kh = torch.tensor([hk for hk, _ in keys_shape], device=dev)[which].view(h, w)
+    kw = torch.tensor([wk for _, wk in keys_shape], device=dev)[which].view(h, w)
+    ki, kj = ki.view(h, w), kj.view(h, w)
 
     out = table.new_empty(h * w, block)
     band = max(1, int(budget_mb * 2**20 / (4 * w * (block + 16))))
