@@ -46,7 +46,6 @@ def _rss_mb() -> float:
 
 
 def child(case: str, impl: str, threads: int | None, budget_mb: float | None) -> dict:
-    import numpy as np
     import torch
 
     from ttsr_core.config import SearchConfig, preset

@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import PRESETS, TTSRConfig, preset
+from .config import PRESETS, preset
 from .data import CUFEDPairs, PairSettings, SelfSupervisedPairs, list_images
 from .losses import ADV_WEIGHT, TPL_WEIGHT, Discriminator, gradient_penalty, reconstruction_loss, transferal_perceptual_loss
 from .net import TTSR
