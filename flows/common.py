@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -127,11 +126,6 @@ def finish_run(
         run = session.get(Run, run_id)
         if run is not None:
             queries.finish_run(session, run, status, counts=dict(counts), error=error)
-
-
-def stable_hash(payload: Any) -> str:
-    """sha256 hex of a JSON-able payload (sorted keys)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class JsonCache:

@@ -28,13 +28,19 @@ from flows.common import (
     one_line,
     recover_crashed_runs,
     retry_if_transient,
-    stable_hash,
     start_run,
 )
 from flows.indexing import IndexSummary, index_steps
 from flows.settings import Settings
 from pipeline import images
-from pipeline.enhance import attention_path_for, enhance_photo, job_key, output_format_for, output_path_for
+from pipeline.enhance import (
+    attention_path_for,
+    enhance_photo,
+    job_key,
+    output_format_for,
+    output_path_for,
+    stable_hash,
+)
 from pipeline.retrieval import RankedReference, cosine_candidates, rank_references
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -14,6 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
+
+from pipeline.images import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +120,7 @@ def _reduce(image: np.ndarray, long_side: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def weights_sha256(path: Path) -> str:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,6 +100,11 @@ class EnhanceParams:
         }
 
 
+def stable_hash(payload: Any) -> str:
+    """sha256 hex of a JSON-able payload in canonical form (sorted keys, no whitespace)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def job_key(
     target_sha256: str, ref_sha256s: Sequence[str], model_sha256: str, params: EnhanceParams | Mapping[str, object]
 ) -> str:
@@ -123,7 +129,7 @@ def job_key(
         "model": model_sha256,
         "params": pixel,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return stable_hash(payload)
 
 
 def output_format_for(input_format: str | None, params: EnhanceParams) -> str:
