@@ -62,11 +62,9 @@ def resolve_device(choice: DeviceChoice) -> DeviceSpec:
     """auto → CUDA (bf16 autocast where supported, else fp16) when present, else CPU in float32."""
     import torch
 
-    if choice is DeviceChoice.CPU:
-        return DeviceSpec("cpu", None)
-    if not torch.cuda.is_available():
-        if choice is DeviceChoice.CUDA:
-            raise ValueError(f"device {choice.value!r} requested but CUDA is not available")
+    from ttsr_core.inference import resolve_device as resolve_torch_device
+
+    if resolve_torch_device(choice.value).type != "cuda":
         return DeviceSpec("cpu", None)
     return DeviceSpec("cuda", "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
 
