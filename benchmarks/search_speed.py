@@ -58,19 +58,38 @@ def _child(args: list[str]) -> dict:
 # ----------------------------------------------------------------------------------------- children
 
 
+def _cpu_matmul_flags() -> list[str]:
+    """The CPU's vector/matrix extensions that decide fp32 vs bf16 matmul speed (Linux only)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return []
+    return sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+
+
 def child_peak() -> dict:
     import torch
 
-    out = {"threads": torch.get_num_threads()}
-    for dtype, n in ((torch.float32, 4096), (torch.bfloat16, 4096)):
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        torch.mm(a, b)  # warm-up (oneDNN kernel selection)
+    out = {"threads": torch.get_num_threads(), "cpu_flags": _cpu_matmul_flags()}
+    for dtype in (torch.float32, torch.bfloat16):
+        # Grow the matrix until one product takes ~0.5 s (at most 4096²): without native bf16
+        # (avx512_bf16/AMX) a 4096² bf16 product takes minutes, and 3 of them would stall the run.
+        n = 256
+        while True:
+            a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+            torch.mm(a, b)  # warm-up (oneDNN kernel selection)
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            if n >= 4096 or time.perf_counter() - t0 > 0.5:
+                break
+            n *= 2
         best = math.inf
         for _ in range(3):
             t0 = time.perf_counter()
             torch.mm(a, b)
             best = min(best, time.perf_counter() - t0)
-        out[str(dtype).split(".")[-1]] = 2 * n**3 / best / 1e9
+        name = str(dtype).split(".")[-1]
+        out[name], out[f"{name}_n"] = 2 * n**3 / best / 1e9, n
     return out
 
 
@@ -218,8 +237,9 @@ def child_validation(model_name: str, max_side: int) -> dict:
 
 def part_peak() -> None:
     r = _child(["peak"])
-    print(f"torch.mm 4096² on {r['threads']} threads: float32 {r['float32']:.0f} GFLOP/s, "
-          f"bfloat16 {r['bfloat16']:.0f} GFLOP/s (best of 3, contended CPU)")
+    print(f"CPU flags: {' '.join(r['cpu_flags']) or 'unknown'}; torch.mm on {r['threads']} threads, best of 3: "
+          f"float32 {r['float32']:.1f} GFLOP/s ({r['float32_n']}²), "
+          f"bfloat16 {r['bfloat16']:.1f} GFLOP/s ({r['bfloat16_n']}²)")
 
 
 def part_synthetic(exact_budget_s: float, cases: list[str], models: list[str]) -> None:

@@ -15,7 +15,12 @@ SCALE = 4
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """[start, stop) spans of side ``tile`` covering [0, length), spread evenly, neighbours sharing ≥ overlap."""
+    """[start, stop) spans of one side ≤ ``tile`` covering [0, length), neighbours sharing ≥ overlap.
+
+    The fewest tiles that fit are used, each shrunk to the smallest side that still leaves every
+    neighbouring pair ``overlap`` pixels: with a fixed side the slack would become extra overlap,
+    computed twice (360 rows in two 256-row tiles share 152 rows: 1.4× the work of one pass).
+    """
     if length < 1:
         raise ValueError(f"length must be ≥ 1, got {length}")
     if length <= tile:
@@ -23,9 +28,11 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     if tile <= overlap:
         raise ValueError(f"tile ({tile}) must be larger than overlap ({overlap})")
     n = math.ceil((length - overlap) / (tile - overlap))
-    # Even spacing (rather than a short last tile) keeps every shared strip about the same width.
-    step = (length - tile) / (n - 1)
-    return [(round(k * step), round(k * step) + tile) for k in range(n)]
+    side = math.ceil((length + (n - 1) * overlap) / n)  # ≤ tile, by the choice of n
+    # Even spacing keeps every shared strip about the same width (never below overlap: the step
+    # rounds up to at most side − overlap, an integer).
+    step = (length - side) / (n - 1)
+    return [(round(k * step), round(k * step) + side) for k in range(n)]
 
 
 def _cosine_step(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:

@@ -49,4 +49,4 @@ def test_no_visible_seam_on_a_real_photo_with_the_shipped_model() -> None:
     # the untiled output does not have; compare that jump at tile-overlap centres with everywhere.
     col_jump = np.abs(np.diff(tiled, axis=1)).mean(axis=(0, 2)) - np.abs(np.diff(whole, axis=1)).mean(axis=(0, 2))
     row_jump = np.abs(np.diff(tiled, axis=0)).mean(axis=(1, 2)) - np.abs(np.diff(whole, axis=0)).mean(axis=(1, 2))
-    assert np.abs(col_jump).max() < 0.1 and np.abs(row_jump).max() < 0.1  # measured ≤ 0.004
+    assert np.abs(col_jump).max() < 0.1 and np.abs(row_jump).max() < 0.1  # measured ≤ 0.014

@@ -1,6 +1,7 @@
 """Tiled inference against the untiled oracle: interiors equal, seams invisible, awkward sizes."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -61,10 +62,11 @@ def test_tiled_equals_untiled_away_from_tile_edges(rng: np.random.Generator, glo
     diff = (got.sr - full.sr).abs().amax(1)[0]  # (4h, 4w)
     dist = torch.minimum(_distance_to_tile_edges(h, tile_spans(h, tile, overlap))[:, None],
                          _distance_to_tile_edges(w, tile_spans(w, tile, overlap))[None, :])
-    # Measured: ≤ 6e-8 (float rounding) from 6 LR px on, ≤ 6.4e-4 anywhere (output std ≈ 0.2): the
-    # tiny network sees a tile's zero padding only a few pixels deep, and blending hides the rest.
+    # Measured: ≤ 6e-8 (float rounding) from 6 LR px on, ≤ 2.2e-3 anywhere (output std ≈ 0.2; one
+    # grey level is 7.8e-3): the tiny network sees a tile's zero padding only a few pixels deep, and
+    # blending hides the rest.
     assert diff[dist >= 6].max() < 1e-5
-    assert diff.max() < 2e-3
+    assert diff.max() < 3.9e-3  # half a grey level
     # Every tile searches the whole reference: texture choice is unchanged (the 3×3 query patch and
     # LTE receptive field reach past a tile edge only inside the shared strips, where the owner is
     # the tile whose edge is far away).
@@ -130,8 +132,12 @@ def test_tile_larger_than_the_image_is_untiled(rng: np.random.Generator) -> None
 def test_spans_cover_evenly_and_weights_partition_unity(length: int, tile: int, overlap: int) -> None:
     spans = tile_spans(length, tile, overlap)
     assert spans[0][0] == 0 and spans[-1][1] == length
-    assert all(b - a == min(tile, length) for a, b in spans)
-    assert all(prev[1] - nxt[0] >= overlap for prev, nxt in zip(spans, spans[1:]))
+    sides = {b - a for a, b in spans}
+    assert len(sides) == 1 and sides.pop() <= min(tile, length)
+    assert len(spans) == (1 if length <= tile else math.ceil((length - overlap) / (tile - overlap)))
+    shared = [prev[1] - nxt[0] for prev, nxt in zip(spans, spans[1:])]
+    # At least the overlap, and no more than rounding beyond it: slack is not spent on extra overlap.
+    assert all(overlap <= s <= overlap + len(spans) for s in shared)
     total = torch.zeros(4 * length)
     for k, (a, b) in enumerate(spans):
         total[4 * a : 4 * b] += blend_weights(spans, k, 4)
