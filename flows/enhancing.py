@@ -37,8 +37,7 @@ from pipeline.enhance import (
     attention_path_for,
     enhance_photo,
     job_key,
-    output_format_for,
-    output_path_for,
+    plan_output_paths,
     stable_hash,
 )
 from pipeline.retrieval import RankedReference, cosine_candidates, rank_references
@@ -121,17 +120,21 @@ class EnhanceSummary:
 # -- one target --------------------------------------------------------------------------------
 
 
-def _reusable(factory, key: str) -> queries.Enhancement | None:  # type: ignore[no-untyped-def]
-    """The succeeded enhancement of `key` whose output file still holds what it wrote.
+def _reusable(factory, key: str, out_path: str) -> queries.Enhancement | None:  # type: ignore[no-untyped-def]
+    """The succeeded enhancement of `key` that wrote `out_path`, when the file still holds what it wrote.
 
     Like the album scan, an output whose size and mtime match the record is trusted without
-    reading it; anything else is hashed and compared.
+    reading it; anything else is hashed and compared. A job done into another place (another
+    ``--out``, or a name that a new photo now shares) is redone where this run puts it.
     """
     with factory() as session:
         hit = queries.latest_succeeded_enhancement(session, key)
     if hit is None or not hit.output_path:
         return None
     out = Path(hit.output_path)
+    if out != Path(out_path).resolve():
+        logger.info("job %s was written to %s, not %s; doing it there", key[:12], out, out_path)
+        return None
     try:
         st = out.stat()
         recorded = (hit.params or {}).get("output_stat") or {}
@@ -156,8 +159,11 @@ def _ranking_from_cache(cached: list[dict], by_sha: dict[str, int]) -> tuple[Ran
         return None
 
 
-def process_target(photo_id: int, job: JobContext, settings: Settings) -> TargetOutcome:
-    """Retrieve references for one target, enhance it unless its job is already done, record it.
+def process_target(photo_id: int, job: JobContext, settings: Settings, out_path: str) -> TargetOutcome:
+    """Retrieve references for one target, enhance it into ``out_path`` unless that job is already done there.
+
+    ``out_path`` comes from the run's :func:`plan_output_paths`, which keeps targets apart that
+    would share an output name.
 
     Permanent failures are recorded (status failed, with the reason) and returned; transient ones
     (database busy, CUDA out of memory) are raised so Prefect retries the task.
@@ -169,7 +175,7 @@ def process_target(photo_id: int, job: JobContext, settings: Settings) -> Target
         target = session.get(Photo, photo_id)
         if target is None or target.sha256 is None:
             raise ValueError(f"photo id {photo_id!r} is not a readable photo in the database")
-        rel, sha, fmt = target.rel_path, target.sha256, target.format
+        rel, sha = target.rel_path, target.sha256
         stored = queries.get_embedding(session, sha, job.embedder_key)
         refs = {p.id: (p.sha256, p.rel_path) for p in queries.photos(session, job.album_id, role=DbRole.reference)
                 if p.sha256}
@@ -212,18 +218,17 @@ def process_target(photo_id: int, job: JobContext, settings: Settings) -> Target
         stage = "enhance"
         params = settings.enhance_params(job.amp_dtype)
         key = job_key(sha, [r.sha256 for r in ranked], job.model_sha256, params)
-        out_path = output_path_for(job.out_dir, rel, output_format_for(fmt, params))
         common = dict(references=ranked, ref_paths=ref_paths, job_key=key, reranked=reranked)
-        if not settings.force and (hit := _reusable(factory, key)) is not None:
+        if not settings.force and (hit := _reusable(factory, key, out_path)) is not None:
             return TargetOutcome(photo_id, rel, Outcome.CACHED, output_path=hit.output_path,
                                  enhancement_id=hit.id, timings=timings, **common)  # type: ignore[arg-type]
         # One process per job at a time: a concurrent `refsr enhance` waits here, then finds it done.
         with file_lock(settings.locks_dir / "jobs" / f"{key}.lock"):
-            if not settings.force and (hit := _reusable(factory, key)) is not None:
+            if not settings.force and (hit := _reusable(factory, key, out_path)) is not None:
                 return TargetOutcome(photo_id, rel, Outcome.CACHED, output_path=hit.output_path,
                                      enhancement_id=hit.id, timings=timings, **common)  # type: ignore[arg-type]
             with factory() as session:
-                clash = queries.photo_by_path(session, out_path.resolve())
+                clash = queries.photo_by_path(session, Path(out_path).resolve())
             if clash is not None:
                 raise ValueError(f"refusing to write {str(out_path)!r}: it is an album photo ({clash.rel_path})")
             ckpt = runtime.model(settings.model_path, job.device)
@@ -231,7 +236,7 @@ def process_target(photo_id: int, job: JobContext, settings: Settings) -> Target
                 raise RuntimeError(f"checkpoint {settings.model_path} changed during the run")
             with runtime.device_slot(job.device, settings.device_slots):
                 result = enhance_photo(
-                    ckpt.model, root / rel, [root / p for p in ref_paths], out_path, params,
+                    ckpt.model, root / rel, [root / p for p in ref_paths], Path(out_path), params,
                     attention_path=attention_path_for(job.out_dir, key), device=job.device,
                 )
             timings.update({k: round(v, 4) for k, v in result.timings.items()})
@@ -287,9 +292,9 @@ def record_failure(factory, job: JobContext, photo_id: int, key: str, settings: 
 
 @task(name="enhance-photo", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=retry_if_transient)
-def enhance_task(photo_id: int, job: JobContext, settings: Settings) -> TargetOutcome:
+def enhance_task(photo_id: int, job: JobContext, settings: Settings, out_path: str) -> TargetOutcome:
     """One target photo (thin wrapper; see process_target)."""
-    return process_target(photo_id, job, settings)
+    return process_target(photo_id, job, settings, out_path)
 
 
 # -- the flow ----------------------------------------------------------------------------------
@@ -342,10 +347,14 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
             amp_dtype=device.amp_dtype,
         )
         with factory() as session:
-            targets = [(p.id, p.rel_path) for p in queries.photos(session, album_id, role=DbRole.target)]
+            found = queries.photos(session, album_id, role=DbRole.target)
+            targets = [(p.id, p.rel_path) for p in found]
+            out_paths = plan_output_paths(out_dir, [(p.rel_path, p.format) for p in found],
+                                          settings.enhance_params(device.amp_dtype))
         task_opts = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_s}
         futures = {
-            enhance_task.with_options(task_run_name=f"enhance {rel}", **task_opts).submit(pid, job, settings): (pid, rel)
+            enhance_task.with_options(task_run_name=f"enhance {rel}", **task_opts)
+            .submit(pid, job, settings, str(out_paths[rel])): (pid, rel)
             for pid, rel in targets
         }
         outcomes: list[TargetOutcome] = []

@@ -8,7 +8,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -151,6 +152,38 @@ def output_path_for(out_dir: PathLike, rel_path: str, fmt: str) -> Path:
     same_format = Image.registered_extensions().get(rel.suffix.lower()) == fmt
     name = rel.name if same_format else rel.stem + _EXTENSIONS[fmt]
     return Path(out_dir, *rel.parent.parts, name)
+
+
+def plan_output_paths(out_dir: PathLike, targets: Iterable[tuple[str, str | None]], params: EnhanceParams
+                      ) -> dict[str, Path]:
+    """Output path of every target of one run, ``{rel_path: path}``, no two alike.
+
+    targets: (rel_path, input Pillow format). Each gets :func:`output_path_for`, unless a format
+    change makes two targets share it (``a.jpg`` and ``a.png``, both to PNG): then the converted ones
+    keep their whole name (``a.jpg.png``), so neither output overwrites the other. Were a path still
+    shared (the album also holds a PNG called ``a.jpg.png``), a target named like its output keeps
+    it and the others, in path order, get ``~2``, ``~3``… before the extension. Paths compare case-insensitively, as on macOS and Windows disks.
+    """
+    targets = sorted(targets)
+    fmts = {rel: output_format_for(fmt, params) for rel, fmt in targets}
+    plain = {rel: output_path_for(out_dir, rel, fmts[rel]) for rel, _ in targets}
+    count = Counter(str(p).casefold() for p in plain.values())
+    planned: dict[str, Path] = {}
+    for rel, _ in targets:
+        path = plain[rel]
+        if count[str(path).casefold()] > 1 and PurePosixPath(rel).name != path.name:
+            path = path.with_name(PurePosixPath(rel).name + _EXTENSIONS[fmts[rel]])
+        planned[rel] = path
+    taken: set[str] = set()
+    # A target whose output keeps its own file name claims it first; the renamed ones follow.
+    for rel, path in sorted(planned.items(), key=lambda kv: (PurePosixPath(kv[0]).name != kv[1].name, kv[0])):
+        candidate, n = path, 1
+        while str(candidate).casefold() in taken:
+            n += 1
+            candidate = path.with_name(f"{path.stem}~{n}{path.suffix}")
+        taken.add(str(candidate).casefold())
+        planned[rel] = candidate
+    return planned
 
 
 def attention_path_for(out_dir: PathLike, key: str) -> Path:

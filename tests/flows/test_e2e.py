@@ -42,14 +42,18 @@ def test_enhance_album_end_to_end(make_album, settings_for, other_tiny_model: Pa
         run = session.get(Run, first.run_id)
         assert run.status is RunStatus.completed and run.counts["enhanced"] == 3
         assert run.flow_run_id  # the Prefect flow run it belongs to
+        flow_run_id = run.flow_run_id
 
-    # The run's table artifact lists every target with its reference and scores.
+    # The run's table artifact lists every target with its reference and scores. Other tests of the
+    # session share the Prefect server (and album ids): look only at this flow run's artifacts.
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    def this_runs(key: str) -> ArtifactFilter:
+        return ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"enhance-album-{first.album_id}"])))
+        artifacts = client.read_artifacts(artifact_filter=this_runs(f"enhance-album-{first.album_id}"))
     assert artifacts and artifacts[0].type == "table"
     table = artifacts[0].data if isinstance(artifacts[0].data, str) else str(artifacts[0].data)
     assert "scene0/small/scene0.jpg" in table and "relevance" in table
@@ -57,8 +61,7 @@ def test_enhance_album_end_to_end(make_album, settings_for, other_tiny_model: Pa
     # The gallery was built by the flow, and a markdown artifact of the run links to it.
     assert first.gallery and Path(first.gallery).is_file()
     with get_client(sync_client=True) as client:
-        linked = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"gallery-album-{first.album_id}"])))
+        linked = client.read_artifacts(artifact_filter=this_runs(f"gallery-album-{first.album_id}"))
     assert linked and linked[0].type == "markdown"
     assert Path(first.gallery).as_uri() in str(linked[0].data)
 

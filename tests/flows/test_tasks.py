@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,11 @@ from db import queries
 from db.models import Enhancement, EnhancementStatus, Photo, PhotoRole, Run, RunKind, RunStatus
 from flows import runtime
 from flows.common import is_transient, recover_crashed_runs, start_run
-from flows.enhancing import JobContext, Outcome, enhance_task
+from flows.enhancing import JobContext, Outcome, TargetOutcome, enhance_task
 from flows.indexing import embed_task, scan_task, sync_index_task
 from flows.settings import AlbumConfig, ModelNotFoundError, Settings, index_file, scan_settings
 from pipeline import images
+from pipeline.enhance import plan_output_paths
 from tests.flows.conftest import add_pair
 
 
@@ -42,6 +44,12 @@ def _job(album: Path, settings: Settings, album_id: int) -> JobContext:
 def _targets(settings: Settings, album_id: int) -> list[Photo]:
     with runtime.database(settings.database_url)() as session:
         return queries.photos(session, album_id, role=PhotoRole.target)
+
+
+def _enhance(target: Photo, job: JobContext, settings: Settings) -> TargetOutcome:
+    """The task body as the flow calls it, with the output path the run would plan for it alone."""
+    out = plan_output_paths(job.out_dir, [(target.rel_path, target.format)], settings.enhance_params(job.amp_dtype))
+    return enhance_task.fn(target.id, job, settings, str(out[target.rel_path]))
 
 
 def test_scan_task_records_roles_and_second_scan_reads_no_pixels(make_album, settings_for, monkeypatch) -> None:
@@ -91,17 +99,17 @@ def test_enhance_task_enhances_then_reuses_then_forces(make_album, settings_for)
     job = _job(album, settings, album_id)
     target = _targets(settings, album_id)[0]
 
-    first = enhance_task.fn(target.id, job, settings)
+    first = _enhance(target, job, settings)
     assert first.status is Outcome.ENHANCED and first.reranked
     out = Path(first.output_path)
     assert out == album / "enhanced" / target.rel_path and out.is_file()
     assert first.references[0].sha256 != target.sha256 and first.ref_paths[0].endswith("ref.png")
 
-    again = enhance_task.fn(target.id, job, settings)
+    again = _enhance(target, job, settings)
     assert again.status is Outcome.CACHED and not again.reranked  # no model work at all
     assert again.enhancement_id == first.enhancement_id
 
-    forced = enhance_task.fn(target.id, job, settings.with_(force=True))
+    forced = _enhance(target, job, settings.with_(force=True))
     assert forced.status is Outcome.ENHANCED and forced.enhancement_id != first.enhancement_id
     with runtime.database(settings.database_url)() as session:
         rows = queries.enhancements_for_target(session, target.id)
@@ -117,13 +125,28 @@ def test_enhance_task_redoes_a_job_whose_output_was_deleted(make_album, settings
     album_id = _index(album, settings)
     job = _job(album, settings, album_id)
     target = _targets(settings, album_id)[0]
-    first = enhance_task.fn(target.id, job, settings)
+    first = _enhance(target, job, settings)
     Path(first.output_path).unlink()
-    assert enhance_task.fn(target.id, job, settings).status is Outcome.ENHANCED
+    assert _enhance(target, job, settings).status is Outcome.ENHANCED
     Path(first.output_path).write_bytes(b"edited by hand")  # replaced by something else
-    assert enhance_task.fn(target.id, job, settings).status is Outcome.ENHANCED
+    assert _enhance(target, job, settings).status is Outcome.ENHANCED
     os.utime(first.output_path)  # touched only: same bytes, so still reusable
-    assert enhance_task.fn(target.id, job, settings).status is Outcome.CACHED
+    assert _enhance(target, job, settings).status is Outcome.CACHED
+
+
+def test_enhance_task_redoes_a_job_done_into_another_place(make_album, settings_for) -> None:
+    album = make_album(1)
+    settings = settings_for(embedder="fallback")
+    album_id = _index(album, settings)
+    job = _job(album, settings, album_id)
+    target = _targets(settings, album_id)[0]
+    first = _enhance(target, job, settings)
+    elsewhere = replace(job, out_dir=str(album.parent / "other-out"))
+    moved = _enhance(target, elsewhere, settings)  # e.g. a later run with --out other-out
+    assert moved.status is Outcome.ENHANCED and moved.job_key == first.job_key
+    assert Path(moved.output_path) == album.parent / "other-out" / target.rel_path
+    assert Path(moved.output_path).is_file() and Path(first.output_path).is_file()
+    assert _enhance(target, elsewhere, settings).status is Outcome.CACHED
 
 
 def test_enhance_task_records_a_failure_with_its_reason(make_album, settings_for) -> None:
@@ -134,7 +157,7 @@ def test_enhance_task_records_a_failure_with_its_reason(make_album, settings_for
     target = _targets(settings, album_id)[0]
     # The photo breaks after indexing (a sync client wrote half a file).
     (album / target.rel_path).write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    outcome = enhance_task.fn(target.id, job, settings)
+    outcome = _enhance(target, job, settings)
     assert outcome.status is Outcome.FAILED and "UnreadableImageError" in outcome.error
     with runtime.database(settings.database_url)() as session:
         row = session.scalars(select(Enhancement)).one()
@@ -151,7 +174,7 @@ def test_enhance_task_without_references_says_so(tmp_path: Path, settings_for) -
     settings = settings_for(embedder="fallback")
     album_id = _index(album, settings)
     job = _job(album, settings, album_id)
-    outcome = enhance_task.fn(_targets(settings, album_id)[0].id, job, settings)
+    outcome = _enhance(_targets(settings, album_id)[0], job, settings)
     assert outcome.status is Outcome.NO_REFERENCE
 
 

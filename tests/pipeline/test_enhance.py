@@ -17,6 +17,7 @@ from pipeline.enhance import (
     job_key,
     output_format_for,
     output_path_for,
+    plan_output_paths,
 )
 from pipeline.images import load_rgb
 from ttsr_core.config import SearchConfig, SearchMode, TTSRConfig
@@ -136,6 +137,27 @@ def test_output_paths_mirror_the_album_and_follow_the_format(tmp_path: Path) -> 
     assert output_format_for("PNG", EnhanceParams(output_format="webp")) == "WEBP"
     with pytest.raises(ValueError, match=r"\.\./x\.jpg"):
         output_path_for(tmp_path, "../x.jpg", "JPEG")
+
+
+def test_planned_outputs_never_share_a_path(tmp_path: Path) -> None:
+    to_png = EnhanceParams(output_format="png")
+    album = [("a.jpg", "JPEG"), ("a.png", "PNG"), ("b.jpg", "JPEG"), ("x/a.jpg", "JPEG")]
+    # Following the input format, names only mirror the album.
+    assert plan_output_paths(tmp_path, album, EnhanceParams()) == {rel: tmp_path / rel for rel, _ in album}
+    # To PNG, a.jpg would land on a.png's output: the converted one keeps its whole name.
+    assert plan_output_paths(tmp_path, album, to_png) == {
+        "a.jpg": tmp_path / "a.jpg.png", "a.png": tmp_path / "a.png", "b.jpg": tmp_path / "b.png",
+        "x/a.jpg": tmp_path / "x/a.png",  # another folder: no clash
+    }
+    # HEIC is written as JPEG: beside a JPEG of the same stem it clashes even without --format.
+    assert plan_output_paths(tmp_path, [("p.heic", "HEIF"), ("p.jpg", "JPEG")], EnhanceParams()) == {
+        "p.heic": tmp_path / "p.heic.jpg", "p.jpg": tmp_path / "p.jpg"}
+    # Case-insensitive disks treat A.jpg and a.png's outputs as one file.
+    assert plan_output_paths(tmp_path, [("A.jpg", "JPEG"), ("a.png", "PNG")], to_png)["A.jpg"] == tmp_path / "A.jpg.png"
+    # An album that also holds a PNG literally called a.jpg.png: numbered, still distinct.
+    odd = plan_output_paths(tmp_path, album + [("a.jpg.png", "PNG")], to_png)
+    assert odd["a.jpg.png"] == tmp_path / "a.jpg.png" and odd["a.jpg"] == tmp_path / "a.jpg~2.png"
+    assert len({str(p).casefold() for p in odd.values()}) == len(odd)
 
 
 def test_params_validate_with_the_bad_value_in_the_message() -> None:
