@@ -80,7 +80,8 @@ def _model_args(p: argparse.ArgumentParser, *, album: bool) -> None:
     g.add_argument("--outscale", type=_positive_float, default=None, metavar="X",
                    help="final scale; the model works at x4 and the result is resized (default 4)")
     g.add_argument("--format", dest="output_format", choices=["jpeg", "png", "webp", "tiff"], default=None,
-                   help="output format (default: same as the input)")
+                   help="output format (default: same as the input). In an album, a converted name that "
+                        "two photos would share keeps its old extension: a.jpg → a.jpg.png beside a.png")
     if album:
         g.add_argument("--refs", type=_positive_int, default=None, metavar="N",
                        help="references per target, best first (default 1)")
