@@ -157,14 +157,29 @@ def _key_coords(
     return row, col, pad_starts[which], widths[which] + 2
 
 
+def texture_table(values: list[torch.Tensor], keys_shape: list[tuple[int, int]], scale: int) -> torch.Tensor:
+    """Reference features as rows of aligned s×s blocks, one per lv3 position: (Σ Hk*Wk + 1, C*s*s).
+
+    values: per reference (C, s*Hk, s*Wk); rows follow the global key index, and the last row is
+    zero (what the authors' zero padding contributes). Built once per reference and level, it is
+    shared by every tile of a target.
+    """
+    c = values[0].shape[0]
+    block = c * scale * scale
+    rows = [v.reshape(c, hk, scale, wk, scale).permute(1, 3, 0, 2, 4).reshape(hk * wk, block)
+            for v, (hk, wk) in zip(values, keys_shape)]
+    return torch.cat(rows + [values[0].new_zeros(1, block)])
+
+
 def transfer_texture(
-    values: list[torch.Tensor], keys_shape: list[tuple[int, int]], index: torch.Tensor, h: int, w: int, scale: int,
-    budget_mb: float = 256.0,
+    values: list[torch.Tensor] | None, keys_shape: list[tuple[int, int]], index: torch.Tensor, h: int, w: int,
+    scale: int, budget_mb: float = 256.0, table: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Texture at one scale, gathered directly from the reference features.
 
-    values: per reference (C, s*Hk, s*Wk) features at scale s ∈ {1, 2, 4} relative to lv3;
-    keys_shape: per reference (Hk, Wk) lv3 grid; index (h*w,) global hard attention → (C, s*h, s*w).
+    values: per reference (C, s*Hk, s*Wk) features at scale s ∈ {1, 2, 4} relative to lv3 (or their
+    ``table`` from :func:`texture_table`); keys_shape: per reference (Hk, Wk) lv3 grid; index (h*w,)
+    global hard attention → (C, s*h, s*w).
 
     Equivalent to the authors' unfold (kernel 3s, stride s, padding s) → gather → fold → /9. The
     s×s output block of query cell (t, u) is covered by the patches of its 3×3 neighbours
@@ -173,13 +188,13 @@ def transfer_texture(
     So the transfer is a sum of 9 gathers of whole blocks (zero outside the reference or the query
     grid, as the unfold's zero padding), done at query-grid resolution.
     """
-    c = values[0].shape[0]
+    if table is None:
+        if values is None:
+            raise ValueError("transfer_texture needs the reference values or their table")
+        table = texture_table(values, keys_shape, scale)
     dev = index.device
-    block = c * scale * scale
-    # Reference features as rows of aligned s×s blocks: (Σ Hk*Wk + 1, C*s*s); the last row is zero.
-    rows = [v.reshape(c, hk, scale, wk, scale).permute(1, 3, 0, 2, 4).reshape(hk * wk, block)
-            for v, (hk, wk) in zip(values, keys_shape)]
-    table = torch.cat(rows + [values[0].new_zeros(1, block)])
+    block = table.shape[1]
+    c = block // (scale * scale)
     zero_row = table.shape[0] - 1
     which, ki, kj = split_index(index, keys_shape)  # reference, row, col of each query's match
     sizes = torch.tensor([hk * wk for hk, wk in keys_shape], device=dev)
@@ -227,8 +242,14 @@ def search_and_transfer(
     v_lv2: list[torch.Tensor],
     v_lv3: list[torch.Tensor],
     config: SearchConfig,
+    tables: dict[tuple[int, int], torch.Tensor] | None = None,
 ) -> TextureTransfer:
-    """Batch search + transfer. q_lv3 (N,C,h,w); per reference k/v lists of (N,·,·,·) tensors."""
+    """Batch search + transfer. q_lv3 (N,C,h,w); per reference k/v lists of (N,·,·,·) tensors.
+
+    ``tables``: a dict that keeps each sample's :func:`texture_table` per scale, keyed (sample, scale),
+    so that the tiles of one target, searched one after another against the same references, build
+    them once; None builds them per call.
+    """
     n, _, h, w = q_lv3.shape
     if not k_lv3:
         raise ValueError("at least one reference is needed")
@@ -243,10 +264,13 @@ def search_and_transfer(
         soft.append(relevance_at(q_lv3[i], keys, idx).view(1, h, w))
         hard.append(idx)
         shapes = [(k.shape[-2], k.shape[-1]) for k in keys]
-        budget = config.memory_budget_mb
-        t3.append(transfer_texture([v[i] for v in v_lv3], shapes, idx, h, w, 1, budget))
-        t2.append(transfer_texture([v[i] for v in v_lv2], shapes, idx, h, w, 2, budget))
-        t1.append(transfer_texture([v[i] for v in v_lv1], shapes, idx, h, w, 4, budget))
+        for out, values, scale in ((t3, v_lv3, 1), (t2, v_lv2, 2), (t1, v_lv1, 4)):
+            table = None if tables is None else tables.get((i, scale))
+            if table is None:
+                table = texture_table([v[i] for v in values], shapes, scale)
+                if tables is not None:
+                    tables[(i, scale)] = table
+            out.append(transfer_texture(None, shapes, idx, h, w, scale, config.memory_budget_mb, table=table))
     return TextureTransfer(torch.stack(soft), torch.stack(hard), torch.stack(t3), torch.stack(t2), torch.stack(t1))
 
 

@@ -69,6 +69,21 @@ def test_multi_reference_transfer_uses_the_right_reference() -> None:
     assert torch.allclose(t.texture_lv1[0, :, 4:-4, 4:-4], torch.tensor(4.0))
 
 
+def test_texture_tables_are_built_once_and_give_the_same_transfer() -> None:
+    q1, q2 = _feats(41, 8, 5, 6), _feats(42, 8, 4, 7)  # e.g. two tiles of one target
+    k1, k2 = _feats(43, 8, 4, 5), _feats(44, 8, 6, 3)
+    vals = [[_feats(45 + s, 3, 4 * s, 5 * s), _feats(48 + s, 3, 6 * s, 3 * s)] for s in (4, 2, 1)]
+    tables: dict = {}
+    for q in (q1, q2):
+        plain = search_and_transfer(q, [k1, k2], *vals, SearchConfig())
+        cached = search_and_transfer(q, [k1, k2], *vals, SearchConfig(), tables)
+        for name in ("hard_attention", "texture_lv1", "texture_lv2", "texture_lv3"):
+            assert torch.equal(getattr(cached, name), getattr(plain, name))
+    assert sorted(tables) == [(0, 1), (0, 2), (0, 4)]
+    tables[(0, 4)] = torch.zeros_like(tables[(0, 4)])  # proof that the second call reads the dict
+    assert not search_and_transfer(q1, [k1, k2], *vals, SearchConfig(), tables).texture_lv1.any()
+
+
 def test_relevance_at_is_the_normalised_patch_inner_product() -> None:
     q, k = _feats(31, 4, 5, 6)[0], _feats(32, 4, 7, 3)[0]
     idx = torch.randint(0, 21, (30,), generator=torch.Generator().manual_seed(0))
