@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=200_000, help="virtual epoch length of the self-supervised set")
     p.add_argument("--save-every", type=int, default=TrainSettings.save_every)
     p.add_argument("--val-every", type=int, default=TrainSettings.val_every)
-    p.add_argument("--amp", choices=["bfloat16", "float16"], default=None, help="autocast dtype (default: float32)")
+    p.add_argument("--amp", choices=["bfloat16", "float16"], default=None,
+                   help="autocast dtype (default: float32). Meant for CUDA: a CPU without native bf16 "
+                        "(avx512_bf16 or AMX) ran bf16 products ~160x slower than float32")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--resume", action="store_true", help="continue from --out/last.safetensors + train_state.pt")
