@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,7 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import init_db, make_session_factory
 from flows.settings import DeviceChoice, Settings
 from pipeline.embedders import Embedder, EmbedderSettings, make_embedder
-from ttsr_core.checkpoint import LoadedCheckpoint, load_checkpoint
+
+if TYPE_CHECKING:
+    from ttsr_core.checkpoint import LoadedCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,8 @@ def model(path: Path, device: str) -> LoadedCheckpoint:
     key = (str(path), st.st_mtime_ns, st.st_size, device)
     with _lock:
         if key not in _models:
+            from ttsr_core.checkpoint import load_checkpoint  # torch: imported by the commands that run a model
+
             logger.info("loading TTSR checkpoint %s on %s", path, device)
             _models[key] = load_checkpoint(path, device=device)
         return _models[key]

@@ -9,15 +9,14 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from pipeline.embedders import EmbedderKind
-from pipeline.enhance import EnhanceParams
-from pipeline.retrieval import RerankSettings, RetrievalSettings, fast_search_available
+from pipeline.params import EnhanceParams, RerankSettings, RetrievalSettings
 from pipeline.scan import ScanSettings
 from ttsr_core.config import SearchConfig, SearchMode
 
@@ -75,9 +74,7 @@ class Settings:
     database_url: str
     model_path: Path
     device: DeviceChoice = DeviceChoice.AUTO
-    search: SearchMode = field(
-        default_factory=lambda: SearchMode.FAST if fast_search_available() else SearchMode.EXACT
-    )
+    search: SearchMode = SearchMode.FAST
     embedder: EmbedderKind = EmbedderKind.AUTO
     # Scan thresholds: None = the album's refsr.toml, else pipeline.scan's defaults.
     min_ref_side: int | None = None

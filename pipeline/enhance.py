@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -19,8 +19,7 @@ import torch
 from PIL import Image
 
 from pipeline import images
-from pipeline.retrieval import default_search
-from ttsr_core.config import SearchConfig
+from pipeline.params import OUTPUT_EXTENSIONS, WRITE_FALLBACK, EnhanceParams
 from ttsr_core.inference import SCALE, resolve_device, super_resolve
 from ttsr_core.net import TTSR
 
@@ -28,77 +27,8 @@ logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
-# Pillow format name → the extension an output of that format gets.
-_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
-# Formats we can read but not (always) write: their outputs become JPEG.
-_WRITE_FALLBACK = {"MPO": "JPEG", "HEIF": "JPEG", "HEIC": "JPEG", "AVIF": "JPEG"}
 ATTENTION_DIR = ".refsr/attention"  # hidden: album scans skip dot-dirs, so it never becomes input
 JOB_KEY_VERSION = 1  # bump when the meaning of the key's fields changes
-
-
-def _positive(owner: str, name: str, value: object, kind: type = int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
-        raise ValueError(f"{owner}.{name} must be a positive {kind.__name__}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class EnhanceParams:
-    """Everything about one enhancement that is not the photos or the weights.
-
-    `outscale`: final scale of the output; TTSR always works at ×4 and the result is resized
-    afterwards (LANCZOS), as Real-ESRGAN's `--outscale` does. `tile`: LR tile side for targets
-    larger than that (bounded memory: ttsr_core blends overlapping tiles).
-    `ref_side_factor`: a reference is reduced (never enlarged) so its long side is at most this
-    many times the target's: TTSR transfers texture at the output's scale, so a reference much
-    larger than the ×4 output only costs search time.
-    """
-
-    outscale: float = 4.0
-    search: SearchConfig = field(default_factory=default_search)
-    tile: int | None = 256
-    tile_overlap: int = 16
-    ref_side_factor: float = 4.0
-    output_format: str | None = None  # None: follow the input's format
-    quality: int = 95
-    amp_dtype: str | None = None
-
-    def __post_init__(self) -> None:
-        _positive("EnhanceParams", "outscale", self.outscale, float)
-        if self.outscale > 16:
-            raise ValueError(f"EnhanceParams.outscale must be at most 16, got {self.outscale!r}")
-        _positive("EnhanceParams", "ref_side_factor", self.ref_side_factor, float)
-        if self.tile is not None:
-            _positive("EnhanceParams", "tile", self.tile)
-        if isinstance(self.tile_overlap, bool) or not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
-            raise ValueError(f"EnhanceParams.tile_overlap must be an int >= 0, got {self.tile_overlap!r}")
-        if self.output_format is not None:
-            name = str(self.output_format).strip().upper()
-            name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
-            if name not in _EXTENSIONS:
-                raise ValueError(
-                    f"EnhanceParams.output_format must be one of {sorted(_EXTENSIONS)}, got {self.output_format!r}"
-                )
-            object.__setattr__(self, "output_format", name)
-        if isinstance(self.quality, bool) or not isinstance(self.quality, int) or not 1 <= self.quality <= 100:
-            raise ValueError(f"EnhanceParams.quality must be an int in 1..100, got {self.quality!r}")
-        if self.amp_dtype not in (None, "bfloat16", "float16"):
-            raise ValueError(f"EnhanceParams.amp_dtype must be bfloat16, float16 or None, got {self.amp_dtype!r}")
-
-    def pixel_params(self) -> dict[str, object]:
-        """The parameters that change output pixels: part of the job key and of the stored record."""
-        return {
-            "outscale": float(self.outscale),
-            "search_mode": self.search.mode.value,
-            "coarse_factor": self.search.coarse_factor,
-            "refine_radius": self.search.refine_radius,
-            "matmul_dtype": self.search.matmul_dtype,
-            "tile": self.tile,
-            "tile_overlap": self.tile_overlap,
-            "ref_side_factor": float(self.ref_side_factor),
-            "output_format": self.output_format,
-            "quality": self.quality,
-            "amp_dtype": self.amp_dtype,
-        }
 
 
 def stable_hash(payload: Any) -> str:
@@ -138,8 +68,8 @@ def output_format_for(input_format: str | None, params: EnhanceParams) -> str:
     if params.output_format is not None:
         return params.output_format
     name = (input_format or "").upper()
-    name = _WRITE_FALLBACK.get(name, name)
-    return name if name in _EXTENSIONS else "PNG"
+    name = WRITE_FALLBACK.get(name, name)
+    return name if name in OUTPUT_EXTENSIONS else "PNG"
 
 
 def output_path_for(out_dir: PathLike, rel_path: str, fmt: str) -> Path:
@@ -147,10 +77,10 @@ def output_path_for(out_dir: PathLike, rel_path: str, fmt: str) -> Path:
     rel = PurePosixPath(rel_path)
     if rel.is_absolute() or ".." in rel.parts or not rel.name:
         raise ValueError(f"rel_path must be a relative path inside the album, got {rel_path!r}")
-    if fmt not in _EXTENSIONS:
-        raise ValueError(f"fmt must be one of {sorted(_EXTENSIONS)}, got {fmt!r}")
+    if fmt not in OUTPUT_EXTENSIONS:
+        raise ValueError(f"fmt must be one of {sorted(OUTPUT_EXTENSIONS)}, got {fmt!r}")
     same_format = Image.registered_extensions().get(rel.suffix.lower()) == fmt
-    name = rel.name if same_format else rel.stem + _EXTENSIONS[fmt]
+    name = rel.name if same_format else rel.stem + OUTPUT_EXTENSIONS[fmt]
     return Path(out_dir, *rel.parent.parts, name)
 
 
@@ -162,7 +92,8 @@ def plan_output_paths(out_dir: PathLike, targets: Iterable[tuple[str, str | None
     change makes two targets share it (``a.jpg`` and ``a.png``, both to PNG): then the converted ones
     keep their whole name (``a.jpg.png``), so neither output overwrites the other. Were a path still
     shared (the album also holds a PNG called ``a.jpg.png``), a target named like its output keeps
-    it and the others, in path order, get ``~2``, ``~3``… before the extension. Paths compare case-insensitively, as on macOS and Windows disks.
+    it and the others, in path order, get ``~2``, ``~3``… before the extension. Paths compare
+    case-insensitively, as on macOS and Windows disks.
     """
     targets = sorted(targets)
     fmts = {rel: output_format_for(fmt, params) for rel, fmt in targets}
@@ -172,7 +103,7 @@ def plan_output_paths(out_dir: PathLike, targets: Iterable[tuple[str, str | None
     for rel, _ in targets:
         path = plain[rel]
         if count[str(path).casefold()] > 1 and PurePosixPath(rel).name != path.name:
-            path = path.with_name(PurePosixPath(rel).name + _EXTENSIONS[fmts[rel]])
+            path = path.with_name(PurePosixPath(rel).name + OUTPUT_EXTENSIONS[fmts[rel]])
         planned[rel] = path
     taken: set[str] = set()
     # A target whose output keeps its own file name claims it first; the renamed ones follow.
@@ -340,7 +271,7 @@ def enhance_photo(
 
     t0 = time.perf_counter()
     fmt = params.output_format or Image.registered_extensions().get(out.suffix.lower()) or "PNG"
-    fmt = _WRITE_FALLBACK.get(fmt, fmt)
+    fmt = WRITE_FALLBACK.get(fmt, fmt)
     written = images.save_atomic(out, arrays.image, meta, format=fmt, quality=params.quality, protected=guarded)
     attention = None
     if attention_path is not None:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.params import RerankSettings, RetrievalSettings
 from pipeline.vector_index import VectorIndex
-from ttsr_core.config import SearchConfig, SearchMode
+from ttsr_core.config import MIN_REF_SIDE
 from ttsr_core.inference import (
-    MIN_REF_SIDE,
     SCALE,
     autocast_context,
     check_rgb,
@@ -28,71 +27,6 @@ from ttsr_core.net import TTSR
 from ttsr_core.search import relevance_at, search_indices
 
 logger = logging.getLogger(__name__)
-
-
-def fast_search_available() -> bool:
-    """True once ttsr_core ships its coarse-to-fine search (``ttsr_core/fast_search.py``)."""
-    return importlib.util.find_spec("ttsr_core.fast_search") is not None
-
-
-def default_search() -> SearchConfig:
-    """FAST search when ttsr_core has it, else EXACT (same results, slower)."""
-    return SearchConfig(mode=SearchMode.FAST if fast_search_available() else SearchMode.EXACT)
-
-
-@dataclass(frozen=True)
-class RerankSettings:
-    """Scale at which the texture model judges a candidate.
-
-    The target is reduced to `target_side` on its long side and each candidate to `candidate_side`
-    (never enlarged). 4× between the two mirrors TTSR's own geometry: the LR query is matched at
-    ×4 (LR↑) against the reference at full resolution, so a same-scene reference of four times the
-    target's size lines textures up at the same scale. Exact search at 64/256 costs about a second
-    per candidate on a busy 2-core CPU; 128/512 (the paper's working sizes) about four.
-    """
-
-    target_side: int = 64
-    candidate_side: int = 256
-    search: SearchConfig = field(default_factory=default_search)
-
-    def __post_init__(self) -> None:
-        for name in ("target_side", "candidate_side"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < MIN_REF_SIDE:
-                raise ValueError(f"RerankSettings.{name} must be an int >= {MIN_REF_SIDE}, got {value!r}")
-        if not isinstance(self.search, SearchConfig):
-            raise TypeError(f"RerankSettings.search must be a SearchConfig, got {self.search!r}")
-
-    def fingerprint(self) -> dict[str, object]:
-        """What changes the re-rank scores (for cache keys)."""
-        return {
-            "target_side": self.target_side,
-            "candidate_side": self.candidate_side,
-            "search_mode": self.search.mode.value,
-            "coarse_factor": self.search.coarse_factor,
-            "refine_radius": self.search.refine_radius,
-            "matmul_dtype": self.search.matmul_dtype,
-        }
-
-
-@dataclass(frozen=True)
-class RetrievalSettings:
-    """How many cosine candidates are re-ranked (`top_k`) and how many references are kept (`refs`)."""
-
-    top_k: int = 4
-    refs: int = 1
-    rerank: RerankSettings = field(default_factory=RerankSettings)
-
-    def __post_init__(self) -> None:
-        for name in ("top_k", "refs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RetrievalSettings.{name} must be a positive int, got {value!r}")
-        if self.refs > self.top_k:
-            raise ValueError(
-                f"RetrievalSettings.refs ({self.refs!r}) cannot exceed top_k ({self.top_k!r}): "
-                "references are chosen among the top-k cosine candidates"
-            )
 
 
 @dataclass(frozen=True)

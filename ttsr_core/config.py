@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+SCALE = 4  # TTSR's super-resolution factor: LR↑, Ref↓↑ and the three texture scales are built on it
+# One 3×3 lv3 patch covers 12×12 reference pixels: the smallest reference that holds a patch.
+MIN_REF_SIDE = 3 * SCALE
+
 
 class SearchMode(StrEnum):
     """How hard attention finds, for each query patch, its most relevant reference patch."""

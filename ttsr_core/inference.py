@@ -11,15 +11,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import SearchConfig, TileConfig
+from .config import MIN_REF_SIDE, SCALE, SearchConfig, TileConfig
 from .net import TTSR
 from .tiling import tiled_forward
 
 logger = logging.getLogger(__name__)
-
-SCALE = 4
-# One 3×3 lv3 patch covers 12×12 reference pixels: the smallest reference that holds a patch.
-MIN_REF_SIDE = 3 * SCALE
 
 
 def check_rgb(image: np.ndarray, name: str) -> np.ndarray:

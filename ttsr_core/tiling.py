@@ -6,12 +6,10 @@ import math
 
 import torch
 
-from .config import SearchConfig, TileConfig
+from .config import SCALE, SearchConfig, TileConfig
 from .net import TTSR, EncodedReferences, TTSROutput
 
 logger = logging.getLogger(__name__)
-
-SCALE = 4
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:

@@ -208,3 +208,19 @@ def test_serve_without_a_prefect_server_explains_what_to_start(make_album, tiny_
                      "--home", str(tmp_path / "h")])
     assert code == 2
     assert "prefect server start" in capsys.readouterr().err
+
+
+def test_lookups_start_without_torch(tmp_path: Path) -> None:
+    """which-ref and history only read the database: importing torch would add seconds to each."""
+    probe = (
+        "import sys\n"
+        "from flows.cli import main\n"
+        f"assert main(['history', '--home', {str(tmp_path / 'h')!r}]) == 0\n"
+        f"main(['which-ref', {str(tmp_path)!r}, '--home', {str(tmp_path / 'h')!r}])\n"
+        "heavy = sorted(m for m in ('torch', 'faiss', 'open_clip', 'prefect') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout, done.stdout

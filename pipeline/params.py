@@ -1,0 +1,143 @@
+"""The plain settings of retrieval and enhancement: validated values, no torch.
+
+They live apart from the code that uses them so that building `flows.settings.Settings`, which
+validates through them, does not import torch: the commands that only read the database
+(`refsr which-ref`, `refsr history`) start without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ttsr_core.config import MIN_REF_SIDE, SearchConfig, SearchMode
+
+# Pillow format name → the extension an output of that format gets.
+OUTPUT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+# Formats we can read but not (always) write: their outputs become JPEG.
+WRITE_FALLBACK = {"MPO": "JPEG", "HEIF": "JPEG", "HEIC": "JPEG", "AVIF": "JPEG"}
+
+
+def _positive(owner: str, name: str, value: object, kind: type = int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
+        raise ValueError(f"{owner}.{name} must be a positive {kind.__name__}, got {value!r}")
+
+
+def default_search() -> SearchConfig:
+    """Coarse-to-fine search: within 0.05 dB of exact on real pairs, 37-78× faster (benchmarks/README.md)."""
+    return SearchConfig(mode=SearchMode.FAST)
+
+
+@dataclass(frozen=True)
+class RerankSettings:
+    """Scale at which the texture model judges a candidate.
+
+    The target is reduced to `target_side` on its long side and each candidate to `candidate_side`
+    (never enlarged). 4× between the two mirrors TTSR's own geometry: the LR query is matched at
+    ×4 (LR↑) against the reference at full resolution, so a same-scene reference of four times the
+    target's size lines textures up at the same scale. Exact search at 64/256 costs about a second
+    per candidate on a busy 2-core CPU; 128/512 (the paper's working sizes) about four.
+    """
+
+    target_side: int = 64
+    candidate_side: int = 256
+    search: SearchConfig = field(default_factory=default_search)
+
+    def __post_init__(self) -> None:
+        for name in ("target_side", "candidate_side"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < MIN_REF_SIDE:
+                raise ValueError(f"RerankSettings.{name} must be an int >= {MIN_REF_SIDE}, got {value!r}")
+        if not isinstance(self.search, SearchConfig):
+            raise TypeError(f"RerankSettings.search must be a SearchConfig, got {self.search!r}")
+
+    def fingerprint(self) -> dict[str, object]:
+        """What changes the re-rank scores (for cache keys)."""
+        return {
+            "target_side": self.target_side,
+            "candidate_side": self.candidate_side,
+            "search_mode": self.search.mode.value,
+            "coarse_factor": self.search.coarse_factor,
+            "refine_radius": self.search.refine_radius,
+            "matmul_dtype": self.search.matmul_dtype,
+        }
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    """How many cosine candidates are re-ranked (`top_k`) and how many references are kept (`refs`)."""
+
+    top_k: int = 4
+    refs: int = 1
+    rerank: RerankSettings = field(default_factory=RerankSettings)
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "refs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"RetrievalSettings.{name} must be a positive int, got {value!r}")
+        if self.refs > self.top_k:
+            raise ValueError(
+                f"RetrievalSettings.refs ({self.refs!r}) cannot exceed top_k ({self.top_k!r}): "
+                "references are chosen among the top-k cosine candidates"
+            )
+
+
+@dataclass(frozen=True)
+class EnhanceParams:
+    """Everything about one enhancement that is not the photos or the weights.
+
+    `outscale`: final scale of the output; TTSR always works at ×4 and the result is resized
+    afterwards (LANCZOS), as Real-ESRGAN's `--outscale` does. `tile`: LR tile side for targets
+    larger than that (bounded memory: ttsr_core blends overlapping tiles).
+    `ref_side_factor`: a reference is reduced (never enlarged) so its long side is at most this
+    many times the target's: TTSR transfers texture at the output's scale, so a reference much
+    larger than the ×4 output only costs search time.
+    """
+
+    outscale: float = 4.0
+    search: SearchConfig = field(default_factory=default_search)
+    tile: int | None = 256
+    tile_overlap: int = 16
+    ref_side_factor: float = 4.0
+    output_format: str | None = None  # None: follow the input's format
+    quality: int = 95
+    amp_dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive("EnhanceParams", "outscale", self.outscale, float)
+        if self.outscale > 16:
+            raise ValueError(f"EnhanceParams.outscale must be at most 16, got {self.outscale!r}")
+        _positive("EnhanceParams", "ref_side_factor", self.ref_side_factor, float)
+        if self.tile is not None:
+            _positive("EnhanceParams", "tile", self.tile)
+        if isinstance(self.tile_overlap, bool) or not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
+            raise ValueError(f"EnhanceParams.tile_overlap must be an int >= 0, got {self.tile_overlap!r}")
+        if self.output_format is not None:
+            name = str(self.output_format).strip().upper()
+            name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
+            if name not in OUTPUT_EXTENSIONS:
+                raise ValueError(
+                    f"EnhanceParams.output_format must be one of {sorted(OUTPUT_EXTENSIONS)}, "
+                    f"got {self.output_format!r}"
+                )
+            object.__setattr__(self, "output_format", name)
+        if isinstance(self.quality, bool) or not isinstance(self.quality, int) or not 1 <= self.quality <= 100:
+            raise ValueError(f"EnhanceParams.quality must be an int in 1..100, got {self.quality!r}")
+        if self.amp_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(f"EnhanceParams.amp_dtype must be bfloat16, float16 or None, got {self.amp_dtype!r}")
+
+    def pixel_params(self) -> dict[str, object]:
+        """The parameters that change output pixels: part of the job key and of the stored record."""
+        return {
+            "outscale": float(self.outscale),
+            "search_mode": self.search.mode.value,
+            "coarse_factor": self.search.coarse_factor,
+            "refine_radius": self.search.refine_radius,
+            "matmul_dtype": self.search.matmul_dtype,
+            "tile": self.tile,
+            "tile_overlap": self.tile_overlap,
+            "ref_side_factor": float(self.ref_side_factor),
+            "output_format": self.output_format,
+            "quality": self.quality,
+            "amp_dtype": self.amp_dtype,
+        }
