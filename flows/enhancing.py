@@ -223,7 +223,9 @@ def process_target(photo_id: int, job: JobContext, settings: Settings, out_path:
             return TargetOutcome(photo_id, rel, Outcome.CACHED, output_path=hit.output_path,
                                  enhancement_id=hit.id, timings=timings, **common)  # type: ignore[arg-type]
         # One process per job at a time: a concurrent `refsr enhance` waits here, then finds it done.
-        with file_lock(settings.locks_dir / "jobs" / f"{key}.lock"):
+        # 256 lock files striped by key: one per job would leave an empty file per enhancement
+        # forever, and two jobs that share a stripe only wait for each other.
+        with file_lock(settings.locks_dir / "jobs" / f"{key[:2]}.lock"):
             if not settings.force and (hit := _reusable(factory, key, out_path)) is not None:
                 return TargetOutcome(photo_id, rel, Outcome.CACHED, output_path=hit.output_path,
                                      enhancement_id=hit.id, timings=timings, **common)  # type: ignore[arg-type]
