@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -439,16 +440,35 @@ _COMMANDS = {
 }
 
 
+class _Terminated(SystemExit):
+    """SIGTERM, turned into an exception so that cleanup runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `refsr` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    # With Python's default SIGTERM action nothing is cleaned up: Prefect's engine records the
+    # crash, then re-sends the signal to the previous handler, and the local Prefect server it
+    # started lived on as an orphan. As an exception, exit handlers (which stop it) run.
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        previous = None
     try:
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("refsr: interrupted", file=sys.stderr)
         return 130
+    except _Terminated as exc:
+        print("refsr: terminated; a run it had started is recorded as crashed, and the next run picks up "
+              "where it stopped", file=sys.stderr)
+        return int(exc.code)
     except BrokenPipeError:
         # The reader went away (`refsr history | head`): not an error of ours. Point stdout at
         # /dev/null so the interpreter's final flush does not raise again.
@@ -459,6 +479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"refsr {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

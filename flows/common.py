@@ -54,6 +54,13 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+def interrupted(exc: BaseException) -> bool:
+    """Whether a run ended because it was stopped (Ctrl-C, SIGTERM) rather than because it failed."""
+    from prefect.exceptions import TerminationSignal  # what Prefect's engine raises on SIGTERM
+
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, TerminationSignal))
+
+
 def one_line(exc: BaseException) -> str:
     """`Type: message` on one line, for records and tables."""
     text = " ".join(str(exc).split())

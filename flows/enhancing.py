@@ -24,6 +24,7 @@ from flows import runtime
 from flows.common import (
     JsonCache,
     finish_run,
+    interrupted,
     is_transient,
     one_line,
     recover_crashed_runs,
@@ -168,6 +169,7 @@ def process_target(photo_id: int, job: JobContext, settings: Settings, out_path:
     Permanent failures are recorded (status failed, with the reason) and returned; transient ones
     (database busy, CUDA out of memory) are raised so Prefect retries the task.
     """
+    runtime.fault_point("target")
     factory = runtime.database(settings.database_url)
     root = Path(job.album_root)
     timings: dict[str, float] = {}
@@ -401,7 +403,7 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
         finish_run(factory, run_id, RunStatus.completed, counts, error=error)
         return summary
     except BaseException as exc:
-        status = RunStatus.crashed if isinstance(exc, KeyboardInterrupt) else RunStatus.failed
+        status = RunStatus.crashed if interrupted(exc) else RunStatus.failed
         finish_run(factory, run_id, status, {}, error=one_line(exc))
         raise
 

@@ -17,7 +17,15 @@ from db.engine import file_lock
 from db.models import PhotoRole as DbRole
 from db.models import Photo, PhotoStatus, RunKind, RunStatus
 from flows import runtime
-from flows.common import finish_run, is_transient, one_line, recover_crashed_runs, retry_if_transient, start_run
+from flows.common import (
+    finish_run,
+    interrupted,
+    is_transient,
+    one_line,
+    recover_crashed_runs,
+    retry_if_transient,
+    start_run,
+)
 from flows.settings import Settings, index_file, scan_settings
 from pipeline import images
 from pipeline.scan import KnownPhoto, ScanStatus, scan_album
@@ -272,7 +280,7 @@ def index_album(album: str, settings: Settings) -> IndexSummary:
     try:
         summary = index_steps(root, settings)
     except BaseException as exc:
-        status = RunStatus.crashed if isinstance(exc, KeyboardInterrupt) else RunStatus.failed
+        status = RunStatus.crashed if interrupted(exc) else RunStatus.failed
         finish_run(factory, run_id, status, {}, error=one_line(exc))
         raise
     counts = {**summary.scan.as_dict(), "embedded": summary.embedded, "embed_failed": len(summary.embed_failures)}

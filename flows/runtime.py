@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,17 +113,22 @@ def fault_point(phase: str) -> None:
     """Crash-test hook: with REFSR_FAULT_INJECT="<phase>:<n>", the n-th call at <phase> kills the process.
 
     os._exit skips every handler and finally block, like SIGKILL or a power cut would.
+    "<phase>:<n>:pause" sleeps 5 s there instead, like a long enhancement, for a test to signal into.
     """
     spec = os.environ.get(FAULT_ENV, "")
     if not spec:
         return
-    want, _, count = spec.partition(":")
+    want, _, rest = spec.partition(":")
+    count, _, action = rest.partition(":")
     if want != phase:
         return
     with _lock:
         _fault_counts[phase] = _fault_counts.get(phase, 0) + 1
         hit = _fault_counts[phase] == int(count or 1)
-    if hit:
+    if hit and action == "pause":
+        logger.error("fault injection: pausing at %s #%s", phase, count or 1)
+        time.sleep(5)
+    elif hit:
         logger.error("fault injection: exiting at %s #%s", phase, count)
         os._exit(137)
 

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,39 @@ def test_killed_run_leaves_nothing_half_done_and_the_next_run_resumes(make_album
     assert answer.returncode == 0, answer.stderr[-2000:]
     data = json.loads(answer.stdout)
     assert data["kind"] == "output" and data["enhancements"][0]["references"][0]["path"].endswith("ref.png")
+
+
+@pytest.mark.slow
+def test_sigterm_records_a_crashed_run_and_leaves_no_process_behind(make_album, tiny_model: Path,
+                                                                   tmp_path: Path) -> None:
+    album = make_album(2)
+    home = tmp_path / "h"
+    # The first target's task pauses (a long enhancement); the test signals while it does.
+    proc, out = _start(_enhance_args(album, home, tiny_model), _env(tmp_path, REFSR_FAULT_INJECT="target:1:pause"),
+                       tmp_path / "termed")
+    err = out.with_suffix(".err")
+    try:
+        for _ in range(1200):
+            if "fault injection: pausing" in err.read_text() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, err.read_text()[-2000:]
+        os.kill(proc.pid, signal.SIGTERM)  # refsr alone, as a service manager or `kill` would
+        proc.wait(timeout=120)
+        # Everything refsr started (the local Prefect server included) is gone with it.
+        with pytest.raises(ProcessLookupError):
+            for _ in range(100):
+                os.killpg(proc.pid, 0)
+                time.sleep(0.1)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 143 and "terminated" in err.read_text()
+    with runtime.database(_db(home))() as session:
+        (run,) = session.scalars(select(Run).where(Run.kind == "enhance")).all()
+        assert run.status is RunStatus.crashed
 
 
 @pytest.mark.slow
