@@ -176,7 +176,7 @@ def child_validation(model_name: str, max_side: int) -> dict:
     from ttsr_core.config import SearchConfig, SearchMode
     from ttsr_core.inference import prepare_reference, resize_bicubic, super_resolve, to_tensor, to_uint8
     from ttsr_core.metrics import psnr_y
-    from ttsr_core.search import exact_search, relevance_at, transfer_texture
+    from ttsr_core.search import exact_search, relevance_at, texture_table, transfer_texture
     from ttsr_core.fast_search import coarse_to_fine_search
 
     model, weights = _model(model_name)
@@ -213,7 +213,8 @@ def child_validation(model_name: str, max_side: int) -> dict:
             rgb = to_tensor(prep.ref)[0]
 
             def rebuild(idx: torch.Tensor) -> np.ndarray:
-                return to_uint8(transfer_texture([rgb], [tuple(k.shape[1:])], idx, h, w, 4)[None])
+                shapes = [tuple(k.shape[1:])]
+                return to_uint8(transfer_texture(texture_table([rgb], shapes, 4), shapes, idx, h, w, 4)[None])
 
             e_img, f_img = rebuild(e_idx), rebuild(f_idx)
         sr_e = super_resolve(model, lr, [ref], search=SearchConfig())

@@ -172,14 +172,13 @@ def texture_table(values: list[torch.Tensor], keys_shape: list[tuple[int, int]],
 
 
 def transfer_texture(
-    values: list[torch.Tensor] | None, keys_shape: list[tuple[int, int]], index: torch.Tensor, h: int, w: int,
-    scale: int, budget_mb: float = 256.0, table: torch.Tensor | None = None,
+    table: torch.Tensor, keys_shape: list[tuple[int, int]], index: torch.Tensor, h: int, w: int, scale: int,
+    budget_mb: float = 256.0,
 ) -> torch.Tensor:
     """Texture at one scale, gathered directly from the reference features.
 
-    values: per reference (C, s*Hk, s*Wk) features at scale s ∈ {1, 2, 4} relative to lv3 (or their
-    ``table`` from :func:`texture_table`); keys_shape: per reference (Hk, Wk) lv3 grid; index (h*w,)
-    global hard attention → (C, s*h, s*w).
+    table: :func:`texture_table` of the references' features at scale s ∈ {1, 2, 4} relative to lv3;
+    keys_shape: per reference (Hk, Wk) lv3 grid; index (h*w,) global hard attention → (C, s*h, s*w).
 
     Equivalent to the authors' unfold (kernel 3s, stride s, padding s) → gather → fold → /9. The
     s×s output block of query cell (t, u) is covered by the patches of its 3×3 neighbours
@@ -188,10 +187,6 @@ def transfer_texture(
     So the transfer is a sum of 9 gathers of whole blocks (zero outside the reference or the query
     grid, as the unfold's zero padding), done at query-grid resolution.
     """
-    if table is None:
-        if values is None:
-            raise ValueError("transfer_texture needs the reference values or their table")
-        table = texture_table(values, keys_shape, scale)
     dev = index.device
     block = table.shape[1]
     c = block // (scale * scale)
@@ -248,7 +243,7 @@ def search_and_transfer(
 
     ``tables``: a dict that keeps each sample's :func:`texture_table` per scale, keyed (sample, scale),
     so that the tiles of one target, searched one after another against the same references, build
-    them once; None builds them per call.
+    them once; None builds each when needed and drops it after use (the least memory).
     """
     n, _, h, w = q_lv3.shape
     if not k_lv3:
@@ -270,7 +265,7 @@ def search_and_transfer(
                 table = texture_table([v[i] for v in values], shapes, scale)
                 if tables is not None:
                     tables[(i, scale)] = table
-            out.append(transfer_texture(None, shapes, idx, h, w, scale, config.memory_budget_mb, table=table))
+            out.append(transfer_texture(table, shapes, idx, h, w, scale, config.memory_budget_mb))
     return TextureTransfer(torch.stack(soft), torch.stack(hard), torch.stack(t3), torch.stack(t2), torch.stack(t1))
 
 
