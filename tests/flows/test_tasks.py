@@ -46,6 +46,12 @@ def _targets(settings: Settings, album_id: int) -> list[Photo]:
         return queries.photos(session, album_id, role=PhotoRole.target)
 
 
+def _indexed_target(album: Path, settings: Settings) -> tuple[JobContext, Photo]:
+    """Index `album`; the job context of a run on it and its first target."""
+    album_id = _index(album, settings)
+    return _job(album, settings, album_id), _targets(settings, album_id)[0]
+
+
 def _enhance(target: Photo, job: JobContext, settings: Settings) -> TargetOutcome:
     """The task body as the flow calls it, with the output path the run would plan for it alone."""
     out = plan_output_paths(job.out_dir, [(target.rel_path, target.format)], settings.enhance_params(job.amp_dtype))
@@ -95,9 +101,7 @@ def test_index_sync_holds_references_only_and_follows_the_database(make_album, s
 def test_enhance_task_enhances_then_reuses_then_forces(make_album, settings_for) -> None:
     album = make_album(2)
     settings = settings_for(embedder="fallback")
-    album_id = _index(album, settings)
-    job = _job(album, settings, album_id)
-    target = _targets(settings, album_id)[0]
+    job, target = _indexed_target(album, settings)
 
     first = _enhance(target, job, settings)
     assert first.status is Outcome.ENHANCED and first.reranked
@@ -122,9 +126,7 @@ def test_enhance_task_enhances_then_reuses_then_forces(make_album, settings_for)
 def test_enhance_task_redoes_a_job_whose_output_was_deleted(make_album, settings_for) -> None:
     album = make_album(1)
     settings = settings_for(embedder="fallback")
-    album_id = _index(album, settings)
-    job = _job(album, settings, album_id)
-    target = _targets(settings, album_id)[0]
+    job, target = _indexed_target(album, settings)
     first = _enhance(target, job, settings)
     Path(first.output_path).unlink()
     assert _enhance(target, job, settings).status is Outcome.ENHANCED
@@ -137,9 +139,7 @@ def test_enhance_task_redoes_a_job_whose_output_was_deleted(make_album, settings
 def test_enhance_task_redoes_a_job_done_into_another_place(make_album, settings_for) -> None:
     album = make_album(1)
     settings = settings_for(embedder="fallback")
-    album_id = _index(album, settings)
-    job = _job(album, settings, album_id)
-    target = _targets(settings, album_id)[0]
+    job, target = _indexed_target(album, settings)
     first = _enhance(target, job, settings)
     elsewhere = replace(job, out_dir=str(album.parent / "other-out"))
     moved = _enhance(target, elsewhere, settings)  # e.g. a later run with --out other-out
@@ -152,9 +152,7 @@ def test_enhance_task_redoes_a_job_done_into_another_place(make_album, settings_
 def test_enhance_task_records_a_failure_with_its_reason(make_album, settings_for) -> None:
     album = make_album(1)
     settings = settings_for(embedder="fallback")
-    album_id = _index(album, settings)
-    job = _job(album, settings, album_id)
-    target = _targets(settings, album_id)[0]
+    job, target = _indexed_target(album, settings)
     # The photo breaks after indexing (a sync client wrote half a file).
     (album / target.rel_path).write_bytes(b"\xff\xd8\xff\xe0 truncated")
     outcome = _enhance(target, job, settings)
@@ -172,9 +170,8 @@ def test_enhance_task_without_references_says_so(tmp_path: Path, settings_for) -
     ref, _ = add_pair(album, "s", seed=7)
     ref.unlink()
     settings = settings_for(embedder="fallback")
-    album_id = _index(album, settings)
-    job = _job(album, settings, album_id)
-    outcome = _enhance(_targets(settings, album_id)[0], job, settings)
+    job, target = _indexed_target(album, settings)
+    outcome = _enhance(target, job, settings)
     assert outcome.status is Outcome.NO_REFERENCE
 
 
