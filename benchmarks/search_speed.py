@@ -5,6 +5,7 @@ Parts (each one invocation, each well under 8 minutes on 2 contended cores):
     .venv/bin/python benchmarks/search_speed.py --part peak        # torch.mm fp32 / bf16 GFLOP/s
     .venv/bin/python benchmarks/search_speed.py --part synthetic   # 480×360 + 1920×1440 ref, CUFED5 size
     .venv/bin/python benchmarks/search_speed.py --part enhance     # whole 480×360 enhancement, compact model
+    .venv/bin/python benchmarks/search_speed.py --part profile     # where that time goes; conv layouts
     .venv/bin/python benchmarks/search_speed.py --part validation  # data/validation pairs, fast vs exact
 
 Every timed measurement runs in a fresh subprocess that reports its own ``ru_maxrss``. Where the
@@ -147,14 +148,10 @@ def child_search(model_name: str, case: str, mode: str, dtype: str | None, time_
     return out
 
 
-def child_enhance(model_name: str, mode: str, tile: int | None) -> dict:
+def _enhance_case():  # type: ignore[no-untyped-def]
+    """The 480×360 target and 1920×1440 reference of the whole-enhancement measurements (uint8 RGB)."""
     import numpy as np
-    import torch
 
-    from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import super_resolve
-
-    model, weights = _model(model_name)
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:360, 0:480].astype(np.float32)
     lr = np.clip(127 + 60 * np.sin(xx / 9)[..., None] * np.cos(yy / 7)[..., None] + rng.normal(0, 20, (360, 480, 3)),
@@ -162,6 +159,17 @@ def child_enhance(model_name: str, mode: str, tile: int | None) -> dict:
     yy, xx = np.mgrid[0:1440, 0:1920].astype(np.float32)
     ref = np.clip(127 + 60 * np.sin(xx / 36)[..., None] * np.cos(yy / 28)[..., None] + rng.normal(0, 20, (1440, 1920, 3)),
                   0, 255).astype(np.uint8)
+    return lr, ref
+
+
+def child_enhance(model_name: str, mode: str, tile: int | None) -> dict:
+    import torch
+
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.inference import super_resolve
+
+    model, weights = _model(model_name)
+    lr, ref = _enhance_case()
     t0 = time.perf_counter()
     res = super_resolve(model, lr, [ref], search=SearchConfig(mode=SearchMode(mode)), tile=tile)
     return {"model": model_name, "weights": weights, "mode": mode, "tile": tile, "wall_s": time.perf_counter() - t0,
@@ -272,6 +280,55 @@ def part_enhance() -> None:
               f"{r['shape'][1]}×{r['shape'][0]} |", flush=True)
 
 
+def child_profile(tile: int | None) -> dict:
+    """Where a whole enhancement's time goes: torch profiler, operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.inference import super_resolve
+
+    model, weights = _model("ttsr-lite")
+    lr, ref = _enhance_case()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        super_resolve(model, lr, [ref], search=SearchConfig(mode=SearchMode.FAST), tile=tile)
+        wall = time.perf_counter() - t0
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
+    return {"weights": weights, "tile": tile, "wall_s": wall,
+            "ops": [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in ops]}
+
+
+def child_conv_layout() -> dict:
+    """One 3×3 convolution, 32→32 channels at 1000×752 (the ×4 scale of a tile): NCHW vs channel-last."""
+    import torch
+
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1).eval()
+    x = torch.randn(1, 32, 752, 1000)
+    out = {}
+    with torch.inference_mode():
+        for name, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+            c, xx = conv.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+            c(xx)  # warm-up (oneDNN kernel selection)
+            best = math.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                c(xx)
+                best = min(best, time.perf_counter() - t0)
+            out[name] = best
+    return out
+
+
+def part_profile() -> None:
+    r = _child(["conv_layout"])
+    print(f"3×3 conv 32→32 at 1000×752, best of 3: NCHW {r['nchw']:.3f} s, channel-last {r['channels_last']:.3f} s")
+    r = _child(["profile", 256])
+    print(f"\nttsr-lite ({r['weights']}), 480×360 + 1920×1440 ref, fast search, {r['tile']}-px tiles: "
+          f"{r['wall_s']:.1f} s under the profiler\n")
+    print("| operator | self CPU s | calls |\n| --- | ---: | ---: |")
+    for name, seconds, count in r["ops"]:
+        print(f"| {name} | {seconds:.1f} | {count} |")
+
+
 def part_validation(model: str, max_side: int) -> None:
     if not (ROOT / "data" / "validation" / "pairs.tsv").exists():
         subprocess.run(["bash", str(ROOT / "scripts" / "fetch_data.sh"), "validation"], check=True)
@@ -295,7 +352,7 @@ def part_validation(model: str, max_side: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("peak", "synthetic", "enhance", "validation"), default="peak")
+    parser.add_argument("--part", choices=("peak", "synthetic", "enhance", "profile", "validation"), default="peak")
     parser.add_argument("--exact-budget-s", type=float, default=60.0,
                         help="synthetic: time the exact search on about this many seconds' worth of query rows")
     parser.add_argument("--model", default="ttsr-lite", help="validation: preset to run")
@@ -306,11 +363,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, *rest = json.loads(args.child)
-        fn = {"peak": child_peak, "search": child_search, "enhance": child_enhance, "validation": child_validation}[kind]
+        fn = {"peak": child_peak, "search": child_search, "enhance": child_enhance, "profile": child_profile,
+              "conv_layout": child_conv_layout, "validation": child_validation}[kind]
         print(json.dumps(fn(*rest)))
         return
     {"peak": part_peak, "synthetic": lambda: part_synthetic(args.exact_budget_s, args.cases.split(","), args.models.split(",")), "enhance": part_enhance,
-     "validation": lambda: part_validation(args.model, args.max_side)}[args.part]()
+     "profile": part_profile, "validation": lambda: part_validation(args.model, args.max_side)}[args.part]()
 
 
 if __name__ == "__main__":

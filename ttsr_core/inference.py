@@ -162,8 +162,8 @@ def super_resolve(
     h, w = lr.shape[:2]
     lr_up = resize_bicubic(lr, w * SCALE, h * SCALE)
     # Channel-last weights make every convolution run channel-last (oneDNN's native layout): measured
-    # 1.9× faster per 3×3 convolution and 26 % faster for a whole 480×360 enhancement on a 2-core CPU
-    # (benchmarks/README.md). The layout only changes float summation order, not the result's meaning.
+    # 1.4-1.6× faster per 3×3 convolution and 25 % faster for a whole 480×360 enhancement on a 2-core
+    # CPU (benchmarks/README.md). The layout only changes float summation order, not the result's meaning.
     model = model.to(dev, memory_format=torch.channels_last).eval()
     with torch.inference_mode(), autocast_context(dev, amp_dtype):
         ref_t = [to_tensor(p.ref, dev) for p in prepared]
