@@ -1,19 +1,21 @@
-"""Training pairs: self-supervised crops from a folder of HR photos, or the CUFED layout."""
+"""Training pairs: a degraded crop of a photo and a warped view of it with known geometry, or the CUFED layout."""
 from __future__ import annotations
 
 import logging
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance
+from PIL import Image
 from torch.utils.data import Dataset
 
-from .inference import SCALE, resize_bicubic
+from .config import SCALE
+from .degradations import REFERENCE_PHOTOMETRY, Chain, OneOf, lr_pipeline
+from .inference import resize_bicubic
+from .warp import FAR_VIEW, NEAR_VIEW, ViewSettings, correspondences, photo_units_per_pixel, render, sample_view
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +30,13 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def load_photo(path: Path, max_side: int) -> np.ndarray:
-    """RGB uint8 array, downscaled (bicubic) so its long side is at most ``max_side``."""
+    """RGB uint8 array, downscaled (antialiased) so its long side is at most ``max_side``."""
     with Image.open(path) as im:
         im = im.convert("RGB")
         scale = max_side / max(im.size)
         if scale < 1:
-            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BICUBIC)
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                           Image.Resampling.LANCZOS, reducing_gap=3.0)
         return np.asarray(im)
 
 
@@ -42,10 +45,16 @@ def to_model_range(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.float32, copy=True)).permute(2, 0, 1) / 127.5 - 1.0
 
 
-def make_sample(hr: np.ndarray, ref: np.ndarray) -> dict[str, torch.Tensor]:
-    """The paper's five tensors from an HR crop and a reference (both sides multiples of 4)."""
+def make_sample(hr: np.ndarray, ref: np.ndarray, lr: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """The paper's five tensors from an HR crop, a reference (sides multiples of 4) and its LR.
+
+    ``lr`` defaults to PIL bicubic ↓4 of ``hr`` (the paper); a degraded LR must be exactly ¼ of hr.
+    """
     h, w = hr.shape[:2]
-    lr = resize_bicubic(hr, w // SCALE, h // SCALE)
+    if lr is None:
+        lr = resize_bicubic(hr, w // SCALE, h // SCALE)
+    if lr.shape[:2] != (h // SCALE, w // SCALE):
+        raise ValueError(f"LR {lr.shape[:2]} is not ¼ of HR {hr.shape[:2]}")
     lr_up = resize_bicubic(lr, w, h)
     rh, rw = ref.shape[:2]
     ref_down_up = resize_bicubic(resize_bicubic(ref, rw // SCALE, rh // SCALE), rw, rh)
@@ -57,25 +66,31 @@ def make_sample(hr: np.ndarray, ref: np.ndarray) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class PairSettings:
-    patch: int = 160  # HR crop side (multiple of 4)
-    ref_patch: int = 160  # reference side
-    same_photo_prob: float = 0.85  # else the reference is cut from another photo (irrelevant texture)
-    max_shift: float = 0.5  # reference centre moves by up to this fraction of the patch
-    scale_range: tuple[float, float] = (0.75, 1.33)  # reference zoom relative to the HR crop
-    max_rotation_deg: float = 12.0
-    colour_jitter: float = 0.15  # brightness / contrast / saturation
+    """What one training sample looks like (see :class:`WarpedPairs`)."""
+
+    patch: int = 96  # HR crop side (multiple of 4); the search space of a real album target is larger still
+    ref_patch: int = 160  # reference side: larger than the crop, as an album's reference is
+    near_prob: float = 0.45  # a close view: burst, stereo pair (ttsr_core.warp.NEAR_VIEW)
+    far_prob: float = 0.45  # another visit or lens: zoom 0.5–2×, rotation, tilt, partial overlap (FAR_VIEW)
+    # The rest: a view of another photo, so the network learns to ignore texture that does not belong.
+    lr_degradation: str = "mixed"  # ttsr_core.degradations.LR_PIPELINES name
+    ref_photometry: bool = True  # relight and re-JPEG the reference
     max_side: int = 1600  # photos are held in memory at most this large
-    # Best-of-N crop positions by gradient energy: wallpapers are mostly smooth bokeh and sky,
-    # where bicubic is already right and a crop teaches nothing. 1 = uniform sampling.
-    texture_tries: int = 1
+    # Best-of-N crop positions by gradient energy: wallpapers are mostly smooth bokeh and sky, where
+    # bicubic is already right and a crop teaches nothing. 1 = uniform sampling.
+    texture_tries: int = 4
+    min_overlap: float = 0.25  # a same-photo view must show at least this share of the target's cells
 
     def __post_init__(self) -> None:
         for name in ("patch", "ref_patch"):
             v = getattr(self, name)
             if v < 12 or v % SCALE:
                 raise ValueError(f"{name} must be a multiple of 4 and ≥ 12, got {v}")
-        if not 0 <= self.same_photo_prob <= 1:
-            raise ValueError(f"same_photo_prob must be in [0, 1], got {self.same_photo_prob}")
+        if self.near_prob < 0 or self.far_prob < 0 or self.near_prob + self.far_prob > 1:
+            raise ValueError(f"near_prob and far_prob must be ≥ 0 with a sum ≤ 1, got {self.near_prob}, {self.far_prob}")
+        lr_pipeline(self.lr_degradation)  # raises on an unknown name
+        if self.texture_tries < 1:
+            raise ValueError(f"texture_tries must be ≥ 1, got {self.texture_tries}")
 
 
 def _detail(crop: np.ndarray) -> float:
@@ -84,75 +99,142 @@ def _detail(crop: np.ndarray) -> float:
     return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
 
 
-class SelfSupervisedPairs(Dataset):
-    """Pairs cut from HR photos: LR = bicubic ↓4 of an HR crop; the reference comes from a shifted,
-    rescaled, rotated and colour-jittered neighbourhood of the same photo (or, now and then, from a
-    different photo) so the network learns to use relevant texture and to ignore irrelevant texture.
+def _view(photo: np.ndarray, ref_to_photo: np.ndarray, side: int) -> np.ndarray:
+    """Render a view without aliasing: where it shrinks the photo, the covered region is reduced first."""
+    shrink = photo_units_per_pixel(ref_to_photo, side)
+    if shrink <= 1.15:
+        return render(photo, ref_to_photo, (side, side))
+    corners = ref_to_photo @ np.array([[0, side, side, 0], [0, 0, side, side], [1, 1, 1, 1]], dtype=np.float64)
+    xs, ys = corners[0] / corners[2], corners[1] / corners[2]
+    x0, y0 = max(0, int(xs.min()) - 4), max(0, int(ys.min()) - 4)
+    x1, y1 = min(photo.shape[1], int(math.ceil(xs.max())) + 4), min(photo.shape[0], int(math.ceil(ys.max())) + 4)
+    region = Image.fromarray(photo[y0:y1, x0:x1])
+    size = (max(1, round(region.width / shrink)), max(1, round(region.height / shrink)))
+    small = np.asarray(region.resize(size, Image.Resampling.LANCZOS))
+    fx, fy = size[0] / region.width, size[1] / region.height
+    to_small = np.array([[fx, 0, -x0 * fx], [0, fy, -y0 * fy], [0, 0, 1]])
+    return render(small, to_small @ ref_to_photo, (side, side))
+
+
+class WarpedPairs(Dataset):
+    """Pairs cut from single photos, with the reference a warped, relit view and the LR really degraded.
+
+    Per sample: an HR crop (texture-biased position), its LR through the ``lr_degradation`` pipeline,
+    and a reference: a near view (45 %), a far view with zoom 0.5–2×, rotation, tilt and partial overlap
+    (45 %), or a view of another photo (10 %). Neither crop nor reference is ever upsampled from the
+    photo: for a reference that magnifies (zoom > 1) the target is cut from the photo reduced by the zoom.
+    ``corr`` (patch/4, patch/4, 2) holds each target lv3 cell's reference cell (row, col), (-1, -1)
+    where the reference does not show it (always for another photo's view).
 
     Epochs are virtual: ``length`` samples, each drawn afresh from the seeded generator of its index.
     """
 
-    def __init__(self, photos: Sequence[np.ndarray], settings: PairSettings = PairSettings(), length: int = 10_000, seed: int = 0) -> None:
-        usable = [p for p in photos if min(p.shape[:2]) >= max(settings.patch, settings.ref_patch) * 1.5]
+    def __init__(self, photos: Sequence[np.ndarray], settings: PairSettings = PairSettings(), length: int = 10_000,
+                 seed: int = 0) -> None:
+        need = int(max(settings.patch * 2, settings.ref_patch) * 1.2)
+        usable = [p for p in photos if min(p.shape[:2]) >= need]
         if not usable:
-            raise ValueError(f"need at least one photo larger than {int(max(settings.patch, settings.ref_patch) * 1.5)} px, got none of {len(photos)}")
-        self.photos = list(usable)
+            raise ValueError(f"need at least one photo of at least {need} px on its short side, got none of {len(photos)}")
+        if len(usable) < len(photos):
+            logger.info("%d of %d photos are smaller than %d px and not used", len(photos) - len(usable), len(photos), need)
+        self.photos = usable
         self.settings = settings
         self.length = length
         self.seed = seed
+        self.lr_chain: Chain | OneOf = lr_pipeline(settings.lr_degradation)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, settings: PairSettings = PairSettings(), exclude: Sequence[str] = (), **kw) -> "SelfSupervisedPairs":
-        paths = [p for p in list_images(folder) if p.name not in set(exclude)]
-        logger.info("loading %d training photos from %s", len(paths), folder)
+    def from_folders(cls, folders: Sequence[str | Path], settings: PairSettings = PairSettings(),
+                     exclude: Sequence[str] = (), **kw) -> "WarpedPairs":
+        skip = set(exclude)
+        paths = [p for f in folders for p in list_images(f) if p.name not in skip]
+        logger.info("loading %d training photos from %s", len(paths), ", ".join(map(str, folders)))
         return cls([load_photo(p, settings.max_side) for p in paths], settings, **kw)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = random.Random(self.seed * 1_000_003 + index)
         s = self.settings
-        k = rng.randrange(len(self.photos))
+        rng = np.random.default_rng([self.seed, index])
+        k = int(rng.integers(len(self.photos)))
         photo = self.photos[k]
-        ph, pw = photo.shape[:2]
-        candidates = [(rng.randrange(ph - s.patch + 1), rng.randrange(pw - s.patch + 1)) for _ in range(max(1, s.texture_tries))]
-        y, x = max(candidates, key=lambda c: _detail(photo[c[0] : c[0] + s.patch, c[1] : c[1] + s.patch]))
-        hr = photo[y : y + s.patch, x : x + s.patch]
-        if rng.random() < s.same_photo_prob:
-            cy = y + s.patch / 2 + rng.uniform(-s.max_shift, s.max_shift) * s.patch
-            cx = x + s.patch / 2 + rng.uniform(-s.max_shift, s.max_shift) * s.patch
-            ref = self._cut(photo, cy, cx, rng)
-        else:
-            # With a single photo (a small validation set) "another photo" is a random region of it.
-            other = self.photos[(k + 1 + rng.randrange(max(1, len(self.photos) - 1))) % len(self.photos)]
-            ref = self._cut(other, rng.uniform(0, other.shape[0]), rng.uniform(0, other.shape[1]), rng)
-        if rng.random() < 0.5:  # flips keep LR/HR/ref geometry consistent with each other
-            hr, ref = hr[:, ::-1], ref[:, ::-1]
-        return make_sample(np.ascontiguousarray(hr), np.ascontiguousarray(ref))
+        u = rng.random()
+        kind = "near" if u < s.near_prob else "far" if u < s.near_prob + s.far_prob else "other"
+        sample = None
+        if kind != "other":
+            for _ in range(8):
+                sample = self._same_photo(photo, rng, NEAR_VIEW if kind == "near" else FAR_VIEW)
+                if sample is not None:
+                    break
+        if sample is None:  # another photo's view, or no view of this one fitted
+            sample = self._other_photo(k, rng)
+        hr, ref, corr = sample
+        lr = self.lr_chain(hr, rng)
+        if s.ref_photometry:
+            ref = REFERENCE_PHOTOMETRY(ref, rng)
+        if rng.random() < 0.5:  # mirror target and reference together; the correspondences follow
+            hr, lr, ref = hr[:, ::-1], lr[:, ::-1], ref[:, ::-1]
+            corr = corr[:, ::-1].copy()
+            valid = corr[..., 0] >= 0
+            corr[valid, 1] = s.ref_patch // SCALE - 1 - corr[valid, 1]
+        out = make_sample(np.ascontiguousarray(hr), np.ascontiguousarray(ref), np.ascontiguousarray(lr))
+        out["corr"] = torch.from_numpy(np.ascontiguousarray(corr))
+        return out
 
-    def _cut(self, photo: np.ndarray, cy: float, cx: float, rng: random.Random) -> np.ndarray:
-        """A ref_patch² view around (cy, cx), zoomed, rotated and colour-jittered."""
+    def _target(self, photo: np.ndarray, rng: np.random.Generator, scale: float) -> tuple[np.ndarray, float, float]:
+        """An HR crop of the photo reduced by ``scale`` (≤ 1) and its top-left corner in photo pixels."""
         s = self.settings
-        zoom = math.exp(rng.uniform(math.log(s.scale_range[0]), math.log(s.scale_range[1])))
-        angle = rng.uniform(-s.max_rotation_deg, s.max_rotation_deg)
-        # Cut a window large enough that rotation leaves no empty corners, then rotate and resize.
-        side = int(math.ceil(s.ref_patch / zoom * (abs(math.cos(math.radians(angle))) + abs(math.sin(math.radians(angle))))))
-        side = min(side, photo.shape[0], photo.shape[1])
-        y0 = int(min(max(cy - side / 2, 0), photo.shape[0] - side))
-        x0 = int(min(max(cx - side / 2, 0), photo.shape[1] - side))
-        im = Image.fromarray(photo[y0 : y0 + side, x0 : x0 + side])
-        if angle:
-            im = im.rotate(angle, resample=Image.BICUBIC)
-        inner = side / (abs(math.cos(math.radians(angle))) + abs(math.sin(math.radians(angle))))
-        off = (side - inner) / 2
-        im = im.crop((round(off), round(off), round(off + inner), round(off + inner))).resize((s.ref_patch, s.ref_patch), Image.BICUBIC)
-        if s.colour_jitter:
-            j = s.colour_jitter
-            im = ImageEnhance.Brightness(im).enhance(rng.uniform(1 - j, 1 + j))
-            im = ImageEnhance.Contrast(im).enhance(rng.uniform(1 - j, 1 + j))
-            im = ImageEnhance.Color(im).enhance(rng.uniform(1 - j, 1 + j))
-        return np.asarray(im)
+        span = s.patch / scale  # photo pixels under the crop
+        ph, pw = photo.shape[:2]
+        tries = [(rng.uniform(0, ph - span), rng.uniform(0, pw - span)) for _ in range(s.texture_tries)]
+        y, x = max(tries, key=lambda t: _detail(photo[int(t[0]) : int(t[0] + span), int(t[1]) : int(t[1] + span)]))
+        y, x = float(int(y)), float(int(x))
+        region = photo[int(y) : int(y) + math.ceil(span), int(x) : int(x) + math.ceil(span)]
+        if scale >= 0.999:
+            return np.ascontiguousarray(region[: s.patch, : s.patch]), y, x
+        im = Image.fromarray(region).resize((s.patch, s.patch), Image.Resampling.LANCZOS,
+                                            box=(0, 0, span, span))
+        return np.asarray(im), y, x
+
+    def _same_photo(self, photo: np.ndarray, rng: np.random.Generator, view: ViewSettings
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        s = self.settings
+        lo, hi = math.log(view.zoom[0]), math.log(view.zoom[1])
+        zoom = math.exp(rng.uniform(lo, hi))
+        t = min(1.0, 1.0 / zoom)  # target pixels per photo pixel; the reference samples the photo at zoom·t ≤ 1
+        if min(photo.shape[:2]) < s.patch / t * 1.05:
+            return None
+        hr, y, x = self._target(photo, rng, t)
+        centre = (x + s.patch / t / 2, y + s.patch / t / 2)
+        fixed = ViewSettings(zoom=(zoom * t, zoom * t), rotation_deg=view.rotation_deg, tilt=view.tilt, offset=view.offset)
+        ref_to_photo = sample_view(rng, fixed, centre, round(s.patch / t), s.ref_patch, photo.shape[:2])
+        if ref_to_photo is None:
+            return None
+        target_to_photo = np.array([[1 / t, 0, x], [0, 1 / t, y], [0, 0, 1]])
+        corr = correspondences(np.linalg.inv(ref_to_photo) @ target_to_photo, (s.patch // SCALE,) * 2,
+                               (s.ref_patch // SCALE,) * 2)
+        if (corr[..., 0] >= 0).mean() < s.min_overlap:
+            return None
+        return hr, _view(photo, ref_to_photo, s.ref_patch), corr
+
+    def _other_photo(self, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = self.settings
+        photo = self.photos[k]
+        hr, _, _ = self._target(photo, rng, 1.0)
+        # With a single photo (a small validation set) "another photo" is a random region of it.
+        other = self.photos[(k + 1 + int(rng.integers(max(1, len(self.photos) - 1)))) % len(self.photos)]
+        oh, ow = other.shape[:2]
+        ref_to_photo = None
+        for _ in range(5):
+            ref_to_photo = sample_view(rng, FAR_VIEW, (rng.uniform(0, ow), rng.uniform(0, oh)), s.patch, s.ref_patch, (oh, ow))
+            if ref_to_photo is not None:
+                break
+        if ref_to_photo is None:  # a plain crop always fits: photos are at least 1.2 × ref_patch
+            y0, x0 = rng.uniform(0, oh - s.ref_patch), rng.uniform(0, ow - s.ref_patch)
+            ref_to_photo = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1]])
+        corr = np.full((s.patch // SCALE, s.patch // SCALE, 2), -1, dtype=np.int64)
+        return hr, _view(other, ref_to_photo, s.ref_patch), corr
 
 
 class CUFEDPairs(Dataset):

@@ -1,6 +1,11 @@
-"""Train a TTSR model: ``python -m ttsr_core.train --data FOLDER --out runs/NAME``.
+"""Train a TTSR model: ``python -m ttsr_core.train --data FOLDER [FOLDER …] --out runs/NAME``.
 
-Resumable (``--resume``), seeded, with periodic validation against bicubic on held-out crops.
+Two stages share one resumable, seeded loop:
+- ``--stage correspondence`` trains the texture extractor alone with the contrastive loss of
+  ``ttsr_core.correspondence`` on warped pairs with known geometry (C2-Matching's idea);
+- ``--stage sr`` (default) trains the whole network end to end: L1 (+ optional TPL/adversarial), plus the
+  contrastive loss with weight ``--corr-weight`` so that the extractor keeps finding correspondences.
+Both validate on held-out photos: PSNR gain over bicubic and matching accuracy.
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,11 +25,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PRESETS, preset
-from .data import CUFEDPairs, PairSettings, SelfSupervisedPairs, list_images
+from .correspondence import TEMPERATURE, contrastive_loss
+from .data import CUFEDPairs, PairSettings, WarpedPairs, list_images, load_photo
+from .degradations import LR_PIPELINES
 from .losses import ADV_WEIGHT, TPL_WEIGHT, Discriminator, gradient_penalty, reconstruction_loss, transferal_perceptual_loss
+from .matching import score as matching_score
 from .net import TTSR
 
 logger = logging.getLogger(__name__)
+
+STAGES = ("sr", "correspondence")
 
 
 @dataclass(frozen=True)
@@ -32,22 +42,29 @@ class TrainSettings:
     iterations: int = 8000
     batch_size: int = 8
     lr: float = 2e-4
-    lte_lr_ratio: float = 0.25  # the LTE learns more slowly (paper: 1e-5 vs 1e-4), here from scratch
+    lte_lr_ratio: float = 0.25  # the LTE learns more slowly (paper: 1e-5 vs 1e-4)
     min_lr_ratio: float = 0.05  # cosine decay to this fraction of lr
     warmup: int = 200
     tpl_weight: float = 0.0  # 1e-2 in the paper (TTSR); 0 = TTSR-rec
     adv_weight: float = 0.0  # 1e-3 in the paper
+    stage: str = "sr"
+    corr_weight: float = 0.0  # contrastive loss beside L1 in the sr stage
+    queries_per_sample: int = 64
+    temperature: float = TEMPERATURE
     seed: int = 0
     save_every: int = 250
     val_every: int = 500
     amp_dtype: str | None = None  # "bfloat16" for autocast (CPU with AVX-512-BF16, or CUDA)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError(f"iterations and batch_size must be ≥ 1, got {self.iterations}, {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.corr_weight < 0 or not self.temperature > 0:
+            raise ValueError(f"need corr_weight ≥ 0 and temperature > 0, got {self.corr_weight}, {self.temperature}")
 
 
 def lr_factor(step: int, s: TrainSettings) -> float:
@@ -59,6 +76,8 @@ def lr_factor(step: int, s: TrainSettings) -> float:
 
 def make_optimizer(model: TTSR, s: TrainSettings) -> torch.optim.Adam:
     lte = list(model.LTE.parameters())
+    if s.stage == "correspondence":  # the extractor alone, at the full rate
+        return torch.optim.Adam([{"params": lte, "lr": s.lr, "base_lr": s.lr}], betas=(0.9, 0.999))
     main = list(model.MainNet.parameters())
     return torch.optim.Adam(
         [{"params": main, "lr": s.lr, "base_lr": s.lr}, {"params": lte, "lr": s.lr * s.lte_lr_ratio, "base_lr": s.lr * s.lte_lr_ratio}],
@@ -78,17 +97,49 @@ def psnr_batch(sr: torch.Tensor, hr: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def validate(model: TTSR, batches: list[dict[str, torch.Tensor]], device: torch.device) -> dict[str, float]:
+def validate(model: TTSR, batches: list[dict[str, torch.Tensor]], device: torch.device, stage: str = "sr") -> dict[str, float]:
+    """PSNR gain over bicubic (sr stage) and matching accuracy (batches that carry ``corr``) on held-out pairs."""
     model.eval()
-    sr_psnr, bic_psnr = [], []
-    for b in batches:
-        b = {k: v.to(device) for k, v in b.items()}
-        sr = model(b["lr"], b["lr_up"], b["ref"], b["ref_down_up"])
-        sr_psnr.append(psnr_batch(sr, b["hr"]))
-        bic_psnr.append(psnr_batch(b["lr_up"], b["hr"]))
+    out: dict[str, float] = {}
+    if stage == "sr":
+        sr_psnr, bic_psnr = [], []
+        for b in batches:
+            b = {k: v.to(device) for k, v in b.items()}
+            sr = model(b["lr"], b["lr_up"], b["ref"], b["ref_down_up"])
+            sr_psnr.append(psnr_batch(sr, b["hr"]))
+            bic_psnr.append(psnr_batch(b["lr_up"], b["hr"]))
+        out.update(psnr=float(np.mean(sr_psnr)), bicubic_psnr=float(np.mean(bic_psnr)),
+                   gain_db=float(np.mean(sr_psnr) - np.mean(bic_psnr)))
+    if batches and "corr" in batches[0]:
+        samples = [{k: v[i].to(device) for k, v in b.items()} for b in batches for i in range(len(b["lr"]))]
+        out["matching_accuracy"] = matching_score(model, samples).accuracy
     model.train()
-    return {"psnr": float(np.mean(sr_psnr)), "bicubic_psnr": float(np.mean(bic_psnr)),
-            "gain_db": float(np.mean(sr_psnr) - np.mean(bic_psnr))}
+    return out
+
+
+def step_loss(model: TTSR, batch: dict[str, torch.Tensor], s: TrainSettings, critic: torch.nn.Module | None
+              ) -> tuple[torch.Tensor, dict[str, float], Any]:
+    """The loss of one batch for the configured stage → (loss, its parts, the forward output or None)."""
+    parts: dict[str, float] = {}
+    loss = torch.zeros((), device=batch["lr"].device)
+    out = None
+    if s.stage == "sr":
+        out = model(batch["lr"], batch["lr_up"], batch["ref"], batch["ref_down_up"], return_attention=True)
+        rec = reconstruction_loss(out.sr.float(), batch["hr"])
+        parts["rec"] = rec.item()
+        loss = loss + rec
+        if s.tpl_weight > 0:
+            loss = loss + s.tpl_weight * transferal_perceptual_loss(model, out)
+        if critic is not None:
+            loss = loss - s.adv_weight * critic(out.sr.float()).mean()
+    if (s.stage == "correspondence" or s.corr_weight > 0) and "corr" in batch:
+        q = model.LTE(batch["lr_up"])[2]
+        k = model.LTE(batch["ref_down_up"])[2]
+        nce = contrastive_loss(q.float(), k.float(), batch["corr"], queries_per_sample=s.queries_per_sample,
+                               temperature=s.temperature)
+        parts["nce"] = nce.item()
+        loss = loss + (nce if s.stage == "correspondence" else s.corr_weight * nce)
+    return loss, parts, out
 
 
 def train(
@@ -112,7 +163,7 @@ def train(
     if optimizer_state is not None:
         opt.load_state_dict(optimizer_state)
     critic = critic_opt = None
-    if settings.adv_weight > 0:
+    if settings.adv_weight > 0 and settings.stage == "sr":
         critic = Discriminator().to(device)
         critic_opt = torch.optim.Adam(critic.parameters(), lr=settings.lr, betas=(0.0, 0.9))
     # Samples are drawn per index, so resuming at step k continues the same stream of crops.
@@ -126,7 +177,7 @@ def train(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=settings.iterations, initial=start_step, desc="train", unit="it", dynamic_ncols=True)
+        bar = tqdm(total=settings.iterations, initial=start_step, desc=settings.stage, unit="it", dynamic_ncols=True)
     t0, last_save = time.time(), start_step
     amp = settings.amp_dtype
     step = start_step
@@ -136,16 +187,11 @@ def train(
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * lr_factor(step, settings)
         with torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bfloat16" else torch.float16, enabled=amp is not None):
-            out = model(batch["lr"], batch["lr_up"], batch["ref"], batch["ref_down_up"], return_attention=True)
-            loss = reconstruction_loss(out.sr.float(), batch["hr"])
-            if settings.tpl_weight > 0:
-                loss = loss + settings.tpl_weight * transferal_perceptual_loss(model, out)
-            if critic is not None:
-                loss = loss - settings.adv_weight * critic(out.sr.float()).mean()
+            loss, parts, out = step_loss(model, batch, settings, critic)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if critic is not None and critic_opt is not None:
+        if critic is not None and critic_opt is not None and out is not None:
             fake = out.sr.detach().float()
             d_loss = critic(fake).mean() - critic(batch["hr"]).mean() + gradient_penalty(critic, batch["hr"], fake)
             critic_opt.zero_grad(set_to_none=True)
@@ -156,9 +202,9 @@ def train(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        record: dict[str, Any] = {"step": step, "loss": losses[-1], "elapsed_s": round(time.time() - t0, 1)}
+        record: dict[str, Any] = {"step": step, "loss": losses[-1], **parts, "elapsed_s": round(time.time() - t0, 1)}
         if val_batches and (step % settings.val_every == 0 or step == settings.iterations):
-            record["val"] = validate(model, val_batches, device)
+            record["val"] = validate(model, val_batches, device, settings.stage)
             logger.info("step %d: %s", step, record["val"])
         if step % 25 == 0 or "val" in record:
             with open(log_path, "a") as f:
@@ -175,10 +221,13 @@ def _save(model: TTSR, opt: torch.optim.Optimizer, out_dir: Path, step: int, set
           meta: dict[str, Any] | None, elapsed: float) -> None:
     info = dict(meta or {})
     prev = float(info.get("wall_time_s_before", 0.0))
-    info.update({"step": step, "wall_time_s": round(prev + elapsed, 1), "settings": settings.__dict__})
+    info.update({"step": step, "wall_time_s": round(prev + elapsed, 1), "settings": asdict(settings)})
     save_checkpoint(out_dir / "last.safetensors", model, info)
     tmp = out_dir / "train_state.pt.tmp"
-    torch.save({"step": step, "optimizer": opt.state_dict(), "wall_time_s": prev + elapsed}, tmp)
+    with open(tmp, "wb") as handle:
+        torch.save({"step": step, "optimizer": opt.state_dict(), "wall_time_s": prev + elapsed}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, out_dir / "train_state.pt")
 
 
@@ -187,30 +236,49 @@ def holdout_names(folder: Path, every: int) -> list[str]:
     return [p.name for p in list_images(folder)[::every]] if every > 0 else []
 
 
+def _val_batches(folder: Path, held: list[str], pair: PairSettings, count: int = 32) -> list[dict[str, torch.Tensor]]:
+    """Fixed held-out samples (seed 12345) in batches of 8; same-photo views only, so each has a truth."""
+    photos = [load_photo(folder / n, pair.max_side) for n in held]
+    settings = PairSettings(**{**asdict(pair), "near_prob": 0.5, "far_prob": 0.5})
+    val = WarpedPairs(photos, settings, length=count, seed=12345)
+    samples = [val[i] for i in range(count)]
+    return [{k: torch.stack([s[k] for s in samples[i : i + 8]]) for k in samples[0]} for i in range(0, count, 8)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ttsr_core.train",
-        description="Train a TTSR model on self-supervised pairs cut from a folder of HR photos "
-        "(or the CUFED training layout). Saves a resumable checkpoint in --out every --save-every steps.",
-        epilog="Example: python -m ttsr_core.train --data data/training --out runs/ttsr-lite --preset ttsr-lite "
-        "--iterations 8000 --patch 96. Resume: add --resume.",
+        description="Train a TTSR model on warped pairs cut from folders of HR photos (or the CUFED training "
+        "layout). --stage correspondence pretrains the texture extractor contrastively; --stage sr trains "
+        "end to end. Saves a resumable checkpoint in --out every --save-every steps.",
+        epilog="Example: python -m ttsr_core.train --stage correspondence --data data/training data/training-extra "
+        "--init models/ttsr-lite/ttsr-lite-x4.safetensors --out runs/lte --iterations 4000; then --stage sr "
+        "--init runs/lte/last.safetensors --corr-weight 0.1 --out runs/sr. Resume: add --resume.",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, help="folder of high-resolution photos (self-supervised pairs)")
+    src.add_argument("--data", type=Path, nargs="+", help="folders of high-resolution photos; the first one's "
+                     "every --holdout-every-th photo is held out")
     src.add_argument("--cufed", type=Path, help="CUFED training folder with input/ and ref/")
     p.add_argument("--out", type=Path, required=True, help="run folder: last.safetensors, train_state.pt, train_log.jsonl")
+    p.add_argument("--stage", choices=STAGES, default="sr", help="sr (default) or correspondence (LTE only)")
     p.add_argument("--preset", default="ttsr-lite", choices=sorted(PRESETS), help="architecture (default: ttsr-lite)")
+    p.add_argument("--init", type=Path, help="start from this checkpoint's weights (and architecture)")
     p.add_argument("--iterations", type=int, default=TrainSettings.iterations)
     p.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
-    p.add_argument("--patch", type=int, default=160, help="HR crop side, multiple of 4 (default 160)")
-    p.add_argument("--texture-tries", type=int, default=4, help="best-of-N crops by gradient energy (1: uniform)")
+    p.add_argument("--patch", type=int, default=PairSettings.patch, help="HR crop side, multiple of 4 (default 96)")
+    p.add_argument("--ref-patch", type=int, default=PairSettings.ref_patch, help="reference side (default 160)")
+    p.add_argument("--degradation", choices=sorted(LR_PIPELINES), default=PairSettings.lr_degradation,
+                   help="how the LR is made (default mixed: ⅓ clean bicubic, ⅔ album damage)")
+    p.add_argument("--texture-tries", type=int, default=PairSettings.texture_tries, help="best-of-N crops by gradient energy (1: uniform)")
     p.add_argument("--lr", type=float, default=TrainSettings.lr)
     p.add_argument("--lte-lr-ratio", type=float, default=TrainSettings.lte_lr_ratio)
+    p.add_argument("--warmup", type=int, default=TrainSettings.warmup)
+    p.add_argument("--corr-weight", type=float, default=0.0, help="sr stage: weight of the contrastive loss (0: off)")
     p.add_argument("--loss", choices=["rec", "rec+tpl", "rec+tpl+adv"], default="rec",
                    help="rec = L1 (TTSR-rec); +tpl transferal perceptual (1e-2); +adv WGAN-GP (1e-3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--holdout-every", type=int, default=10, help="keep every Nth photo out of training (0: none)")
-    p.add_argument("--samples", type=int, default=200_000, help="virtual epoch length of the self-supervised set")
+    p.add_argument("--holdout-every", type=int, default=10, help="keep every Nth photo of the first folder out (0: none)")
+    p.add_argument("--samples", type=int, default=1_000_000, help="virtual epoch length of the warped pairs")
     p.add_argument("--save-every", type=int, default=TrainSettings.save_every)
     p.add_argument("--val-every", type=int, default=TrainSettings.val_every)
     p.add_argument("--amp", choices=["bfloat16", "float16"], default=None,
@@ -226,20 +294,22 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     settings = TrainSettings(
         iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, lte_lr_ratio=args.lte_lr_ratio,
-        tpl_weight=TPL_WEIGHT if "tpl" in args.loss else 0.0, adv_weight=ADV_WEIGHT if "adv" in args.loss else 0.0,
+        warmup=args.warmup, tpl_weight=TPL_WEIGHT if "tpl" in args.loss else 0.0,
+        adv_weight=ADV_WEIGHT if "adv" in args.loss else 0.0, stage=args.stage, corr_weight=args.corr_weight,
         seed=args.seed, save_every=args.save_every, val_every=args.val_every, amp_dtype=args.amp,
     )
     torch.manual_seed(args.seed)
-    meta: dict[str, Any] = {"preset": args.preset, "loss": args.loss, "patch": args.patch}
+    meta: dict[str, Any] = {"preset": args.preset, "loss": args.loss, "stage": args.stage, "patch": args.patch,
+                            "ref_patch": args.ref_patch, "degradation": args.degradation}
     val_batches: list[dict[str, torch.Tensor]] = []
     if args.data:
-        held = holdout_names(args.data, args.holdout_every)
-        pair = PairSettings(patch=args.patch, ref_patch=args.patch, texture_tries=args.texture_tries)
-        dataset: Dataset = SelfSupervisedPairs.from_folder(args.data, pair, exclude=held, length=args.samples, seed=args.seed)
-        meta.update({"data": str(args.data), "holdout": held})
+        held = holdout_names(args.data[0], args.holdout_every)
+        pair = PairSettings(patch=args.patch, ref_patch=args.ref_patch, texture_tries=args.texture_tries,
+                            lr_degradation=args.degradation)
+        dataset: Dataset = WarpedPairs.from_folders(args.data, pair, exclude=held, length=args.samples, seed=args.seed)
+        meta.update({"data": [str(d) for d in args.data], "holdout": held})
         if held:
-            val = SelfSupervisedPairs.from_folder(args.data, pair, exclude=[n for n in (p.name for p in list_images(args.data)) if n not in held], length=32, seed=12345)
-            val_batches = [{k: torch.stack([val[i + j][k] for j in range(8)]) for k in val[0]} for i in range(0, 32, 8)]
+            val_batches = _val_batches(args.data[0], held, pair)
     else:
         dataset = CUFEDPairs(args.cufed)
         meta["data"] = str(args.cufed)
@@ -251,7 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         state = torch.load(args.out / "train_state.pt", map_location="cpu", weights_only=True)
         start, opt_state = int(state["step"]), state["optimizer"]
         meta["wall_time_s_before"] = float(state.get("wall_time_s", 0.0))
+        meta["init"] = loaded.meta.get("init")
         logger.info("resuming %s at step %d", ckpt, start)
+    elif args.init:
+        loaded = load_checkpoint(args.init)
+        model = loaded.model
+        meta["init"] = {"path": str(args.init), "sha256": loaded.sha256}
+        logger.info("starting from %s (%s)", args.init, loaded.sha256[:12])
     else:
         model = TTSR(preset(args.preset))
     meta["name"] = args.out.name

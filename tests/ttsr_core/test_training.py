@@ -13,7 +13,8 @@ from PIL import Image
 from ttsr_core import evaluate as evaluate_mod
 from ttsr_core import train as train_mod
 from ttsr_core.checkpoint import load_checkpoint, save_checkpoint
-from ttsr_core.data import CUFEDPairs, PairSettings, SelfSupervisedPairs, make_sample
+from ttsr_core.data import CUFEDPairs, PairSettings, WarpedPairs, make_sample
+from ttsr_core.degradations import degrade
 from ttsr_core.inference import resize_bicubic
 from ttsr_core.metrics import psnr_y, rgb_to_y, ssim_y
 from ttsr_core.net import TTSR
@@ -26,14 +27,21 @@ def _photo(rng: np.random.Generator, tint: tuple[int, int, int], size: int = 120
     return np.clip(img // 3 + np.array(tint), 0, 255).astype(np.uint8)
 
 
+SMALL = PairSettings(patch=32, ref_patch=48, lr_degradation="bicubic")
+
+
 def test_sample_is_the_papers_five_tensors(rng: np.random.Generator) -> None:
     hr, ref = image(rng, 32, 40), image(rng, 24, 28)
     s = make_sample(hr, ref)
     assert s["lr"].shape == (3, 8, 10) and s["lr_up"].shape == (3, 32, 40) and s["hr"].shape == (3, 32, 40)
     assert s["ref"].shape == (3, 24, 28) and s["ref_down_up"].shape == (3, 24, 28)
-    lr = resize_bicubic(hr, 10, 8)  # LR = PIL bicubic ↓4 of the HR crop
+    lr = resize_bicubic(hr, 10, 8)  # LR = PIL bicubic ↓4 of the HR crop, unless a degraded LR is given
     assert torch.allclose(s["lr"], torch.from_numpy(lr.copy()).permute(2, 0, 1).float() / 127.5 - 1)
     assert float(s["hr"].min()) >= -1 and float(s["hr"].max()) <= 1
+    jpeg = degrade(hr, "jpeg75")
+    assert torch.allclose(make_sample(hr, ref, jpeg)["lr"], torch.from_numpy(jpeg.copy()).permute(2, 0, 1).float() / 127.5 - 1)
+    with pytest.raises(ValueError, match="not ¼"):
+        make_sample(hr, ref, lr[:4])
 
 
 def test_reference_comes_from_the_same_photo_or_another(rng: np.random.Generator) -> None:
@@ -42,26 +50,21 @@ def test_reference_comes_from_the_same_photo_or_another(rng: np.random.Generator
     def mean_red_minus_blue(t: torch.Tensor) -> float:
         return float(t[0].mean() - t[2].mean())
 
-    settings = PairSettings(patch=32, ref_patch=32, colour_jitter=0.0)
-    same = SelfSupervisedPairs([red, blue], PairSettings(**{**settings.__dict__, "same_photo_prob": 1.0}), length=20, seed=1)
-    other = SelfSupervisedPairs([red, blue], PairSettings(**{**settings.__dict__, "same_photo_prob": 0.0}), length=20, seed=1)
+    plain = {**SMALL.__dict__, "ref_photometry": False}
+    same = WarpedPairs([red, blue], PairSettings(**{**plain, "near_prob": 0.5, "far_prob": 0.5}), length=20, seed=1)
+    other = WarpedPairs([red, blue], PairSettings(**{**plain, "near_prob": 0.0, "far_prob": 0.0}), length=20, seed=1)
     for i in range(20):
         a, b = same[i], other[i]
         assert np.sign(mean_red_minus_blue(a["hr"])) == np.sign(mean_red_minus_blue(a["ref"]))
         assert np.sign(mean_red_minus_blue(b["hr"])) != np.sign(mean_red_minus_blue(b["ref"]))
+        assert (b["corr"] == -1).all()
 
 
-def test_samples_are_deterministic_per_index(rng: np.random.Generator) -> None:
-    photos = [_photo(rng, (50, 60, 70)), _photo(rng, (90, 40, 10))]
-    ds = SelfSupervisedPairs(photos, PairSettings(patch=32, ref_patch=32), length=5, seed=3)
-    assert torch.equal(ds[2]["ref"], ds[2]["ref"]) and not torch.equal(ds[2]["hr"], ds[3]["hr"])
-
-
-def test_pair_settings_and_dataset_validation(rng: np.random.Generator) -> None:
+def test_pair_settings_validation(rng: np.random.Generator) -> None:
     with pytest.raises(ValueError, match="multiple of 4"):
         PairSettings(patch=30)
-    with pytest.raises(ValueError, match="at least one photo"):
-        SelfSupervisedPairs([_photo(rng, (0, 0, 0), size=20)], PairSettings(patch=32, ref_patch=32))
+    with pytest.raises(ValueError, match="unknown LR degradation"):
+        PairSettings(lr_degradation="vhs")
 
 
 def test_cufed_layout(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -76,11 +79,14 @@ def test_cufed_layout(tmp_path: Path, rng: np.random.Generator) -> None:
         CUFEDPairs(tmp_path / "input")
 
 
+def _photos(rng: np.random.Generator, size: int = 96) -> list[np.ndarray]:
+    return [_photo(rng, (60, 80, 40), size), _photo(rng, (30, 50, 90), size)]
+
+
 def test_a_few_steps_reduce_the_loss(tmp_path: Path, rng: np.random.Generator) -> None:
     torch.manual_seed(0)
-    photos = [_photo(rng, (60, 80, 40), 96), _photo(rng, (30, 50, 90), 96)]
     # length == batch size: the same batch every step, so the loss must fall.
-    ds = SelfSupervisedPairs(photos, PairSettings(patch=32, ref_patch=32), length=4, seed=0)
+    ds = WarpedPairs(_photos(rng), SMALL, length=4, seed=0)
     settings = train_mod.TrainSettings(iterations=40, batch_size=4, lr=2e-3, warmup=1, save_every=20, val_every=1000)
     losses = train_mod.train(TTSR(TINY), ds, settings, tmp_path, progress=False)
     assert len(losses) == 40
@@ -88,12 +94,33 @@ def test_a_few_steps_reduce_the_loss(tmp_path: Path, rng: np.random.Generator) -
     assert (tmp_path / "last.safetensors").is_file() and (tmp_path / "train_state.pt").is_file()
 
 
+def test_correspondence_stage_trains_the_extractor_alone(tmp_path: Path, rng: np.random.Generator) -> None:
+    torch.manual_seed(0)
+    ds = WarpedPairs(_photos(rng), PairSettings(**{**SMALL.__dict__, "near_prob": 1.0, "far_prob": 0.0}), length=4)
+    model = TTSR(TINY)
+    main_before = {k: v.clone() for k, v in model.MainNet.state_dict().items()}
+    lte_before = {k: v.clone() for k, v in model.LTE.state_dict().items()}
+    settings = train_mod.TrainSettings(iterations=60, batch_size=4, lr=5e-3, warmup=1, stage="correspondence",
+                                       save_every=100, val_every=1000)
+    losses = train_mod.train(model, ds, settings, tmp_path, progress=False)
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert all(torch.equal(v, main_before[k]) for k, v in model.MainNet.state_dict().items())
+    assert any(not torch.equal(v, lte_before[k]) for k, v in model.LTE.state_dict().items())
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert all("nce" in r and "rec" not in r for r in log)
+
+
 def test_optional_losses_run(tmp_path: Path, rng: np.random.Generator) -> None:
     torch.manual_seed(0)
-    ds = SelfSupervisedPairs([_photo(rng, (60, 80, 40), 64), _photo(rng, (30, 50, 90), 64)], PairSettings(patch=32, ref_patch=32), length=4)
-    settings = train_mod.TrainSettings(iterations=2, batch_size=2, tpl_weight=1e-2, adv_weight=1e-3, save_every=10)
-    losses = train_mod.train(TTSR(TINY), ds, settings, tmp_path, progress=False)
+    ds = WarpedPairs(_photos(rng), SMALL, length=4)
+    settings = train_mod.TrainSettings(iterations=2, batch_size=2, tpl_weight=1e-2, adv_weight=1e-3, corr_weight=0.1,
+                                       save_every=10)
+    model = TTSR(TINY)
+    losses = train_mod.train(model, ds, settings, tmp_path, progress=False)
     assert all(math.isfinite(x) for x in losses)
+    batch = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ds[0]}
+    loss, parts, _ = train_mod.step_loss(model, batch, settings, critic=None)
+    assert set(parts) == {"rec", "nce"} and float(loss) > parts["rec"]  # the contrastive term is added
 
 
 def test_cli_trains_and_resumes(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -102,17 +129,17 @@ def test_cli_trains_and_resumes(tmp_path: Path, rng: np.random.Generator) -> Non
     for i, tint in enumerate([(60, 80, 40), (30, 50, 90), (90, 20, 20)]):
         Image.fromarray(_photo(rng, tint, 80)).save(photos / f"p{i}.png")
     out = tmp_path / "run"
-    common = ["--data", str(photos), "--out", str(out), "--patch", "32", "--batch-size", "2", "--holdout-every", "3",
-              "--save-every", "2", "--val-every", "2", "--threads", "1"]
-    # The tiny architecture stands in for a preset through a saved checkpoint: resume picks its config.
-    save_checkpoint(out / "last.safetensors", TTSR(TINY), {"step": 0})
-    torch.save({"step": 0, "optimizer": train_mod.make_optimizer(TTSR(TINY), train_mod.TrainSettings()).state_dict()}, out / "train_state.pt")
-    assert train_mod.main([*common, "--iterations", "2", "--resume"]) == 0
+    common = ["--data", str(photos), "--out", str(out), "--patch", "32", "--ref-patch", "48", "--batch-size", "2",
+              "--holdout-every", "3", "--save-every", "2", "--val-every", "2", "--threads", "1", "--degradation", "album"]
+    # The tiny architecture stands in for a preset through a saved checkpoint: --init takes its config.
+    save_checkpoint(tmp_path / "tiny.safetensors", TTSR(TINY), {"step": 0})
+    assert train_mod.main([*common, "--iterations", "2", "--init", str(tmp_path / "tiny.safetensors")]) == 0
     assert train_mod.main([*common, "--iterations", "4", "--resume"]) == 0
     loaded = load_checkpoint(out / "last.safetensors")
     assert loaded.meta["step"] == 4 and loaded.meta["holdout"] == ["p0.png"] and loaded.config == TINY
+    assert loaded.meta["degradation"] == "album" and loaded.meta["init"]["path"].endswith("tiny.safetensors")
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert any("val" in r and "gain_db" in r["val"] for r in log)
+    assert any("val" in r and "gain_db" in r["val"] and "matching_accuracy" in r["val"] for r in log)
 
 
 def test_psnr_matches_a_hand_computation() -> None:
