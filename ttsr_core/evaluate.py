@@ -2,9 +2,10 @@
 
 ``python -m ttsr_core.evaluate --model M --pairs data/validation/pairs.tsv [--json OUT]``
 
-HR is cropped to a multiple of 4, LR = PIL bicubic ↓4; Y-channel PSNR/SSIM with a 4-pixel border.
-Rows: bicubic; the model with its reference; with the LR↑ image as its own reference (no outside
-texture); with a wrong reference (the next pair's reference).
+HR is cropped to a multiple of 4; LR = PIL bicubic ↓4 (``bicubic``) and, as albums have it, that LR saved
+as JPEG at quality 75 (``jpeg75``). Y-channel PSNR/SSIM with a 4-pixel border. Rows per LR: bicubic ↑4
+of the LR; the model with its reference; with the LR↑ image as its own reference (no outside texture);
+with a wrong reference (the next pair's reference). Optionally the texture extractor's matching accuracy.
 """
 from __future__ import annotations
 
@@ -18,17 +19,20 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 from .checkpoint import load_checkpoint
-from .config import SearchConfig, SearchMode
-from .inference import SCALE, resize_bicubic, super_resolve
+from .config import SCALE, SearchConfig, SearchMode
+from .data import load_photo
+from .degradations import LR_PIPELINES, degrade
+from .inference import resize_bicubic, super_resolve
+from .matching import graf_sample, score, warped_samples
 from .metrics import psnr_y, ssim_y
 from .net import TTSR
 
 logger = logging.getLogger(__name__)
 
 ROWS = ("bicubic", "model + reference", "model + LR↑ as reference", "model + wrong reference")
+DEGRADATIONS = ("bicubic", "jpeg75")
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,7 @@ class Pair:
 
 
 def _load(path: Path, max_side: int) -> np.ndarray:
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if max_side and max(im.size) > max_side:
-            s = max_side / max(im.size)
-            im = im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC)
-        return np.asarray(im)
+    return load_photo(path, max_side or 10**9)
 
 
 def read_pairs(tsv: Path, max_side: int = 0) -> list[Pair]:
@@ -77,16 +76,17 @@ def crop4(img: np.ndarray) -> np.ndarray:
     return img[: img.shape[0] // SCALE * SCALE, : img.shape[1] // SCALE * SCALE]
 
 
-def evaluate(model: TTSR, pairs: Sequence[Pair], search: SearchConfig, tile: int | None = None) -> dict:
-    """Per-pair and mean Y-PSNR/SSIM for the four rows."""
+def evaluate(model: TTSR, pairs: Sequence[Pair], search: SearchConfig, tile: int | None = None,
+             degradation: str = "bicubic") -> dict:
+    """Per-pair and mean Y-PSNR/SSIM for the four rows, with the LR made by ``degradation``."""
     per_pair = []
+    kw = {"search": search} | ({"tile": tile} if tile else {})
     for i, pair in enumerate(pairs):
         hr = crop4(pair.target)
-        lr = resize_bicubic(hr, hr.shape[1] // SCALE, hr.shape[0] // SCALE)
+        lr = degrade(hr, degradation, seed=i)
         lr_up = resize_bicubic(lr, hr.shape[1], hr.shape[0])
         wrong = pairs[(i + 1) % len(pairs)].reference if len(pairs) > 1 else np.ascontiguousarray(pair.reference[::-1, ::-1])
         outputs = {"bicubic": lr_up}
-        kw = {"search": search} | ({"tile": tile} if tile else {})
         t0 = time.perf_counter()
         outputs["model + reference"] = super_resolve(model, lr, [pair.reference], **kw).image
         t_model = time.perf_counter() - t0
@@ -95,10 +95,11 @@ def evaluate(model: TTSR, pairs: Sequence[Pair], search: SearchConfig, tile: int
         row = {"pair": pair.name, "lr_size": [lr.shape[1], lr.shape[0]], "seconds": round(t_model, 2)}
         for name, img in outputs.items():
             row[name] = {"psnr": psnr_y(img, hr), "ssim": ssim_y(img, hr)}
-        logger.info("%s: %s", pair.name, {k: round(v["psnr"], 2) for k, v in row.items() if isinstance(v, dict)})
+        logger.info("%s (%s): %s", pair.name, degradation,
+                    {k: round(v["psnr"], 2) for k, v in row.items() if isinstance(v, dict)})
         per_pair.append(row)
     mean = {name: {m: float(np.mean([r[name][m] for r in per_pair])) for m in ("psnr", "ssim")} for name in ROWS}
-    return {"pairs": per_pair, "mean": mean}
+    return {"degradation": degradation, "pairs": per_pair, "mean": mean}
 
 
 def format_table(results: dict, title: str) -> str:
@@ -113,17 +114,41 @@ def format_table(results: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def summary(results: dict) -> dict[str, float]:
+    """The figures the targets are stated in: gain over bicubic, right − wrong, right − LR↑."""
+    m = {k: v["psnr"] for k, v in results["mean"].items()}
+    return {"gain_db": m["model + reference"] - m["bicubic"],
+            "right_minus_wrong_db": m["model + reference"] - m["model + wrong reference"],
+            "right_minus_self_db": m["model + reference"] - m["model + LR↑ as reference"]}
+
+
+def matching_report(model: TTSR, holdout_dir: Path | None, names: Sequence[str], pairs_dir: Path | None) -> dict:
+    """Matching accuracy on warped held-out photos and, when graf's homography is there, on graf1 → graf3."""
+    out: dict[str, dict] = {}
+    if holdout_dir and names:
+        photos = [load_photo(holdout_dir / n, 1600) for n in names]
+        out["warped_holdout"] = score(model, warped_samples(photos)).as_dict()
+    if pairs_dir and (pairs_dir / "H1to3p.xml").is_file():
+        out["graf1_to_graf3"] = score(model, [graf_sample(pairs_dir)]).as_dict()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ttsr_core.evaluate",
         description="Y-PSNR/SSIM (4-px border) of a TTSR checkpoint on (target, reference) pairs: bicubic, "
-        "model with its reference, with LR↑ as its own reference, and with a wrong reference.",
+        "model with its reference, with LR↑ as its own reference, and with a wrong reference; for clean "
+        "bicubic LR and for JPEG-q75 LR. --matching adds the texture extractor's matching accuracy.",
         epilog="Example: python -m ttsr_core.evaluate --model models/ttsr-lite/ttsr-lite-x4.safetensors "
-        "--pairs data/validation/pairs.tsv --holdout-dir data/training --json eval.json",
+        "--pairs data/validation/pairs.tsv --holdout-dir data/training --matching --json eval.json",
     )
     p.add_argument("--model", type=Path, required=True, help="checkpoint (ours or the authors' TTSR.pt)")
-    p.add_argument("--pairs", type=Path, help="TSV: target<TAB>reference[<TAB>…], paths relative to the TSV")
+    p.add_argument("--pairs", type=Path, nargs="*", default=[],
+                   help="TSVs: target<TAB>reference[<TAB>…], paths relative to the TSV")
     p.add_argument("--holdout-dir", type=Path, help="folder of held-out photos (names from the checkpoint's meta)")
+    p.add_argument("--degradations", default=",".join(DEGRADATIONS),
+                   help=f"comma-separated LR pipelines of ttsr_core.degradations (default {','.join(DEGRADATIONS)})")
+    p.add_argument("--matching", action="store_true", help="also measure matching accuracy (warped held-out photos, graf)")
     p.add_argument("--max-side", type=int, default=0, help="downscale photos to this long side first (0: no)")
     p.add_argument("--search", choices=[m.value for m in SearchMode], default="exact")
     p.add_argument("--tile", type=int, default=0, help="LR tile size (0: whole image)")
@@ -132,24 +157,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not args.pairs and not args.holdout_dir:
         p.error("give --pairs and/or --holdout-dir")
+    degradations = [d.strip() for d in args.degradations.split(",") if d.strip()]
+    unknown = [d for d in degradations if d not in LR_PIPELINES]
+    if unknown or not degradations:
+        p.error(f"unknown degradations {unknown}; choose from {sorted(LR_PIPELINES)}")
     try:
         loaded = load_checkpoint(args.model)
     except ValueError as exc:  # CheckpointError included: a clear one-liner, not a traceback
         p.exit(2, f"error: {exc}\n")
     search = SearchConfig(mode=SearchMode(args.search))
     report: dict = {"model": str(args.model), "model_sha256": loaded.sha256, "search": args.search, "protocol":
-                    "HR cropped to ×4, LR = PIL bicubic ↓4, Y (BT.601) PSNR/SSIM, 4-px border"}
-    if args.pairs:
-        res = evaluate(loaded.model, read_pairs(args.pairs, args.max_side), search, args.tile or None)
-        report["validation_pairs"] = res
-        print(format_table(res, f"validation pairs ({args.pairs})"))
+                    "HR cropped to ×4, LR = PIL bicubic ↓4 (then JPEG q75 for jpeg75), Y (BT.601) PSNR/SSIM, 4-px border"}
+    names = loaded.meta.get("holdout") or []
+    sets = [(tsv.stem if tsv.stem != "pairs" else tsv.parent.name, read_pairs(tsv, args.max_side)) for tsv in args.pairs]
     if args.holdout_dir:
-        names = loaded.meta.get("holdout") or []
         if not names:
             p.error("the checkpoint records no held-out photos (meta 'holdout')")
-        res = evaluate(loaded.model, holdout_pairs(args.holdout_dir, names, args.max_side or 1024), search, args.tile or None)
-        report["holdout_photos"] = res
-        print(format_table(res, f"held-out training photos ({', '.join(names)})"))
+        sets.append(("holdout_photos", holdout_pairs(args.holdout_dir, names, args.max_side or 1024)))
+    for set_name, pairs in sets:
+        for deg in degradations:
+            res = evaluate(loaded.model, pairs, search, args.tile or None, deg)
+            res["summary"] = summary(res)
+            report.setdefault(set_name, {})[deg] = res
+            print(format_table(res, f"{set_name}, LR = {deg}"), "\n", flush=True)
+    if args.matching:
+        report["matching"] = matching_report(loaded.model, args.holdout_dir, names,
+                                             args.pairs[0].parent if args.pairs else None)
+        print("matching accuracy:", json.dumps(report["matching"]))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     return 0

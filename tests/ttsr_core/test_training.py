@@ -171,16 +171,26 @@ def test_ssim_matches_hand_computed_cases() -> None:
         ssim_y(a, b[:20])
 
 
-def test_evaluate_cli_reports_four_rows(tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_cli_reports_four_rows_per_lr_degradation(tmp_path: Path, rng: np.random.Generator,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "validation"
+    folder.mkdir()
     for name in ("t1", "r1", "t2", "r2"):
-        Image.fromarray(image(rng, 48, 52)).save(tmp_path / f"{name}.png")
-    (tmp_path / "pairs.tsv").write_text("t1.png\tr1.png\tnote\nt2.png\tr2.png\tnote\n")
+        Image.fromarray(image(rng, 48, 52)).save(folder / f"{name}.png")
+    (folder / "pairs.tsv").write_text("t1.png\tr1.png\tnote\nt2.png\tr2.png\tnote\n")
     save_checkpoint(tmp_path / "m.safetensors", TTSR(TINY))
-    assert evaluate_mod.main(["--model", str(tmp_path / "m.safetensors"), "--pairs", str(tmp_path / "pairs.tsv"),
+    assert evaluate_mod.main(["--model", str(tmp_path / "m.safetensors"), "--pairs", str(folder / "pairs.tsv"),
                               "--json", str(tmp_path / "e.json")]) == 0
     table = capsys.readouterr().out
     for row in evaluate_mod.ROWS:
         assert row in table
-    data = json.loads((tmp_path / "e.json").read_text())
-    assert len(data["validation_pairs"]["pairs"]) == 2
-    assert data["validation_pairs"]["mean"]["bicubic"]["psnr"] > 10
+    assert "LR = bicubic" in table and "LR = jpeg75" in table
+    data = json.loads((tmp_path / "e.json").read_text())["validation"]
+    clean, jpeg = data["bicubic"], data["jpeg75"]
+    assert len(clean["pairs"]) == 2 and clean["mean"]["bicubic"]["psnr"] > 10
+    # The JPEG row's bicubic baseline is the bicubic of the JPEG: a different (lower) figure.
+    assert jpeg["mean"]["bicubic"]["psnr"] < clean["mean"]["bicubic"]["psnr"]
+    assert set(clean["summary"]) == {"gain_db", "right_minus_wrong_db", "right_minus_self_db"}
+    with pytest.raises(SystemExit):
+        evaluate_mod.main(["--model", str(tmp_path / "m.safetensors"), "--pairs", str(folder / "pairs.tsv"),
+                           "--degradations", "vhs"])
