@@ -13,7 +13,10 @@ Guarantees
   its name takes its own jobs back without waiting). Two claimers racing for one key get
   exactly one winner.
 * A holder that dies (SIGKILL, power loss, lost network) stops renewing; once its lease has
-  run out the next ``claim`` takes the key over, ``attempts`` counting each claim.
+  run out the next ``claim`` takes the key over. ``attempts`` counts the claims in a row that
+  ended unsettled (1 for a normal claim, 2 after one takeover; it starts again at 1 once a
+  claim is completed or released), so ``max_attempts`` stops a job that keeps killing its
+  workers without stopping a job that is merely redone or retried after a clean failure.
 * Every claim carries a fresh ``token``. ``renew``, ``complete`` and ``release`` act only while
   the row still carries the caller's token, so a holder whose lease ran out and was taken over
   learns it (``ClaimLost``) instead of touching the new holder's claim. Passing the caller's
@@ -147,8 +150,8 @@ def claim(
     """Claim ``job_key`` for ``owner`` until ``lease_s`` from now, without waiting.
 
     None when another owner's lease is live, when the key is done (unless ``redo``, which
-    takes a done key again but never a live one), or when ``max_attempts`` claims were
-    already taken (a job that keeps killing its workers stops being retried).
+    takes a done key again but never a live one), or when the key's last ``max_attempts``
+    claims all died unsettled (a job that keeps killing its workers stops being retried).
     """
     _check_key(job_key)
     _check_owner(owner)
@@ -185,13 +188,16 @@ def claim(
         if not redo:
             takeable.append(row.status != ClaimStatus.done)
         if max_attempts is not None:
-            takeable.append(row.attempts < max_attempts)
+            takeable.append(sa.or_(row.status != ClaimStatus.claimed, row.attempts < max_attempts))
         replaced = {name: new[name] for name in ("token", "owner", "host", "pid", "status")}
         return insert.on_conflict_do_update(
             index_elements=[row.job_key],
             set_={
                 **replaced,
-                "attempts": row.attempts + 1,
+                # Only a takeover continues the count; a settled claim starts it again.
+                "attempts": sa.case(
+                    (row.status == ClaimStatus.claimed, row.attempts + 1), else_=sa.literal(1)
+                ),
                 "claimed_at": new.claimed_at,
                 "expires_at": new.expires_at,
                 "finished_at": None,
@@ -298,7 +304,9 @@ def acquire(
         record = lookup(bind, job_key)
         if record is not None and not record.live:
             if (record.status is ClaimStatus.done and not redo) or (
-                max_attempts is not None and record.attempts >= max_attempts
+                record.status is ClaimStatus.claimed
+                and max_attempts is not None
+                and record.attempts >= max_attempts
             ):
                 return None
         left = math.inf if deadline is None else deadline - time.monotonic()

@@ -266,7 +266,7 @@ class JobClaim(Base):
     host: Mapped[str] = mapped_column(sa.Text)
     pid: Mapped[int] = mapped_column(sa.Integer)
     status: Mapped[ClaimStatus] = mapped_column(_str_enum(ClaimStatus))
-    attempts: Mapped[int] = mapped_column(sa.Integer)  # claims taken on this key, takeovers too
+    attempts: Mapped[int] = mapped_column(sa.Integer)  # claims in a row that ended unsettled
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

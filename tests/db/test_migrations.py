@@ -36,6 +36,15 @@ TABLES = {
 WORKER = Path(__file__).with_name("worker.py")
 
 
+def _assert_at_head(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        assert current_revision(engine) == head_revision()
+        assert _diff(engine) == []
+    finally:
+        engine.dispose()
+
+
 def _diff(engine: Engine) -> list[object]:
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -108,12 +117,7 @@ def test_concurrent_init_on_fresh_database(db_url: str) -> None:
         out, err = worker.communicate(timeout=60)
         assert worker.returncode == 0, err
         assert out.strip() == "ok"
-    engine = make_engine(db_url)
-    try:
-        assert current_revision(engine) == head_revision()
-        assert _diff(engine) == []
-    finally:
-        engine.dispose()
+    _assert_at_head(db_url)
 
 
 def test_packaged_migrations_are_python_files_only() -> None:
@@ -174,12 +178,7 @@ def test_alembic_command_line_path_migrates(db_url: str) -> None:
     cfg = alembic_config()
     cfg.set_main_option("sqlalchemy.url", db_url.replace("%", "%%"))
     command.upgrade(cfg, "head")
-    engine = make_engine(db_url)
-    try:
-        assert current_revision(engine) == head_revision()
-        assert _diff(engine) == []
-    finally:
-        engine.dispose()
+    _assert_at_head(db_url)
 
 
 @pytest.mark.parametrize("name", sorted(TABLES))
