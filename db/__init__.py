@@ -1,4 +1,4 @@
-"""Database room: SQLAlchemy models, engine/session factory, migrations, queries, claims and locks."""
+"""Database room: models, engine and sessions, migrations, queries, job claims and named locks."""
 
 from db import claims
 from db.claims import ClaimLost

@@ -45,7 +45,10 @@ list comes from the album walk, so claim-by-key fits.
 Clocks
 ------
 On PostgreSQL every time in a claim is the server's ``statement_timestamp()``: lease expiry is
-decided on one clock, whatever the skew between the machines. Heartbeat intervals and waits
+decided on one clock, whatever the skew between the machines. (A claimer that first waited
+for another's row lock dates its claim from its statement's start, milliseconds early: it then
+sees leases as ending later, and its own lease is that much shorter, both on the safe side.)
+Heartbeat intervals and waits
 are measured on each process's monotonic clock, which skew does not affect. On SQLite all
 processes share one machine and thus one clock, so the Python process's UTC time is used.
 """

@@ -57,16 +57,20 @@ def test_lock_is_released_when_the_block_raises(engine: Engine) -> None:
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_postgres_lock_lives_on_the_server_and_leaves_with_the_block(engine: Engine) -> None:
-    name = f"sync:{uuid.uuid4()}"
+    # pg_locks shows a bigint key as two unsigned halves; rebuilt in bigint it is the signed key.
     count = text(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
         "AND ((classid::bigint << 32) | objid::bigint) = :key"
     )
-    unsigned = lock_key(name) & (2**64 - 1)
-    with engine.connect() as probe:
-        with advisory_lock(engine, name):
-            assert probe.execute(count, {"key": unsigned}).scalar() == 1
-        assert probe.execute(count, {"key": unsigned}).scalar() == 0
+    prefix = f"sync:{uuid.uuid4()}"
+    names = [f"{prefix}:{i}" for i in range(64)]
+    # Keys of both signs, the negative ones being where a sign slip would show.
+    for name in (min(names, key=lock_key), max(names, key=lock_key)):
+        key = lock_key(name)
+        with engine.connect() as probe:
+            with advisory_lock(engine, name):
+                assert probe.execute(count, {"key": key}).scalar() == 1
+            assert probe.execute(count, {"key": key}).scalar() == 0
 
 
 def test_sqlite_lock_file_sits_beside_the_database(tmp_path: Path) -> None:
