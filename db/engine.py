@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.locks import file_lock, sqlite_file
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -25,8 +26,12 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Long enough to ride out another process's short write transaction or a whole init_db.
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
-# Arbitrary constant shared by every process that migrates the same PostgreSQL database.
+# Arbitrary constant shared by every process that migrates the same PostgreSQL database; it must
+# never change, or an old and a new release could migrate one database at the same time.
 _PG_MIGRATION_LOCK_KEY = 0x7265_6673_7231  # "refsr1"
+
+# Backends whose migrations migration_transaction serialises.
+_LOCKING_BACKENDS = ("sqlite", "postgresql")
 
 
 def make_engine(url: str | URL, *, echo: bool = False, **kwargs: Any) -> Engine:
@@ -99,97 +104,61 @@ def current_revision(engine: Engine) -> str | None:
 def init_db(target: str | URL | Engine, **engine_kwargs: Any) -> Engine:
     """Bring the database at ``target`` to the newest schema and return an engine for it.
 
-    Safe to call from several processes at once on a fresh database: SQLite is serialised with
-    a lock file beside the database, PostgreSQL with an advisory lock; other backends retry
-    once and accept the result when another process got to head first. Calling it on an
+    Safe to call from several processes at once on a fresh database: the whole upgrade runs in
+    one ``migration_transaction``, so the others wait and then find head. Calling it on an
     up-to-date database is a cheap no-op.
     """
     engine = target if isinstance(target, Engine) else make_engine(target, **engine_kwargs)
-    backend = engine.url.get_backend_name()
-    if backend == "sqlite":
-        db_file = _sqlite_file(engine.url)
-        if db_file is None:
-            _upgrade(engine)
-        else:
-            db_file.parent.mkdir(parents=True, exist_ok=True)
-            with file_lock(db_file.with_name(db_file.name + ".init.lock")):
-                _upgrade(engine)
-    elif backend == "postgresql":
-        with engine.begin() as connection:
-            # Transaction-scoped, so the lock is released by the same commit that publishes
-            # the schema: a waiting process then sees head and does nothing.
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
-            )
+    try:
+        with migration_transaction(engine) as connection:
             command.upgrade(alembic_config(connection), "head")
-    else:
-        try:
-            _upgrade(engine)
-        except DBAPIError as exc:
-            # Two processes racing on a fresh database: one wins the CREATE TABLEs and the
-            # other fails with "already exists"; that is fine once the winner reached head.
-            if current_revision(engine) != head_revision():
-                raise
-            logger.info("another process migrated %s first (%s)", engine.url, type(exc).__name__)
+    except DBAPIError as exc:
+        # Other backends get no lock: two processes racing on a fresh database, one wins the
+        # CREATE TABLEs and the other fails with "already exists"; fine once the winner is at head.
+        locked = engine.url.get_backend_name() in _LOCKING_BACKENDS
+        if locked or current_revision(engine) != head_revision():
+            raise
+        logger.info("another process migrated %s first (%s)", engine.url, type(exc).__name__)
     logger.debug("database %s at revision %s", engine.url.render_as_string(), head_revision())
     return engine
 
 
-def _upgrade(engine: Engine) -> None:
-    with engine.begin() as connection:
-        command.upgrade(alembic_config(connection), "head")
-
-
-def _sqlite_file(url: URL) -> Path | None:
-    database = url.database
-    if not database or database == ":memory:":
-        return None
-    if url.query.get("uri") in ("true", "1"):
-        if "mode=memory" in database:
-            return None
-        database = database.removeprefix("file:").split("?", 1)[0]
-    return Path(database).resolve()
-
-
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path`` held for the block, across processes (flock; msvcrt on Windows)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        if sys.platform == "win32":
-            import msvcrt
+def migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction for a whole schema change, with every other migrating process kept out.
 
-            handle.seek(0)
-            # LK_LOCK retries for about ten seconds then raises; loop so a slow first
-            # migration does not make the second process give up.
-            while True:
-                try:
-                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    continue
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    All-or-nothing: a failure (or a killed process) at any step leaves the schema as it was.
+    PostgreSQL has transactional DDL; the advisory lock is transaction-scoped, so it is released
+    by the same commit that publishes the schema and a waiting process then sees head. SQLite
+    gets an explicit ``BEGIN IMMEDIATE`` because pysqlite opens transactions only before DML and
+    would otherwise autocommit each CREATE TABLE; a lock file beside the database serialises
+    the first connections too, which may switch the file to WAL. Used by ``init_db`` and by the
+    Alembic command line (db/migrations/env.py), so the two exclude each other.
+    """
+    backend = engine.url.get_backend_name()
+    with contextlib.ExitStack() as stack:
+        db_file = sqlite_file(engine.url) if backend == "sqlite" else None
+        if db_file is not None:
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(file_lock(db_file.with_name(db_file.name + ".init.lock")))
+        connection = stack.enter_context(engine.begin())
+        if backend == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif backend == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
+            )
+        yield connection
 
 
 __all__ = [
     "MIGRATIONS_DIR",
     "alembic_config",
     "current_revision",
-    "file_lock",
+    "file_lock",  # defined in db.locks; still importable from here for the flows
     "head_revision",
     "init_db",
+    "migration_transaction",
     "make_engine",
     "make_session_factory",
 ]

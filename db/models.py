@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.x typed models for albums, photos, embeddings, runs and enhancements."""
+"""SQLAlchemy 2.x typed models for albums, photos, embeddings, runs, enhancements and job claims."""
 
 from __future__ import annotations
 
@@ -55,6 +55,12 @@ class RunStatus(enum.StrEnum):
 class EnhancementStatus(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
+
+
+class ClaimStatus(enum.StrEnum):
+    claimed = "claimed"  # held until expires_at unless renewed
+    released = "released"  # given back unfinished: anyone may claim it at once
+    done = "done"  # finished: not claimable again unless the caller asks to redo it
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -246,6 +252,27 @@ class EnhancementReference(Base):
             f"EnhancementReference(enhancement_id={self.enhancement_id!r}, rank={self.rank!r}, "
             f"ref_photo_id={self.ref_photo_id!r})"
         )
+
+
+class JobClaim(Base):
+    """Who works on a job key now, until when, and whether it is finished (see db.claims)."""
+
+    __tablename__ = "job_claims"
+
+    job_key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    # Fresh per claim, so a stale handle of an earlier claim cannot renew or settle a later one.
+    token: Mapped[str] = mapped_column(sa.String(32))
+    owner: Mapped[str] = mapped_column(sa.Text)
+    host: Mapped[str] = mapped_column(sa.Text)
+    pid: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[ClaimStatus] = mapped_column(_str_enum(ClaimStatus))
+    attempts: Mapped[int] = mapped_column(sa.Integer)  # claims in a row that ended unsettled
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"JobClaim(job_key={self.job_key!r}, owner={self.owner!r}, status={self.status!r})"
 
 
 # Short name used in the design notes ("Reference.photo").

@@ -59,14 +59,14 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run_on(connection)
         return
-    # Imported here so the CLI path gets WAL/foreign keys exactly like the application.
-    from db.engine import make_engine
+    # Imported here so the CLI path gets WAL/foreign keys exactly like the application, and the
+    # same lock and single transaction as init_db.
+    from db.engine import make_engine, migration_transaction
 
     engine = make_engine(_url(), poolclass=pool.NullPool)
     try:
-        with engine.connect() as connection:
+        with migration_transaction(engine) as connection:
             _run_on(connection)
-            connection.commit()
     finally:
         engine.dispose()
 

@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from db import queries
 from db.models import Enhancement, EnhancementStatus, Photo, PhotoRole
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spawn(script: Path, *args: str) -> subprocess.Popen[str]:
+    """Run ``script ARGS`` in a fresh interpreter that imports this checkout, pipes captured."""
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def expect_line(process: subprocess.Popen[str], prefix: str, timeout_s: float = 60.0) -> str:
+    """The process's next stdout line, which must start with ``prefix``; kills it otherwise."""
+    assert process.stdout is not None and process.stderr is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    line = process.stdout.readline().strip() if ready else ""
+    if not line.startswith(prefix):
+        process.kill()
+        raise AssertionError(f"expected {prefix!r}, got {line!r}; stderr: {process.stderr.read()}")
+    return line
 
 
 def sha(text: str) -> str:

@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, event, inspect, select
 
-from db.engine import alembic_config, current_revision, head_revision, init_db, make_engine
-from db.models import Base
+from db.engine import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    init_db,
+    make_engine,
+    make_session_factory,
+    migration_transaction,
+)
+from db.models import Album, Base
+from tests.db.helpers import spawn
 
-TABLES = {"albums", "photos", "embeddings", "runs", "enhancements", "enhancement_references"}
-REPO = Path(__file__).resolve().parents[2]
+TABLES = {
+    "albums",
+    "photos",
+    "embeddings",
+    "runs",
+    "enhancements",
+    "enhancement_references",
+    "job_claims",
+}
 WORKER = Path(__file__).with_name("worker.py")
+
+
+def _assert_at_head(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        assert current_revision(engine) == head_revision()
+        assert _diff(engine) == []
+    finally:
+        engine.dispose()
 
 
 def _diff(engine: Engine) -> list[object]:
@@ -86,32 +109,15 @@ def test_in_memory_sqlite_migrates() -> None:
         engine.dispose()
 
 
-def _spawn(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def test_concurrent_init_on_fresh_database(db_url: str) -> None:
     # Workers import first and then start together, so the migrations really overlap.
     start_at = str(time.time() + 2.0)
-    workers = [_spawn("init", db_url, start_at) for _ in range(3)]
+    workers = [spawn(WORKER, "init", db_url, start_at) for _ in range(3)]
     for worker in workers:
         out, err = worker.communicate(timeout=60)
         assert worker.returncode == 0, err
         assert out.strip() == "ok"
-    engine = make_engine(db_url)
-    try:
-        assert current_revision(engine) == head_revision()
-        assert _diff(engine) == []
-    finally:
-        engine.dispose()
+    _assert_at_head(db_url)
 
 
 def test_packaged_migrations_are_python_files_only() -> None:
@@ -119,7 +125,60 @@ def test_packaged_migrations_are_python_files_only() -> None:
     cfg = alembic_config()
     location = Path(cfg.get_main_option("script_location") or "")
     assert (location / "env.py").is_file()
-    assert "0001_initial.py" in {p.name for p in (location / "versions").glob("*.py")}
+    assert {"0001_initial.py", "0002_job_claims.py"} <= {p.name for p in (location / "versions").glob("*.py")}
+
+
+def test_failed_upgrade_leaves_the_database_untouched(db_url: str) -> None:
+    # Dies just before the last version stamp, after every CREATE TABLE of 0001 and 0002 ran.
+    # Fails on SQLite without migration_transaction's BEGIN IMMEDIATE: pysqlite would have
+    # autocommitted 0001's tables, and the next init_db would stop at "table already exists".
+    engine = make_engine(db_url)
+
+    def crash(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE ALEMBIC_VERSION"):
+            raise KeyboardInterrupt("killed mid-migration")
+
+    event.listen(engine, "before_cursor_execute", crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            init_db(engine)
+    finally:
+        event.remove(engine, "before_cursor_execute", crash)
+    try:
+        assert set(inspect(engine).get_table_names()) == set()
+        assert current_revision(engine) is None
+        init_db(engine)
+        assert current_revision(engine) == head_revision()
+        assert _diff(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_0001_adds_claims_and_keeps_rows(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with migration_transaction(engine) as connection:
+            command.upgrade(alembic_config(connection), "0001")
+        assert "job_claims" not in inspect(engine).get_table_names()
+        with make_session_factory(engine).begin() as session:
+            session.add(Album(root="/albums/before"))
+        init_db(engine)
+        assert "job_claims" in inspect(engine).get_table_names()
+        with make_session_factory(engine)() as session:
+            assert session.scalars(select(Album.root)).all() == ["/albums/before"]
+        with migration_transaction(engine) as connection:
+            command.downgrade(alembic_config(connection), "0001")
+        assert set(inspect(engine).get_table_names()) == (TABLES - {"job_claims"}) | {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_alembic_command_line_path_migrates(db_url: str) -> None:
+    # No connection handed over: env.py opens its own, under migration_transaction.
+    cfg = alembic_config()
+    cfg.set_main_option("sqlalchemy.url", db_url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+    _assert_at_head(db_url)
 
 
 @pytest.mark.parametrize("name", sorted(TABLES))
