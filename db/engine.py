@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,21 +96,23 @@ def current_revision(engine: Engine) -> str | None:
 def init_db(target: str | URL | Engine, **engine_kwargs: Any) -> Engine:
     """Bring the database at ``target`` to the newest schema and return an engine for it.
 
-    Safe to call from several processes at once on a fresh database: SQLite is serialised with
-    a lock file beside the database, PostgreSQL with an advisory lock; other backends retry
-    once and accept the result when another process got to head first. Calling it on an
-    up-to-date database is a cheap no-op.
+    Safe to call from several processes at once on a fresh database: SQLite is serialised by an
+    exclusive transaction, PostgreSQL by an advisory lock; other backends retry once and accept
+    the result when another process got to head first. Calling it on an up-to-date database is a
+    cheap no-op.
     """
     engine = target if isinstance(target, Engine) else make_engine(target, **engine_kwargs)
     backend = engine.url.get_backend_name()
     if backend == "sqlite":
-        db_file = _sqlite_file(engine.url)
-        if db_file is None:
-            _upgrade(engine)
-        else:
+        db_file = sqlite_file(engine.url)
+        if db_file is not None:
             db_file.parent.mkdir(parents=True, exist_ok=True)
-            with file_lock(db_file.with_name(db_file.name + ".init.lock")):
-                _upgrade(engine)
+        with engine.connect() as connection:
+            # SQLite's own write lock serialises processes that start on a fresh file: the others
+            # wait here (busy timeout), then find the schema the first one committed at head.
+            connection.exec_driver_sql("BEGIN EXCLUSIVE")
+            command.upgrade(alembic_config(connection), "head")
+            connection.commit()
     elif backend == "postgresql":
         with engine.begin() as connection:
             # Transaction-scoped, so the lock is released by the same commit that publishes
@@ -140,56 +139,24 @@ def _upgrade(engine: Engine) -> None:
         command.upgrade(alembic_config(connection), "head")
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: str | URL) -> Path | None:
+    """The database file of a SQLite URL (absolute); None for other backends and in-memory databases."""
+    url = make_url(url)
     database = url.database
-    if not database or database == ":memory:":
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or "mode=memory" in database:
         return None
-    if url.query.get("uri") in ("true", "1"):
-        if "mode=memory" in database:
-            return None
+    if url.query.get("uri") in ("true", "1") or database.startswith("file:"):
         database = database.removeprefix("file:").split("?", 1)[0]
     return Path(database).resolve()
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path`` held for the block, across processes (flock; msvcrt on Windows)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        if sys.platform == "win32":
-            import msvcrt
-
-            handle.seek(0)
-            # LK_LOCK retries for about ten seconds then raises; loop so a slow first
-            # migration does not make the second process give up.
-            while True:
-                try:
-                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    continue
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 __all__ = [
     "MIGRATIONS_DIR",
     "alembic_config",
     "current_revision",
-    "file_lock",
     "head_revision",
     "init_db",
     "make_engine",
     "make_session_factory",
+    "sqlite_file",
 ]
