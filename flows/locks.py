@@ -1,0 +1,60 @@
+"""Cross-process locks on the workspace's files: one per job (striped) and one per vector index.
+
+The flows take a lock only through :func:`job_lock` and :func:`index_lock`, so either can become a
+database claim (several machines share a database, not a file system) without touching a task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from flows.settings import Settings
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``path`` held for the block, across processes (flock; msvcrt on Windows)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        if sys.platform == "win32":
+            import msvcrt
+
+            handle.seek(0)
+            # LK_LOCK retries for about ten seconds then raises; loop so that a long enhancement
+            # in another process does not make this one give up.
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:
+                    continue
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def job_lock(settings: Settings, key: str) -> contextlib.AbstractContextManager[None]:
+    """One process per job at a time: a concurrent `refsr enhance` waits here, then finds the job done.
+
+    256 lock files striped by the key's first byte: one per job would leave an empty file per
+    enhancement forever, and two jobs that share a stripe only wait for each other.
+    """
+    return file_lock(settings.locks_dir / "jobs" / f"{key[:2]}.lock")
+
+
+def index_lock(index_path: Path) -> contextlib.AbstractContextManager[None]:
+    """Held across an index's read-modify-write, so that two processes never interleave their saves."""
+    return file_lock(index_path.with_name(index_path.name + ".lock"))
