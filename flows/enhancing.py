@@ -126,16 +126,16 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
 def _failed(res: Resources, job: JobContext, target: TargetPhoto, found: Retrieval | None, params: EnhanceParams,
             exc: Exception) -> TargetOutcome:
     """Record the failure of one target with the stage it reached, and say so."""
-    stage = "retrieval" if found is None or not found.ranked else "enhance"
     ranked = found.ranked if found is not None else ()
+    stage = "enhance" if ranked else "retrieval"
     key = job_key(target.sha256, [r.sha256 for r in ranked], job.model_sha256, params) if ranked else None
     timings = found.timings() if found is not None and ranked else {}
     error = one_line(exc)
     logger.warning("%s failed at %s: %s", target.rel_path, stage, error)
-    enhancement_id = record_failure(res.sessions, job, target.id, key or stable_hash({"target": target.sha256,
-                                    "stage": stage}), params, stage, error, ranked, timings)
+    record_key = key or stable_hash({"target": target.sha256, "stage": stage})
+    enhancement_id = record_failure(res.sessions, job, target.id, record_key, params, stage, error, ranked, timings)
     return TargetOutcome(target.id, target.rel_path, Outcome.FAILED, references=ranked, job_key=key,
-                         enhancement_id=enhancement_id, reranked=found.reranked if found is not None else False,
+                         enhancement_id=enhancement_id, reranked=found is not None and found.reranked,
                          timings=timings, error=error)
 
 
