@@ -17,14 +17,9 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.embedders import (  # noqa: E402
-    ClipEmbedder,
-    ClipSettings,
-    ClipWeightsNotFound,
-    ColorHistogramEmbedder,
-    Embedder,
-    FallbackEmbedder,
-)
+from pipeline.clip_embedder import WEIGHTS_ENV_VAR, ClipEmbedder, ClipSettings, ClipWeightsNotFound  # noqa: E402
+from pipeline.embedder_base import Embedder  # noqa: E402
+from pipeline.fallback_embedder import ColorHistogramEmbedder, FallbackEmbedder  # noqa: E402
 from pipeline.vector_index import IndexSettings, VectorIndex  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -96,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--query-size", type=int, default=256, help="long side of the low-resolution queries")
     parser.add_argument("--candidate-size", type=int, default=1024, help="long side of the candidates")
-    parser.add_argument("--clip-weights", type=Path, default=None)
+    parser.add_argument("--clip-weights", type=Path, default=os.environ.get(WEIGHTS_ENV_VAR) or None,
+                        help=f"open_clip weights file or folder (default ${WEIGHTS_ENV_VAR})")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here too")
     parser.add_argument("--degrade", action="store_true",
                         help="also degrade the queries (crop, colour cast, exposure, JPEG q30)")

@@ -100,7 +100,7 @@ def child_search(model_name: str, case: str, mode: str, dtype: str | None, time_
 
     from ttsr_core.config import SearchConfig, SearchMode
     from ttsr_core.fast_search import coarse_to_fine_search, refinement_jobs, refinement_macs
-    from ttsr_core.search import exact_search
+    from ttsr_core.relevance import exact_search
 
     lr_w, lr_h, ref_w, ref_h = CASES[case]
     model, weights = _model(model_name)
@@ -184,7 +184,8 @@ def child_validation(model_name: str, max_side: int) -> dict:
     from ttsr_core.config import SearchConfig, SearchMode
     from ttsr_core.inference import prepare_reference, resize_bicubic, super_resolve, to_tensor, to_uint8
     from ttsr_core.metrics import psnr_y
-    from ttsr_core.search import exact_search, relevance_at, texture_table, transfer_texture
+    from ttsr_core.relevance import exact_search, relevance_at
+    from ttsr_core.search import texture_table, transfer_texture
     from ttsr_core.fast_search import coarse_to_fine_search
 
     model, weights = _model(model_name)

@@ -155,10 +155,10 @@ __all__ = [
     "MIGRATIONS_DIR",
     "alembic_config",
     "current_revision",
-    "file_lock",  # defined in db.locks; still importable from here for the flows
     "head_revision",
     "init_db",
     "migration_transaction",
     "make_engine",
     "make_session_factory",
+    "sqlite_file",
 ]

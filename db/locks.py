@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,13 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def sqlite_file(url: URL) -> Path | None:
-    """The absolute path of the SQLite database file at ``url``, or None for an in-memory one."""
+def sqlite_file(url: str | URL) -> Path | None:
+    """The database file of a SQLite URL (absolute); None for other backends and in-memory databases."""
+    url = make_url(url)
     database = url.database
-    if not database or database == ":memory:":
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or "mode=memory" in database:
         return None
-    if url.query.get("uri") in ("true", "1"):
-        if "mode=memory" in database:
-            return None
+    if url.query.get("uri") in ("true", "1") or database.startswith("file:"):
         database = database.removeprefix("file:").split("?", 1)[0]
     return Path(database).resolve()
 

@@ -10,6 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# The domain's own words, stored as they are (the one definition of each lives in pipeline).
+from pipeline.vocabulary import EnhancementStatus, PhotoRole
+
 # Deterministic constraint names on every backend, so a later migration can drop or alter
 # a constraint by name without reflecting it first.
 NAMING_CONVENTION: dict[str, str] = {
@@ -28,12 +31,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class PhotoRole(enum.StrEnum):
-    target = "target"
-    reference = "reference"
-    neither = "neither"
-
-
 class PhotoStatus(enum.StrEnum):
     ok = "ok"
     unreadable = "unreadable"
@@ -50,11 +47,6 @@ class RunStatus(enum.StrEnum):
     completed = "completed"
     failed = "failed"
     crashed = "crashed"
-
-
-class EnhancementStatus(enum.StrEnum):
-    succeeded = "succeeded"
-    failed = "failed"
 
 
 class ClaimStatus(enum.StrEnum):
@@ -273,7 +265,3 @@ class JobClaim(Base):
 
     def __repr__(self) -> str:
         return f"JobClaim(job_key={self.job_key!r}, owner={self.owner!r}, status={self.status!r})"
-
-
-# Short name used in the design notes ("Reference.photo").
-Reference = EnhancementReference

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
-import os
 import platform
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
 from db.models import Run, RunKind, RunStatus, utcnow
-from flows import runtime
+from flows.identity import is_alive, process_identity
 from flows.settings import Settings
+from ttsr_core.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def recover_crashed_runs(factory: sessionmaker[Session]) -> list[int]:
             if summary.status is not RunStatus.running:
                 continue
             identity = (summary.parameters or {}).get("process")
-            alive = runtime.is_alive(identity)
+            alive = is_alive(identity)
             if alive is None:
                 alive = summary.started_at >= cutoff
             if alive:
@@ -120,7 +121,7 @@ def start_run(
         flow_run_id = flow_run.get_id()
     except Exception:  # outside a flow run (task.fn() in tests)
         flow_run_id = None
-    params = {**settings.to_record(), **extra, "process": runtime.process_identity()}
+    params = {**settings.to_record(), **extra, "process": process_identity()}
     with factory.begin() as session:
         run = queries.start_run(session, kind, album_id, params, versions(), flow_run_id=flow_run_id)
         return run.id
@@ -133,6 +134,33 @@ def finish_run(
         run = session.get(Run, run_id)
         if run is not None:
             queries.finish_run(session, run, status, counts=dict(counts), error=error)
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    run_id: int
+    album_id: int
+    recovered: tuple[int, ...]  # earlier runs found dead at the start and marked crashed
+
+
+@contextlib.contextmanager
+def recorded_run(factory: sessionmaker[Session], kind: RunKind, album_root: Path, settings: Settings,
+                 extra: Mapping[str, Any]) -> Iterator[StartedRun]:
+    """A run's record around a flow's body: dead runs marked crashed, the album registered, ours started.
+
+    The body finishes the run itself (with its counts); when it raises, the run is recorded as
+    crashed (stopped: Ctrl-C, SIGTERM) or failed, and the exception goes on.
+    """
+    recovered = recover_crashed_runs(factory)
+    with factory.begin() as session:
+        album_id = queries.get_or_create_album(session, str(album_root)).id
+    run_id = start_run(factory, kind, album_id, settings, extra)
+    try:
+        yield StartedRun(run_id, album_id, tuple(recovered))
+    except BaseException as exc:
+        status = RunStatus.crashed if interrupted(exc) else RunStatus.failed
+        finish_run(factory, run_id, status, {}, error=one_line(exc))
+        raise
 
 
 class JsonCache:
@@ -151,13 +179,5 @@ class JsonCache:
             return None
 
     def put(self, key: str, value: Any) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(value, handle, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = json.dumps(value, sort_keys=True)
+        atomic_write(self._path(key), lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -12,23 +12,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from sqlalchemy.orm import Session
+
 from db import queries
-from db.engine import file_lock
-from db.models import PhotoRole as DbRole
-from db.models import Photo, PhotoStatus, RunKind, RunStatus
-from flows import runtime
-from flows.common import (
-    finish_run,
-    interrupted,
-    is_transient,
-    one_line,
-    recover_crashed_runs,
-    retry_if_transient,
-    start_run,
-)
+from db.models import Photo, PhotoRole, PhotoStatus, RunKind, RunStatus
+from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
+from flows.locks import index_lock
+from flows.resources import resources_for
 from flows.settings import Settings, index_file, scan_settings
 from pipeline import images
-from pipeline.scan import KnownPhoto, ScanStatus, scan_album
+from pipeline.scan import KnownPhoto, ScanResult, ScanStatus, scan_album
 from pipeline.vector_index import IndexMismatch, VectorIndex
 
 logger = logging.getLogger(__name__)
@@ -96,73 +89,81 @@ class IndexSummary:
 def scan_task(album_root: str, settings: Settings) -> ScanCounts:
     """Scan the album against the database and store what changed (no pixels for unchanged files)."""
     root = Path(album_root)
-    factory = runtime.database(settings.database_url)
+    sessions = resources_for(settings).sessions
     scan_cfg = scan_settings(settings, root)
-    with factory.begin() as session:
-        album = queries.get_or_create_album(session, str(root))
-        album_id = album.id
-        known = {
-            rel: KnownPhoto(rel_path=rel, size_bytes=p.size_bytes or 0, mtime_ns=p.mtime_ns or 0, sha256=p.sha256,
-                            width=p.width, height=p.height, format=p.format, status=_STATUS_FROM_DB[p.status])
-            for rel, p in queries.photos_by_rel_path(session, album_id).items()
-        }
+    with sessions.begin() as session:
+        album_id = queries.get_or_create_album(session, str(root)).id
+        known = _known_photos(session, album_id)
     bar = _bar(settings, "scan", unit="file")
     try:
         result = scan_album(root, known, scan_cfg, progress=(lambda done, total: _advance(bar, done, total)))
     finally:
         if bar is not None:
             bar.close()
+    with sessions.begin() as session:
+        return _store_scan(session, album_id, result)
+
+
+def _known_photos(session: Session, album_id: int) -> dict[str, KnownPhoto]:
+    """What the database knows of the album's files, as the scan compares against."""
+    return {
+        rel: KnownPhoto(rel_path=rel, size_bytes=p.size_bytes or 0, mtime_ns=p.mtime_ns or 0, sha256=p.sha256,
+                        width=p.width, height=p.height, format=p.format, status=_STATUS_FROM_DB[p.status])
+        for rel, p in queries.photos_by_rel_path(session, album_id).items()
+    }
+
+
+def _store_scan(session: Session, album_id: int, result: ScanResult) -> ScanCounts:
+    """Record each file's verdict (unreadable ones with their reason, vanished ones as gone) and count them."""
     counts = {s: 0 for s in ScanStatus}
     unreadable: list[tuple[str, str]] = []
-    roles = {DbRole.target: 0, DbRole.reference: 0}
-    with factory.begin() as session:
-        gone = []
-        for entry in result.entries:
-            if entry.status is ScanStatus.GONE:
-                gone.append(entry.rel_path)
-                continue
-            counts[entry.status] += 1
-            if entry.status is ScanStatus.UNREADABLE:
-                unreadable.append((entry.rel_path, entry.error or "unreadable"))
-                queries.upsert_photo(session, album_id, entry.rel_path, sha256=entry.sha256,
-                                     size_bytes=entry.size_bytes, mtime_ns=entry.mtime_ns,
-                                     status=PhotoStatus.unreadable, error=entry.error)
-                continue
-            role = DbRole(entry.role.value) if entry.role is not None else DbRole.neither
-            if role in roles:
-                roles[role] += 1
+    roles = {PhotoRole.target: 0, PhotoRole.reference: 0}
+    for entry in result.entries:
+        if entry.status is ScanStatus.GONE:
+            continue
+        counts[entry.status] += 1
+        if entry.status is ScanStatus.UNREADABLE:
+            unreadable.append((entry.rel_path, entry.error or "unreadable"))
             queries.upsert_photo(session, album_id, entry.rel_path, sha256=entry.sha256,
-                                 size_bytes=entry.size_bytes, mtime_ns=entry.mtime_ns, width=entry.width,
-                                 height=entry.height, format=entry.format, role=role, error=None)
-        # Counts only photos that vanished since the last scan, not every earlier loss again.
-        counts[ScanStatus.GONE] = queries.mark_gone(session, album_id, gone)
+                                 size_bytes=entry.size_bytes, mtime_ns=entry.mtime_ns,
+                                 status=PhotoStatus.unreadable, error=entry.error)
+            continue
+        role = entry.role or PhotoRole.neither
+        if role in roles:
+            roles[role] += 1
+        queries.upsert_photo(session, album_id, entry.rel_path, sha256=entry.sha256,
+                             size_bytes=entry.size_bytes, mtime_ns=entry.mtime_ns, width=entry.width,
+                             height=entry.height, format=entry.format, role=role, error=None)
+    # Counts only photos that vanished since the last scan, not every earlier loss again.
+    gone = [entry.rel_path for entry in result.with_status(ScanStatus.GONE)]
+    counts[ScanStatus.GONE] = queries.mark_gone(session, album_id, gone)
     return ScanCounts(
         album_id=album_id,
         new=counts[ScanStatus.NEW], changed=counts[ScanStatus.CHANGED], unchanged=counts[ScanStatus.UNCHANGED],
         unreadable=counts[ScanStatus.UNREADABLE], gone=counts[ScanStatus.GONE],
-        targets=roles[DbRole.target], references=roles[DbRole.reference],
+        targets=roles[PhotoRole.target], references=roles[PhotoRole.reference],
         unreadable_paths=tuple(unreadable),
     )
 
 
 def embed_photo(photo_id: int, album_root: str, settings: Settings) -> EmbedOutcome:
     """Embed one photo and store its vector (keyed by content hash, so a copy reuses it)."""
-    factory = runtime.database(settings.database_url)
-    with factory() as session:
+    res = resources_for(settings)
+    with res.sessions() as session:
         photo = session.get(Photo, photo_id)
         if photo is None or photo.sha256 is None:
             return EmbedOutcome(photo_id, "?", f"photo {photo_id} is not in the database")
         rel, sha = photo.rel_path, photo.sha256
     try:
         rgb, _ = images.load_rgb(Path(album_root) / rel)
-        emb = runtime.embedder(settings)
+        emb = res.embedder
         vector = emb.embed([rgb])[0].astype("<f4")
     except Exception as exc:
         if is_transient(exc):
             raise
         logger.warning("cannot embed %s: %s", rel, one_line(exc))
         return EmbedOutcome(photo_id, rel, one_line(exc))
-    with factory.begin() as session:
+    with res.sessions.begin() as session:
         queries.add_embedding(session, sha, emb.key, vector.tobytes(), emb.dim)
     return EmbedOutcome(photo_id, rel)
 
@@ -181,11 +182,10 @@ def sync_index_task(album_id: int, embedder_key: str, settings: Settings) -> Ind
     Holds a file lock across read-modify-write so two processes never interleave their saves;
     the file is replaced atomically, so readers without the lock see the old or the new index.
     """
-    factory = runtime.database(settings.database_url)
     path = index_file(settings, album_id, embedder_key)
-    with file_lock(path.with_name(path.name + ".lock")):
-        with factory() as session:
-            rows = queries.embeddings_for_album(session, album_id, embedder_key, role=DbRole.reference)
+    with index_lock(path):
+        with resources_for(settings).sessions() as session:
+            rows = queries.embeddings_for_album(session, album_id, embedder_key, role=PhotoRole.reference)
         ids = np.array([r.photo_id for r in rows], dtype=np.int64)
         vectors = {r.photo_id: np.frombuffer(r.vector, dtype="<f4") for r in rows}
         try:
@@ -216,12 +216,12 @@ def sync_index_task(album_id: int, embedder_key: str, settings: Settings) -> Ind
 def index_steps(album_root: Path, settings: Settings) -> IndexSummary:
     """Scan, embed what lacks a vector, sync the index; runs as tasks of the calling flow."""
     scan = scan_task(str(album_root), settings)
-    factory = runtime.database(settings.database_url)
-    emb = runtime.embedder(settings)
-    with factory() as session:
+    res = resources_for(settings)
+    emb = res.embedder
+    with res.sessions() as session:
         todo = [
             p.id for p in queries.photos(session, scan.album_id)
-            if p.role in (DbRole.target, DbRole.reference) and p.sha256
+            if p.role in (PhotoRole.target, PhotoRole.reference) and p.sha256
             and queries.get_embedding(session, p.sha256, emb.key) is None
         ]
     opts = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_s}
@@ -272,18 +272,11 @@ def index_album(album: str, settings: Settings) -> IndexSummary:
     root = Path(album).expanduser().resolve()
     if not root.is_dir():
         raise ValueError(f"album is not a directory: {str(root)!r}")
-    factory = runtime.database(settings.database_url)
-    recover_crashed_runs(factory)
-    with factory.begin() as session:
-        album_id = queries.get_or_create_album(session, str(root)).id
-    run_id = start_run(factory, RunKind.index, album_id, settings, {"album": str(root)})
-    try:
+    sessions = resources_for(settings).sessions
+    with recorded_run(sessions, RunKind.index, root, settings, {"album": str(root)}) as run:
         summary = index_steps(root, settings)
-    except BaseException as exc:
-        status = RunStatus.crashed if interrupted(exc) else RunStatus.failed
-        finish_run(factory, run_id, status, {}, error=one_line(exc))
-        raise
-    counts = {**summary.scan.as_dict(), "embedded": summary.embedded, "embed_failed": len(summary.embed_failures)}
-    finish_run(factory, run_id, RunStatus.completed, counts)
-    return IndexSummary(summary.album, summary.album_id, run_id, summary.scan, summary.embedded,
+        counts = {**summary.scan.as_dict(), "embedded": summary.embedded,
+                  "embed_failed": len(summary.embed_failures)}
+        finish_run(sessions, run.run_id, RunStatus.completed, counts)
+    return IndexSummary(summary.album, summary.album_id, run.run_id, summary.scan, summary.embedded,
                         summary.embed_failures, summary.index)

@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from db import queries
 from db.models import Album, Enhancement
-from flows import runtime
 from flows.common import recover_crashed_runs
+from flows.resources import resources_for
 from flows.settings import Settings
-from pipeline import images
+from ttsr_core.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +74,11 @@ def _info(e: Enhancement, current_sha: str | None) -> EnhancementInfo:
 def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
     """What the database knows about `path`: an enhanced output first, else an album photo (target)."""
     resolved = Path(path).expanduser().resolve()
-    factory = runtime.database(settings.database_url)
+    factory = resources_for(settings).sessions
     with factory() as session:
         found = queries.enhancements_for_output(session, resolved)
         if found:
-            current_sha = images.sha256_file(resolved) if resolved.is_file() else None
+            current_sha = sha256_file(resolved) if resolved.is_file() else None
             infos = tuple(_info(e, current_sha) for e in found)
             note = ""
             if not any(i.current for i in infos):
@@ -94,7 +94,7 @@ def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
         infos = []
         for e in enhancements:
             out = Path(e.output_path) if e.output_path else None
-            sha = images.sha256_file(out) if out is not None and out.is_file() else None
+            sha = sha256_file(out) if out is not None and out.is_file() else None
             infos.append(_info(e, sha))
         note = "" if infos else f"album photo ({photo.role.value}) with no enhancement yet"
         return PathAnswer(str(resolved), "target", tuple(infos), note)
@@ -118,7 +118,7 @@ class RunInfo:
 
 def history(settings: Settings, album: str | Path | None = None, limit: int | None = 20) -> list[RunInfo]:
     """Runs newest first (all albums, or one); stale 'running' runs of dead processes become crashed."""
-    factory = runtime.database(settings.database_url)
+    factory = resources_for(settings).sessions
     recover_crashed_runs(factory)
     with factory() as session:
         album_id = None

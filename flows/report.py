@@ -14,8 +14,11 @@ from typing import Any, TextIO
 from sqlalchemy.orm import Session
 
 from db import queries
+from db.engine import sqlite_file
 from db.models import Album, Enhancement, EnhancementStatus, Photo, Run
-from pipeline import gallery
+from pipeline.gallery.assets import ASSETS_DIR, ensure_bicubic
+from pipeline.gallery.cards import GalleryCard, GalleryReference, GallerySettings
+from pipeline.gallery.render import render_gallery
 from pipeline.images import UnreadableImageError, read_header
 
 logger = logging.getLogger(__name__)
@@ -141,16 +144,9 @@ def _backtick_runs(text: str) -> list[str]:
 def default_gallery_dir(session: Session, *, album_id: int | None = None, run_id: int | None = None) -> Path:
     """<SQLite database folder>/galleries/run-<id> or album-<id>; ./refsr-galleries/... otherwise."""
     name = f"run-{run_id}" if run_id is not None else f"album-{album_id}"
-    url = session.get_bind().engine.url
-    database = url.database
-    if (
-        url.get_backend_name() == "sqlite"
-        and database
-        and database != ":memory:"
-        and "mode=memory" not in database
-    ):
-        db_file = Path(database.removeprefix("file:").split("?", 1)[0])
-        return Path(os.path.abspath(db_file)).parent / GALLERY_FOLDER / name
+    db_file = sqlite_file(session.get_bind().engine.url)
+    if db_file is not None:
+        return db_file.parent / GALLERY_FOLDER / name
     return Path(os.path.abspath(FALLBACK_GALLERY_ROOT / name))
 
 
@@ -175,27 +171,22 @@ def _timings(raw: Any) -> tuple[tuple[str, float], ...]:
     )
 
 
-def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> gallery.GalleryCard:
+def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCard:
     target = _photo_path(enh.target)
     output = Path(enh.output_path) if enh.output_path else None
-    status = (
-        gallery.CardStatus.succeeded
-        if enh.status is EnhancementStatus.succeeded
-        else gallery.CardStatus.failed
-    )
     bicubic = None
-    if status is gallery.CardStatus.succeeded:
+    if enh.status is EnhancementStatus.succeeded:
         try:
             size = None
             if output is not None and output.is_file():
                 header = read_header(output)
                 size = (header.width, header.height)
             # The pipeline stores no bicubic upscale; it is cheap, so the gallery makes its own.
-            bicubic = gallery.ensure_bicubic(target, out_dir / gallery.ASSETS_DIR / "bicubic", size)
+            bicubic = ensure_bicubic(target, out_dir / ASSETS_DIR / "bicubic", size)
         except (OSError, UnreadableImageError) as exc:
             logger.warning("report: no bicubic upscale for %s: %s", target, exc)
     references = tuple(
-        gallery.GalleryReference(
+        GalleryReference(
             label=ref.photo.rel_path if ref.photo.album.root == album_root else str(_photo_path(ref.photo)),
             path=_photo_path(ref.photo),
             rank=ref.rank,
@@ -210,10 +201,10 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> gallery.Ga
     details.append(("when", enh.created_at.strftime("%Y-%m-%d %H:%M UTC")))
     if enh.params:
         details.append(("params", json.dumps(enh.params, sort_keys=True, ensure_ascii=False, default=str)))
-    return gallery.GalleryCard(
+    return GalleryCard(
         key=f"e{enh.id}",
         title=enh.target.rel_path,
-        status=status,
+        status=enh.status,
         target_path=target,
         enhanced_path=output,
         bicubic_path=bicubic,
@@ -233,7 +224,7 @@ def build_gallery(
     run_id: int | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     latest_only: bool = True,
-    settings: gallery.GallerySettings | None = None,
+    settings: GallerySettings | None = None,
 ) -> Path:
     """Write the gallery for a run (``run_id``) or an album (``album_root``) and return its index.html.
 
@@ -280,8 +271,8 @@ def build_gallery(
         key=lambda e: (e.status is EnhancementStatus.succeeded, e.target.rel_path, e.id),
     )
     cards = [_card(enh, out, album.root if album is not None else None) for enh in ordered]
-    index = gallery.render_gallery(
-        cards, out, title=title, summary=summary, settings=settings or gallery.GallerySettings()
+    index = render_gallery(
+        cards, out, title=title, summary=summary, settings=settings or GallerySettings()
     )
     logger.info("report: %d cards → %s", len(cards), index)
     return index

@@ -15,10 +15,13 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from pipeline.embedders import EmbedderKind
+from db.engine import sqlite_file
+from pipeline.clip_embedder import WEIGHTS_ENV_VAR as CLIP_WEIGHTS_ENV
+from pipeline.clip_embedder import ClipSettings
+from pipeline.embedders import EmbedderKind, EmbedderSettings
 from pipeline.params import EnhanceParams, RerankSettings, RetrievalSettings
 from pipeline.scan import ScanSettings
-from ttsr_core.config import SearchConfig, SearchMode
+from ttsr_core.config import Precision, SearchConfig, SearchMode
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class Settings:
     device: DeviceChoice = DeviceChoice.AUTO
     search: SearchMode = SearchMode.FAST
     embedder: EmbedderKind = EmbedderKind.AUTO
+    clip_weights: Path | None = None  # open_clip weights (file or folder); None: the Hugging Face cache
     # Scan thresholds: None = the album's refsr.toml, else pipeline.scan's defaults.
     min_ref_side: int | None = None
     max_target_side: int | None = None
@@ -103,6 +107,8 @@ class Settings:
         object.__setattr__(self, "embedder", EmbedderKind(self.embedder))
         if self.out_dir is not None:
             object.__setattr__(self, "out_dir", Path(self.out_dir).expanduser().resolve())
+        if self.clip_weights is not None:
+            object.__setattr__(self, "clip_weights", Path(self.clip_weights).expanduser())
         try:
             make_url(self.database_url)
         except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
@@ -133,12 +139,14 @@ class Settings:
         )
         model = overrides.pop("model_path", None) or env.get(MODEL_ENV, "").strip() or default_model_path()
         device = overrides.pop("device", None) or env.get(DEVICE_ENV, "").strip() or DeviceChoice.AUTO
+        clip_weights = overrides.pop("clip_weights", None) or env.get(CLIP_WEIGHTS_ENV, "").strip() or None
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(known)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        return cls(home=home, database_url=db_url, model_path=Path(model).expanduser(), device=device, **given)
+        return cls(home=home, database_url=db_url, model_path=Path(model).expanduser(), device=device,
+                   clip_weights=clip_weights, **given)
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -159,7 +167,12 @@ class Settings:
             ),
         )
 
-    def enhance_params(self, amp_dtype: str | None = None) -> EnhanceParams:
+    def embedder_settings(self) -> EmbedderSettings:
+        """What the embedder factories need: CLIP's weights and device come from these settings only."""
+        device = None if self.device is DeviceChoice.AUTO else self.device.value
+        return EmbedderSettings(clip=ClipSettings(weights=self.clip_weights, device=device))
+
+    def enhance_params(self, amp_dtype: Precision | None = None) -> EnhanceParams:
         return EnhanceParams(
             outscale=float(self.outscale),
             search=self.search_config(),
@@ -171,10 +184,8 @@ class Settings:
     @property
     def index_dir(self) -> Path:
         """FAISS files live beside the SQLite database (or in REFSR_HOME for a server database)."""
-        url = make_url(self.database_url)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            return Path(url.database).expanduser().resolve().parent / "faiss"
-        return self.home / "faiss"
+        db_file = sqlite_file(self.database_url)
+        return db_file.parent / "faiss" if db_file is not None else self.home / "faiss"
 
     @property
     def locks_dir(self) -> Path:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -19,15 +18,18 @@ import torch
 from PIL import Image
 
 from pipeline import images
+from pipeline.attention import AttentionMaps, save_attention
 from pipeline.params import OUTPUT_EXTENSIONS, WRITE_FALLBACK, EnhanceParams
-from ttsr_core.inference import SCALE, resolve_device, super_resolve
+from ttsr_core.config import SCALE
+from ttsr_core.device import resolve_device
+from ttsr_core.files import sha256_file
+from ttsr_core.inference import super_resolve
 from ttsr_core.net import TTSR
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
-ATTENTION_DIR = ".refsr/attention"  # hidden: album scans skip dot-dirs, so it never becomes input
 JOB_KEY_VERSION = 1  # bump when the meaning of the key's fields changes
 
 
@@ -117,53 +119,9 @@ def plan_output_paths(out_dir: PathLike, targets: Iterable[tuple[str, str | None
     return planned
 
 
-def attention_path_for(out_dir: PathLike, key: str) -> Path:
-    """Where the soft-attention map of job `key` lives: content-addressed, so never overwritten."""
-    return Path(out_dir) / ATTENTION_DIR / f"{key}.npz"
-
-
-def save_attention(
-    path: PathLike,
-    soft_attention: np.ndarray,
-    hard_attention: np.ndarray | None = None,
-    ref_grids: Sequence[tuple[int, int]] = (),
-) -> Path:
-    """Write the attention maps as .npz atomically (temp file + rename).
-
-    `soft` (h, w) float16: relevance of the texture found per LR position; `hard` (h, w) int32:
-    index into the union of the references' lv3 positions (row-major, references in rank order);
-    `ref_grids` (n, 2): each reference's lv3 grid (rows, cols) as the model saw it, so a viewer
-    can map an index back to reference pixels (×4, on the reference fitted by `fit_reference`).
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {"soft": np.asarray(soft_attention, dtype=np.float16)}
-    if hard_attention is not None:
-        arrays["hard"] = np.asarray(hard_attention, dtype=np.int32)
-    if ref_grids:
-        arrays["ref_grids"] = np.asarray(ref_grids, dtype=np.int32).reshape(-1, 2)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 def fit_reference(ref: np.ndarray, target_long_side: int, factor: float) -> np.ndarray:
     """Reduce a reference (never enlarge) so its long side ≤ factor × target_long_side."""
-    h, w = ref.shape[:2]
-    cap = max(1, round(factor * target_long_side))
-    if max(h, w) <= cap:
-        return ref
-    scale = cap / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(ref).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))
+    return images.shrink(ref, max(1, round(factor * target_long_side)))
 
 
 def _tiling_kwargs(params: EnhanceParams, lr_shape: tuple[int, ...]) -> dict[str, object]:
@@ -249,7 +207,7 @@ def enhance_photo(
     reset to 1) and ICC profile. The format follows `output_path`'s extension unless
     `params.output_format` is set. Refuses to write over the target, a reference or anything in
     `protected`. The attention maps go to `attention_path` when
-    given (.npz, see `save_attention`). Raises images.UnreadableImageError for undecodable inputs.
+    given (see `pipeline.attention`). Raises images.UnreadableImageError for undecodable inputs.
     """
     if not ref_paths:
         raise ValueError(f"at least one reference is needed to enhance {str(target_path)!r}")
@@ -275,8 +233,9 @@ def enhance_photo(
     written = images.save_atomic(out, arrays.image, meta, format=fmt, quality=params.quality, protected=guarded)
     attention = None
     if attention_path is not None:
-        attention = save_attention(attention_path, arrays.soft_attention, arrays.hard_attention, arrays.ref_grids)
-    digest = images.sha256_file(written)
+        maps = AttentionMaps(arrays.soft_attention, arrays.hard_attention, arrays.ref_grids)
+        attention = save_attention(attention_path, maps)
+    digest = sha256_file(written)
     timings["save_s"] = time.perf_counter() - t0
     height, width = arrays.image.shape[:2]
     logger.info("enhanced %s → %s (%dx%d, %.2fs)", target_path, written, width, height, timings["sr_s"])

@@ -1,14 +1,12 @@
-"""Image IO for an album: header reads, any-mode → RGB decoding, atomic metadata-keeping writes, hashing."""
+"""Image IO for an album: header reads, any-mode → RGB decoding, shrinking, atomic metadata-keeping writes."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import logging
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Collection, Iterator
@@ -19,6 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from ttsr_core.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +39,9 @@ _FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
 # Everything Pillow's decoders throw on hostile or damaged input; kept narrow enough that a bug in
 # our own code (AttributeError, NameError) still surfaces as itself.
 _DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    IndexError,
-    KeyError,
-    TypeError,
-    ZeroDivisionError,
-    struct.error,
-    zlib.error,
-    MemoryError,
-    UnidentifiedImageError,
-    Image.DecompressionBombError,
-    Image.DecompressionBombWarning,
+    OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+    struct.error, zlib.error, MemoryError, UnidentifiedImageError,
+    Image.DecompressionBombError, Image.DecompressionBombWarning,
 )
 
 
@@ -399,9 +388,10 @@ def save_atomic(
 ) -> Path:
     """Write rgb (H, W, 3) uint8 to path so that readers see the old file or the whole new one.
 
-    Encodes into a temp file in the same directory, fsyncs it, then os.replace()s it over the
-    target. EXIF (orientation 1) and an RGB ICC profile from meta are kept for JPEG, PNG, WebP and
-    TIFF. Refuses (ValueError) to write onto any path in `protected` (the album's inputs).
+    Encodes into a hidden temp file beside it and renames that over the target
+    (ttsr_core.files.atomic_write). EXIF (orientation 1) and an RGB ICC profile from meta are kept
+    for JPEG, PNG, WebP and TIFF. Refuses (ValueError) to write onto any path in `protected` (the
+    album's inputs).
     Returns the path written.
     """
     if not isinstance(rgb, np.ndarray):
@@ -422,52 +412,30 @@ def save_atomic(
     fmt = _resolve_format(target, format)
     params = _save_params(fmt, meta, quality)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
-    # Hidden temp name: album scans skip dot-files, so a crash's leftover is never taken for a photo.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def encode(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             image.save(handle, format=fmt, **params)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; outputs should be as readable as any photo the user saves.
-        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+
+    atomic_write(target, encode)
     logger.debug("wrote %s (%s, %dx%d)", target, fmt, rgb.shape[1], rgb.shape[0])
     return target
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself; not possible (nor needed) on Windows."""
-    if os.name != "posix":
-        return
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+def shrink(
+    rgb: np.ndarray, long_side: int, resample: Image.Resampling = Image.Resampling.LANCZOS, reducing_gap: float = 3.0
+) -> np.ndarray:
+    """(H, W, 3) uint8 reduced so that its long side is at most ``long_side``; never enlarged.
 
-
-def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes, streamed in `chunk`-byte reads (constant memory)."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0:
-        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-    digest = hashlib.sha256()
-    buffer = bytearray(chunk)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(view):
-            digest.update(view[:n])
-    return digest.hexdigest()
-
+    Pillow first shrinks by a whole factor with a box filter while the image stays ``reducing_gap``
+    times larger than the target, then applies ``resample``: fast, and as sharp as the final filter.
+    LANCZOS (the default) for what people or the network look at; BOX with gap 2 is an area average,
+    the right anti-aliasing for descriptors of a much larger photo.
+    """
+    h, w = rgb.shape[:2]
+    scale = long_side / max(h, w)
+    if scale >= 1.0:
+        return rgb
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, resample, reducing_gap=reducing_gap))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ttsr_core.config import MIN_REF_SIDE, SearchConfig, SearchMode
+from ttsr_core.config import MIN_REF_SIDE, Precision, SearchConfig, SearchMode
 
 # Pillow format name → the extension an output of that format gets.
 OUTPUT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
@@ -20,6 +20,11 @@ WRITE_FALLBACK = {"MPO": "JPEG", "HEIF": "JPEG", "HEIC": "JPEG", "AVIF": "JPEG"}
 def _positive(owner: str, name: str, value: object, kind: type = int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
         raise ValueError(f"{owner}.{name} must be a positive {kind.__name__}, got {value!r}")
+
+
+def _name(precision: Precision | None) -> str | None:
+    """A precision as job keys and records hold it: its plain name, None for the default."""
+    return None if precision is None else precision.value
 
 
 def default_search() -> SearchConfig:
@@ -58,7 +63,7 @@ class RerankSettings:
             "search_mode": self.search.mode.value,
             "coarse_factor": self.search.coarse_factor,
             "refine_radius": self.search.refine_radius,
-            "matmul_dtype": self.search.matmul_dtype,
+            "matmul_dtype": _name(self.search.matmul_dtype),
         }
 
 
@@ -101,7 +106,7 @@ class EnhanceParams:
     ref_side_factor: float = 4.0
     output_format: str | None = None  # None: follow the input's format
     quality: int = 95
-    amp_dtype: str | None = None
+    amp_dtype: Precision | None = None  # autocast; None = float32
 
     def __post_init__(self) -> None:
         _positive("EnhanceParams", "outscale", self.outscale, float)
@@ -123,8 +128,9 @@ class EnhanceParams:
             object.__setattr__(self, "output_format", name)
         if isinstance(self.quality, bool) or not isinstance(self.quality, int) or not 1 <= self.quality <= 100:
             raise ValueError(f"EnhanceParams.quality must be an int in 1..100, got {self.quality!r}")
-        if self.amp_dtype not in (None, "bfloat16", "float16"):
+        if self.amp_dtype not in (None, Precision.BFLOAT16, Precision.FLOAT16):
             raise ValueError(f"EnhanceParams.amp_dtype must be bfloat16, float16 or None, got {self.amp_dtype!r}")
+        object.__setattr__(self, "amp_dtype", Precision.parse(self.amp_dtype, "EnhanceParams.amp_dtype"))
 
     def pixel_params(self) -> dict[str, object]:
         """The parameters that change output pixels: part of the job key and of the stored record."""
@@ -133,11 +139,11 @@ class EnhanceParams:
             "search_mode": self.search.mode.value,
             "coarse_factor": self.search.coarse_factor,
             "refine_radius": self.search.refine_radius,
-            "matmul_dtype": self.search.matmul_dtype,
+            "matmul_dtype": _name(self.search.matmul_dtype),
             "tile": self.tile,
             "tile_overlap": self.tile_overlap,
             "ref_side_factor": float(self.ref_side_factor),
             "output_format": self.output_format,
             "quality": self.quality,
-            "amp_dtype": self.amp_dtype,
+            "amp_dtype": _name(self.amp_dtype),
         }

@@ -4,29 +4,33 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.images import shrink
 from pipeline.params import RerankSettings, RetrievalSettings
-from pipeline.vector_index import VectorIndex
-from ttsr_core.config import MIN_REF_SIDE
-from ttsr_core.inference import (
-    SCALE,
-    autocast_context,
-    check_rgb,
-    prepare_reference,
-    resize_bicubic,
-    resolve_device,
-    to_tensor,
-)
+from ttsr_core.arrays import check_rgb, resize_bicubic
+from ttsr_core.config import MIN_REF_SIDE, SCALE, Precision
+from ttsr_core.device import autocast, resolve_device
+from ttsr_core.inference import inference_model, prepare_reference, to_tensor
 from ttsr_core.net import TTSR
-from ttsr_core.search import relevance_at, search_indices
 
 logger = logging.getLogger(__name__)
+
+
+class CosineIndex(Protocol):
+    """What retrieval needs of a vector index (``pipeline.vector_index.VectorIndex`` is one)."""
+
+    def search(
+        self, vectors: np.ndarray, k: int, exclude_ids: Collection[int] = ()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k cosine neighbours of (nq, dim) queries → scores (nq, k), ids (nq, k), -1 where none."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class RankedReference:
 
 
 def cosine_candidates(
-    index: VectorIndex,
+    index: CosineIndex,
     query: np.ndarray,
     k: int,
     *,
@@ -79,22 +83,6 @@ def cosine_candidates(
     return tuple(out)
 
 
-def _reduce(image: np.ndarray, long_side: int) -> np.ndarray:
-    """(H, W, 3) uint8 → long side ≤ long_side, area-averaged; never enlarges."""
-    h, w = image.shape[:2]
-    scale = long_side / max(h, w)
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX, reducing_gap=2.0))
-
-
-def _relevance_features(model: TTSR, image: np.ndarray, dev: torch.device) -> torch.Tensor:
-    """Candidate keys: lv3 LTE features of Ref↓↑ → (C, H/4, W/4)."""
-    prepared = prepare_reference(image, "candidate")
-    return model.LTE(to_tensor(prepared.ref_down_up, dev))[2][0]
-
-
 def texture_relevance(
     model: TTSR,
     target: np.ndarray,
@@ -102,38 +90,37 @@ def texture_relevance(
     settings: RerankSettings = RerankSettings(),
     *,
     device: str | torch.device | None = "cpu",
-    amp_dtype: str | None = None,
+    amp_dtype: Precision | None = None,
 ) -> tuple[float, ...]:
     """Mean soft attention of `target` against each candidate, computed at a small scale.
 
-    target (h, w, 3) uint8; candidates: each (H, W, 3) uint8. Runs only the texture extractor and
-    the relevance search (no main network): the query is LTE(LR↑) at lv3, the keys LTE(Ref↓↑) at
-    lv3, and the score is the mean over query positions of the best patch's cosine relevance —
-    the paper's soft attention S (§3.2), i.e. how much of the target the model can find texture
-    for in that photo. Returns one float in [-1, 1] per candidate. A candidate too small to hold
-    one texture patch scores -1.
+    target (h, w, 3) uint8; candidates: each (H, W, 3) uint8, area-averaged down to
+    `settings.candidate_side` (the target to `target_side`), never enlarged. The score is
+    :meth:`TTSR.relevance` averaged over query positions: how much of the target the model can
+    find texture for in that photo. Returns one float in [-1, 1] per candidate; a candidate too
+    small to hold one texture patch scores -1. The caller's model is not changed (it runs as it is
+    when prepared for `device`, else on a prepared copy).
     """
     check_rgb(target, "target")
     dev = resolve_device(device)
-    small = _reduce(target, settings.target_side)
+    small = shrink(target, settings.target_side, Image.Resampling.BOX, 2.0)
     h, w = small.shape[:2]
-    model = model.to(dev).eval()
-    scores: list[float] = []
-    with torch.inference_mode(), autocast_context(dev, amp_dtype):
-        lr_up = resize_bicubic(small, w * SCALE, h * SCALE)
-        query = model.LTE(to_tensor(lr_up, dev))[2][0].float()  # (C, h, w)
+    model = inference_model(model, dev)
+    scores = [-1.0] * len(candidates)
+    keys: dict[int, torch.Tensor] = {}  # candidate number → Ref↓↑ (1, 3, H, W)
+    with torch.inference_mode(), autocast(dev, amp_dtype):
+        lr_up = to_tensor(resize_bicubic(small, w * SCALE, h * SCALE), dev)
         for i, cand in enumerate(candidates):
             check_rgb(cand, f"candidate {i}")
-            reduced = _reduce(cand, settings.candidate_side)
+            reduced = shrink(cand, settings.candidate_side, Image.Resampling.BOX, 2.0)
             if min(reduced.shape[:2]) < MIN_REF_SIDE:
                 logger.debug("candidate %d of %s is too small to hold a texture patch", i, cand.shape)
-                scores.append(-1.0)
                 continue
-            keys = [_relevance_features(model, reduced, dev).float()]  # (C, H/4, W/4)
-            index = search_indices(query, keys, settings.search)  # (h*w,)
-            soft = relevance_at(query, keys, index)  # (h*w,)
-            value = float(soft.mean())
-            scores.append(value if math.isfinite(value) else -1.0)
+            keys[i] = to_tensor(prepare_reference(reduced, "candidate").ref_down_up, dev)
+        soft = model.relevance(lr_up, list(keys.values()), settings.search)  # each (h*w,)
+    for i, attention in zip(keys, soft):
+        value = float(attention.mean())
+        scores[i] = value if math.isfinite(value) else -1.0
     return tuple(scores)
 
 
@@ -145,7 +132,7 @@ def rank_references(
     settings: RetrievalSettings = RetrievalSettings(),
     *,
     device: str | torch.device | None = "cpu",
-    amp_dtype: str | None = None,
+    amp_dtype: Precision | None = None,
 ) -> tuple[RankedReference, ...]:
     """Re-rank cosine `candidates` by texture relevance; return the best `settings.refs`.
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import images
+from pipeline.vocabulary import PhotoRole
+from ttsr_core import files
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +86,6 @@ class ScanSettings:
                 raise TypeError(f"ScanSettings.{flag} must be a bool, got {getattr(self, flag)!r}")
 
 
-class PhotoRole(enum.Enum):
-    TARGET = "target"  # small enough to be worth ×4 enhancement
-    REFERENCE = "reference"  # large enough to lend texture
-    NEITHER = "neither"  # in between: neither enhanced nor used as a reference
-
-
 class ScanStatus(enum.Enum):
     NEW = "new"
     CHANGED = "changed"
@@ -105,10 +101,10 @@ def classify(width: int, height: int, settings: ScanSettings) -> PhotoRole:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     long_side = max(width, height)
     if long_side >= settings.min_ref_side:
-        return PhotoRole.REFERENCE
+        return PhotoRole.reference
     if long_side <= settings.max_target_side:
-        return PhotoRole.TARGET
-    return PhotoRole.NEITHER
+        return PhotoRole.target
+    return PhotoRole.neither
 
 
 @dataclass(frozen=True)
@@ -232,7 +228,7 @@ def _scan_one(rel: str, path: Path, known: KnownPhoto | None, settings: ScanSett
             )
 
     try:
-        digest = images.sha256_file(path)
+        digest = files.sha256_file(path)
     except OSError as exc:
         return _unreadable(rel, path, f"cannot read: {exc.strerror or exc}", **stat)
     try:

@@ -6,14 +6,14 @@ import enum
 import json
 import logging
 import math
-import os
-import tempfile
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from ttsr_core.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -80,29 +80,6 @@ def _as_unit_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
         raise ValueError(f"vectors contain all-zero rows {np.flatnonzero(norms == 0)[:5].tolist()}")
     faiss.normalize_L2(x)  # inner product of unit vectors == cosine
     return x
-
-
-def _fsync_write(directory: Path, prefix: str, write: Callable[[str], None], target: Path) -> None:
-    """Write via `write(tmp_path)` to a temp file beside `target`, fsync, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)  # atomic on POSIX and Windows: readers see old or new, never half
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass  # directories can't be opened/fsynced on some platforms (Windows)
 
 
 class VectorIndex:
@@ -302,15 +279,9 @@ class VectorIndex:
         leaves a pair that `load` rejects rather than one that silently mixes.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _fsync_write(path.parent, f".{path.name}.", lambda tmp: faiss.write_index(self._index, tmp), path)
+        atomic_write(path, lambda tmp: faiss.write_index(self._index, str(tmp)))
         meta = json.dumps(self.metadata(), indent=1, sort_keys=True)
-
-        def write_meta(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(meta)
-
-        _fsync_write(path.parent, f".{sidecar_path(path).name}.", write_meta, sidecar_path(path))
+        atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(meta, encoding="utf-8"))
 
     @classmethod
     def load(cls, path: Path, embedder_key: str | None = None,
@@ -334,36 +305,3 @@ class VectorIndex:
         if not isinstance(index, (faiss.IndexIDMap2, faiss.IndexIVF)):
             raise IndexMismatch(f"index {path} is a {type(index).__name__}, not one this module writes")
         return cls(str(meta["embedder_key"]), int(meta["dim"]), settings, _index=index)
-
-    @classmethod
-    def load_or_rebuild(cls, path: Path, embedder_key: str, expected_ids: Iterable[int] | np.ndarray,
-                        fetch_vectors: Callable[[], tuple[np.ndarray, np.ndarray]],
-                        settings: IndexSettings = IndexSettings()) -> tuple[VectorIndex, bool]:
-        """The stored index when it matches the database, else one rebuilt from it and saved.
-
-        The database is the source of truth: rebuild when the file is missing, unreadable, of
-        another embedder, or its id set differs from `expected_ids`. `fetch_vectors()` returns
-        ((n,) ids, (n, dim) vectors) for `embedder_key`. Returns (index, rebuilt).
-        """
-        expected = np.unique(_as_ids(expected_ids))
-        try:
-            index = cls.load(path, embedder_key, settings)
-            held = np.sort(index.ids())
-            if held.shape == expected.shape and np.array_equal(held, expected):
-                return index, False
-            reason = f"holds {len(held)} ids, the database {len(expected)} (or a different set)"
-        except IndexMismatch as exc:
-            reason = str(exc)
-        logger.info("rebuilding vector index %s: %s", path, reason)
-        ids, vectors = fetch_vectors()
-        ids = _as_ids(ids)
-        if len(ids) == 0:
-            vectors = np.asarray(vectors, dtype=np.float32)
-            dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
-            if dim < 1:
-                raise ValueError(f"cannot rebuild an empty index of unknown dim from vectors of shape {vectors.shape}")
-            index = cls(embedder_key, dim, settings)
-        else:
-            index = cls.build(ids, vectors, embedder_key, settings)
-        index.save(path)
-        return index, True

@@ -1,12 +1,10 @@
 """Loading and saving TTSR checkpoints: the project's self-describing format and the authors' layout."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from .config import TTSRConfig
+from .files import atomic_write, sha256_file
 from .net import TTSR
 
 logger = logging.getLogger(__name__)
@@ -46,42 +45,27 @@ class LoadedCheckpoint:
         return str(self.meta.get("name") or self.path.stem)
 
 
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(path: str | os.PathLike[str], model: TTSR, meta: Mapping[str, Any] | None = None) -> Path:
     """Write config + weights atomically. ``.safetensors`` (preferred) or ``.pt`` by extension.
 
     The ``.pt`` form is a plain dict of tensors and strings, loadable with ``weights_only=True``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
+        raise ValueError(f"checkpoint path must end in .safetensors or .pt, got {path}")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model.config.to_json(),
               "meta": json.dumps(dict(meta or {}), sort_keys=True, default=str)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(state, tmp, metadata=header)
-        elif path.suffix in (".pt", ".pth"):
-            torch.save({**header, "state_dict": state}, tmp)
+            save_file(state, str(tmp), metadata=header)
         else:
-            raise ValueError(f"checkpoint path must end in .safetensors or .pt, got {path}")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+            torch.save({**header, "state_dict": state}, tmp)
+
+    return atomic_write(path, write)
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -189,4 +173,4 @@ def load_checkpoint(
     load = {k: v for k, v in state.items() if k in expected and k not in wrong_shape}
     model.load_state_dict(load, strict=False)
     model.to(device).eval()
-    return LoadedCheckpoint(model, config, layout, file_sha256(path), path, meta)
+    return LoadedCheckpoint(model, config, layout, sha256_file(path), path, meta)

@@ -2,13 +2,31 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
 SCALE = 4  # TTSR's super-resolution factor: LR↑, Ref↓↑ and the three texture scales are built on it
 # One 3×3 lv3 patch covers 12×12 reference pixels: the smallest reference that holds a patch.
 MIN_REF_SIDE = 3 * SCALE
+
+
+class Precision(StrEnum):
+    """A floating-point format for matrix products or autocast; torch dtypes by the same names."""
+
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+    @classmethod
+    def parse(cls, value: object, what: str) -> Precision | None:
+        """None stays None (the float32 default); a name becomes its member; anything else is a ValueError."""
+        if value is None:
+            return None
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{what} must be one of {[p.value for p in cls]} or None, got {value!r}") from None
 
 
 class SearchMode(StrEnum):
@@ -105,9 +123,8 @@ class SearchConfig:
     # many cells away; 1 = the 3×3 neighbourhood, which repairs coarse matches that straddle an
     # object border at little cost (duplicate windows are searched once).
     coarse_neighbours: int = 1
-    # Matrix products in this dtype (None = float32). bfloat16 is ~4× faster on AVX-512-BF16 CPUs.
-    matmul_dtype: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Matrix products in this precision (None = float32). bfloat16 is ~4× faster on AVX-512-BF16 CPUs.
+    matmul_dtype: Precision | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", SearchMode(self.mode))
@@ -119,8 +136,7 @@ class SearchConfig:
             raise ValueError(f"refine_radius must be ≥ 0, got {self.refine_radius}")
         if self.coarse_neighbours < 0:
             raise ValueError(f"coarse_neighbours must be ≥ 0, got {self.coarse_neighbours}")
-        if self.matmul_dtype not in (None, "float32", "bfloat16", "float16"):
-            raise ValueError(f"matmul_dtype must be float32, bfloat16 or float16, got {self.matmul_dtype!r}")
+        object.__setattr__(self, "matmul_dtype", Precision.parse(self.matmul_dtype, "matmul_dtype"))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import SearchConfig
-from .search import _EPS, _dtype, exact_search, split_index
+from .device import torch_dtype
+from .relevance import NORM_EPS, exact_search, split_index
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def coarse_to_fine_search(q: torch.Tensor, keys: list[torch.Tensor], config: Sea
         return exact_search(q, keys, config)[0]
     q, keys = q.detach().float(), [k.detach().float() for k in keys]
     dev = q.device
-    dtype = _dtype(config.matmul_dtype)
+    dtype = torch_dtype(config.matmul_dtype)
 
     # ceil_mode keeps partial border cells (averaged over their valid pixels), so every fine
     # position belongs to exactly one coarse cell.
@@ -108,7 +109,7 @@ def coarse_to_fine_search(q: torch.Tensor, keys: list[torch.Tensor], config: Sea
     # sums are divided by it alone.
     inv_norm = torch.cat([
         (F.avg_pool2d(k.pow(2).sum(0)[None, None], 3, stride=1, padding=1, count_include_pad=True)[0, 0] * 9)
-        .sqrt().clamp_min(_EPS).reciprocal().reshape(-1)
+        .sqrt().clamp_min(NORM_EPS).reciprocal().reshape(-1)
         for k in keys
     ])  # (K,)
     kh = torch.tensor([s[0] for s in key_shapes], device=dev)

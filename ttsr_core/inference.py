@@ -1,39 +1,22 @@
 """Tensor-level inference from uint8 RGB arrays: input checks, bicubic preparation, ×4 output."""
 from __future__ import annotations
 
-import contextlib
+import copy
+import itertools
 import logging
-import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .config import MIN_REF_SIDE, SCALE, SearchConfig, TileConfig
+from .arrays import check_rgb, resize_bicubic
+from .config import MIN_REF_SIDE, SCALE, Precision, SearchConfig, TileConfig
+from .device import autocast, resolve_device
 from .net import TTSR
 from .tiling import tiled_forward
 
 logger = logging.getLogger(__name__)
-
-
-def check_rgb(image: np.ndarray, name: str) -> np.ndarray:
-    """Validate an (H, W, 3) uint8 array; raise TypeError/ValueError naming the problem."""
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise TypeError(f"{name} must be uint8 RGB, got dtype {image.dtype}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{name} must have shape (H, W, 3), got {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{name} is empty: shape {image.shape}")
-    return image
-
-
-def resize_bicubic(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """PIL bicubic resize of a uint8 RGB array (the paper's data pipeline uses PIL's bicubic)."""
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
 
 
 def to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -67,29 +50,6 @@ def prepare_reference(ref: np.ndarray, name: str = "reference") -> PreparedRefer
     return PreparedReference(ref, resize_bicubic(down, w, h))
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/None → CUDA when present, else CPU; validates explicit names."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
-@contextlib.contextmanager
-def autocast_context(device: torch.device, amp_dtype: str | None) -> Iterator[None]:
-    """Mixed precision for the network when asked (bf16/fp16); float32 otherwise."""
-    if amp_dtype in (None, "float32"):
-        yield
-        return
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(amp_dtype)
-    if dtype is None:
-        raise ValueError(f"amp_dtype must be bfloat16, float16 or None, got {amp_dtype!r}")
-    with torch.autocast(device_type=device.type, dtype=dtype):
-        yield
-
-
 @dataclass(frozen=True)
 class SRResult:
     image: np.ndarray  # (4h, 4w, 3) uint8
@@ -97,33 +57,32 @@ class SRResult:
     hard_attention: np.ndarray  # (h, w) int64: index into the union of reference lv3 positions
 
 
-def rescale_reference(ref: np.ndarray, ref_scale: float | None, name: str = "reference") -> np.ndarray:
-    """Resize a reference by ``ref_scale`` with PIL bicubic (None or 1 = unchanged).
+def prepare_for_inference(model: TTSR, device: torch.device) -> TTSR:
+    """Move ``model`` (in place) to ``device`` with channel-last weights, in eval mode; returns it.
 
-    The search compares 3×3 lv3 patches at one scale, so texture transfers best when an object is as
-    many pixels wide in the reference as in the ×4 output. ``ref_scale`` = (object size in the output)
-    / (object size in the reference): 0.5 when the reference shows things twice as large as the
-    enhanced photo will; :func:`output_matched_scale` estimates it for two framings of one scene.
+    Channel-last weights make every convolution run channel-last (oneDNN's native layout): measured
+    1.4-1.6× faster per 3×3 convolution and 25 % faster for a whole 480×360 enhancement on a 2-core CPU
+    (benchmarks/README.md). The layout only changes float summation order, not the result's meaning.
+    For the owner of a model (the process that loaded it), once; others call :func:`inference_model`.
     """
-    if ref_scale is None or ref_scale == 1.0:
-        return ref
-    if not (isinstance(ref_scale, (int, float)) and math.isfinite(ref_scale) and ref_scale > 0):
-        raise ValueError(f"ref_scale must be a positive finite number or None, got {ref_scale!r}")
-    h, w = ref.shape[:2]
-    nh, nw = max(1, round(h * ref_scale)), max(1, round(w * ref_scale))
-    if nh < MIN_REF_SIDE or nw < MIN_REF_SIDE:
-        raise ValueError(f"ref_scale {ref_scale} shrinks {name} of {w}×{h} to {nw}×{nh}, below one "
-                         f"{MIN_REF_SIDE}×{MIN_REF_SIDE} texture patch")
-    return resize_bicubic(ref, nw, nh)
+    return model.to(device, memory_format=torch.channels_last).eval()
 
 
-def output_matched_scale(lr_shape: tuple[int, ...], ref_shape: tuple[int, ...]) -> float:
-    """``ref_scale`` that gives the reference the ×4 output's size along the longer side.
+def inference_model(model: TTSR, device: torch.device) -> TTSR:
+    """``model`` itself when it is ready for inference on ``device``, else a prepared copy.
 
-    Right when both photos frame about the same scene (burst shots, a thumbnail and its original);
-    for a close-up reference of a detail it under-estimates, so it is a helper, not the default.
+    A caller's model is never moved, converted or switched to eval mode behind its back: prepare it
+    once with :func:`prepare_for_inference` and every call runs on it without copying.
     """
-    return SCALE * max(lr_shape[0], lr_shape[1]) / max(ref_shape[0], ref_shape[1])
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    if not model.training and all(_ready(t, device) for t in tensors):
+        return model
+    return prepare_for_inference(copy.deepcopy(model), device)
+
+
+def _ready(t: torch.Tensor, device: torch.device) -> bool:
+    on_device = t.device.type == device.type and (device.index is None or t.device.index == device.index)
+    return on_device and (t.dim() != 4 or t.is_contiguous(memory_format=torch.channels_last))
 
 
 def super_resolve(
@@ -133,10 +92,9 @@ def super_resolve(
     *,
     search: SearchConfig | None = None,
     device: str | torch.device | None = "cpu",
-    amp_dtype: str | None = None,
+    amp_dtype: Precision | None = None,
     tile: int | None = None,
     tile_overlap: int = 16,
-    ref_scale: float | None = None,
 ) -> SRResult:
     """×4 super-resolution of one uint8 RGB image with one or more uint8 RGB references.
 
@@ -144,8 +102,7 @@ def super_resolve(
     ``tile``: process the LR image in ``tile``×``tile`` pieces sharing ``tile_overlap`` pixels,
     blended (see :mod:`ttsr_core.tiling`); the references are encoded once and searched whole by
     every tile, so memory is one tile's network plus the references' features. None = one pass.
-    ``ref_scale``: resize every reference by this factor before search (:func:`rescale_reference`);
-    None keeps the references as they are.
+    ``model`` is used as it is when ready for ``device`` (:func:`inference_model`), else through a copy.
     """
     check_rgb(lr, "LR image")
     if isinstance(refs, np.ndarray):
@@ -153,19 +110,12 @@ def super_resolve(
     if len(refs) == 0:
         raise ValueError("at least one reference image is needed")
     tiles = TileConfig(tile, tile_overlap)
-    prepared = [
-        prepare_reference(rescale_reference(check_rgb(r, f"reference {i}"), ref_scale, f"reference {i}"),
-                          f"reference {i}")
-        for i, r in enumerate(refs)
-    ]
+    prepared = [prepare_reference(r, f"reference {i}") for i, r in enumerate(refs)]
     dev = resolve_device(device)
     h, w = lr.shape[:2]
     lr_up = resize_bicubic(lr, w * SCALE, h * SCALE)
-    # Channel-last weights make every convolution run channel-last (oneDNN's native layout): measured
-    # 1.4-1.6× faster per 3×3 convolution and 25 % faster for a whole 480×360 enhancement on a 2-core
-    # CPU (benchmarks/README.md). The layout only changes float summation order, not the result's meaning.
-    model = model.to(dev, memory_format=torch.channels_last).eval()
-    with torch.inference_mode(), autocast_context(dev, amp_dtype):
+    model = inference_model(model, dev)
+    with torch.inference_mode(), autocast(dev, amp_dtype):
         ref_t = [to_tensor(p.ref, dev) for p in prepared]
         ref_du_t = [to_tensor(p.ref_down_up, dev) for p in prepared]
         if tiles.tile is None:

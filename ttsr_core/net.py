@@ -5,6 +5,7 @@ load key for key; see ``checkpoint.py``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -13,7 +14,8 @@ from torch import nn
 
 from .config import SearchConfig, TTSRConfig
 from .lte import LTE
-from .search import TextureTransfer, search_and_transfer
+from .relevance import relevance_at
+from .search import TextureTransfer, search_and_transfer, search_indices
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -235,6 +237,31 @@ class TTSR(nn.Module):
                 tail.weight.mul_(0.1)
                 tail.bias.zero_()
 
+    def _queries(self, lr_up: torch.Tensor) -> torch.Tensor:
+        """What the search looks for: lv3 LTE features of LR↑ (N, 3, 4h, 4w) → (N, c3, h, w)."""
+        return self.LTE(lr_up.detach())[2]
+
+    def _keys(self, ref_down_up: torch.Tensor) -> torch.Tensor:
+        """Where it looks: lv3 LTE features of Ref↓↑ (N, 3, H, W) → (N, c3, H/4, W/4), blurred like LR↑."""
+        return self.LTE(ref_down_up.detach())[2]
+
+    def relevance(
+        self, lr_up: torch.Tensor, refs_down_up: Sequence[torch.Tensor], search: SearchConfig | None = None
+    ) -> list[torch.Tensor]:
+        """Soft attention of LR↑ against each reference on its own: how much texture each could lend.
+
+        lr_up (1, 3, 4h, 4w); each ref_down_up (1, 3, H, W) with H, W multiples of 4 → per reference
+        (h*w,) float32: for every query patch, the relevance of its best patch in that reference (the
+        paper's S, §3.2). Only the texture extractor and the search run, not the main network.
+        """
+        search = search or SearchConfig()
+        query = self._queries(lr_up)[0].float()  # (c3, h, w)
+        soft = []
+        for ref in refs_down_up:
+            keys = [self._keys(ref)[0].float()]  # (c3, H/4, W/4)
+            soft.append(relevance_at(query, keys, search_indices(query, keys, search)))  # (h*w,)
+        return soft
+
     def encode_references(self, refs: list[torch.Tensor], refs_down_up: list[torch.Tensor]) -> EncodedReferences:
         """LTE features of the references, computed once (tiles of one target all reuse them).
 
@@ -244,15 +271,15 @@ class TTSR(nn.Module):
             raise ValueError(f"got {len(refs)} references but {len(refs_down_up)} ref_down_up images")
         if not refs:
             raise ValueError("at least one reference is needed")
-        keys = [self.LTE(r.detach())[2] for r in refs_down_up]
+        keys = [self._keys(r) for r in refs_down_up]
         values = [self.LTE(r.detach()) for r in refs]
         return EncodedReferences(keys, [v[0] for v in values], [v[1] for v in values], [v[2] for v in values])
 
     def transfer(self, lr_up: torch.Tensor, encoded: EncodedReferences, search: SearchConfig | None = None) -> TextureTransfer:
         """Relevance search + hard/soft attention + texture transfer of lr_up (N,3,4h,4w) against encoded references."""
-        _, _, q_lv3 = self.LTE(lr_up.detach())
-        return search_and_transfer(q_lv3, encoded.keys_lv3, encoded.values_lv1, encoded.values_lv2,
-                                   encoded.values_lv3, search or SearchConfig(), encoded.texture_tables)
+        return search_and_transfer(self._queries(lr_up), encoded.keys_lv3, encoded.values_lv1,
+                                   encoded.values_lv2, encoded.values_lv3, search or SearchConfig(),
+                                   encoded.texture_tables)
 
     def forward_encoded(
         self,

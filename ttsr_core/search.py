@@ -1,24 +1,31 @@
-"""Relevance search, hard/soft attention and texture transfer in bounded memory.
+"""Hard/soft attention and texture transfer in bounded memory, on top of the relevance search.
 
 The paper's semantics (and the authors' code) unfold every 3×3 lv3 patch of LR↑ (queries) and
 Ref↓↑ (keys), build the full (keys × queries) relevance matrix, and unfold the reference's lv1/lv2
 features into 12×12 / 6×6 patches before gathering and folding. For a 600×600 input that is tens of
-GB. Here queries and keys are processed in row bands under a memory budget with a running
-max/argmax, and texture is gathered pixel by pixel straight from the reference features: the fold
-of gathered patches is rewritten as a sum over the 3×3 neighbouring queries of displaced reference
-pixels, which is exactly what the unfold→gather→fold pipeline computes.
+GB. Here the search runs in bands (``relevance``) or coarse-to-fine (``fast_search``), and texture
+is gathered pixel by pixel straight from the reference features: the fold of gathered patches is
+rewritten as a sum over the 3×3 neighbouring queries of displaced reference pixels, which is exactly
+what the unfold→gather→fold pipeline computes.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .config import SearchConfig, SearchMode
+from .fast_search import coarse_to_fine_search
+# exact_search, relevance_at and split_index live in ttsr_core.relevance; the training code also
+# reaches them through this module, which uses all three.
+from .relevance import exact_search, relevance_at, split_index
 
-_EPS = 1e-12  # F.normalize's default: x / max(||x||, eps)
+
+__all__ = [
+    "TextureTransfer", "exact_search", "full_matrix_search_transfer", "relevance_at", "search_and_transfer",
+    "search_indices", "split_index", "texture_table", "transfer_texture",
+]
 
 
 @dataclass
@@ -30,131 +37,6 @@ class TextureTransfer:
     texture_lv3: torch.Tensor  # (N, c3, h, w)
     texture_lv2: torch.Tensor  # (N, c2, 2h, 2w)
     texture_lv1: torch.Tensor  # (N, c1, 4h, 4w)
-
-
-def _dtype(name: str | None) -> torch.dtype:
-    return {None: torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def unfold_rows(padded: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
-    """3×3 patches of rows [r0, r1) of a 1-padded map (C, H+2, W+2) → (C*9, (r1-r0)*W)."""
-    return F.unfold(padded[None, :, r0 : r1 + 2, :], kernel_size=3)[0]
-
-
-def normalised_patches(padded: torch.Tensor, r0: int, r1: int, dtype: torch.dtype) -> torch.Tensor:
-    """L2-normalised 3×3 patches of rows [r0, r1) as rows: (positions, C*9)."""
-    return F.normalize(unfold_rows(padded, r0, r1), dim=0).t().to(dtype)
-
-
-def _band_rows(positions: int, width: int) -> int:
-    return max(1, min(math.ceil(positions / max(width, 1)), 1 << 30))
-
-
-def exact_search(
-    q: torch.Tensor, keys: list[torch.Tensor], config: SearchConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hard attention by exhaustive search, never materialising the full relevance matrix.
-
-    q (C, h, w) query lv3 features; keys: list of (C, Hk, Wk) → (index (h*w,) int64 into the
-    union of key positions, in list order then row-major; relevance (h*w,) float32, detached).
-    """
-    c, h, w = q.shape
-    d = c * 9
-    dtype = _dtype(config.matmul_dtype)
-    elt = torch.finfo(dtype).bits // 8
-    budget = config.memory_budget_mb * 2**20 / elt  # in elements
-    q = q.detach()
-    qpad = F.pad(q, (1, 1, 1, 1))
-    kpads = [F.pad(k.detach(), (1, 1, 1, 1)) for k in keys]
-    total_keys = sum(k.shape[1] * k.shape[2] for k in keys)
-
-    # Cache all normalised keys when they take at most half the budget: they are reused by every
-    # query band, so unfolding them once saves (query bands − 1) unfolds.
-    cache_keys = total_keys * d <= budget / 2
-    if cache_keys:
-        key_mat = torch.cat([normalised_patches(kp, 0, kp.shape[1] - 2, dtype) for kp in kpads])  # (K, D)
-        q_pos = max(1, int((budget - total_keys * d) / (d + total_keys + 2)))
-        key_rows = None
-    else:
-        key_mat = None
-        # Equal square-ish blocks: q_pos*D + k_pos*D + q_pos*k_pos ≤ budget.
-        side = max(1, int(-d + math.sqrt(d * d + budget)))
-        q_pos = side
-        key_rows = [_band_rows(side, k.shape[2]) for k in keys]
-    q_rows = _band_rows(q_pos, w)
-
-    best_val = torch.full((h * w,), -math.inf, dtype=torch.float32, device=q.device)
-    best_idx = torch.zeros(h * w, dtype=torch.long, device=q.device)
-    for y0 in range(0, h, q_rows):
-        y1 = min(h, y0 + q_rows)
-        qn = normalised_patches(qpad, y0, y1, dtype).t()  # (D, qc)
-        sl = slice(y0 * w, y1 * w)
-        if key_mat is not None:
-            val, arg = (key_mat @ qn).max(dim=0)  # relevance block (K, qc) → (qc,)
-            best_val[sl], best_idx[sl] = val.float(), arg
-            continue
-        bv, bi = best_val[sl], best_idx[sl]
-        offset = 0
-        for kp, rows in zip(kpads, key_rows):
-            hk, wk = kp.shape[1] - 2, kp.shape[2] - 2
-            for r0 in range(0, hk, rows):
-                r1 = min(hk, r0 + rows)
-                kn = normalised_patches(kp, r0, r1, dtype)  # (kc, D)
-                val, arg = (kn @ qn).max(dim=0)  # (kc, qc) → (qc,)
-                val = val.float()
-                better = val > bv  # strict: the first position wins ties, as a single max does
-                bv = torch.where(better, val, bv)
-                bi = torch.where(better, arg + offset + r0 * wk, bi)
-            offset += hk * wk
-        best_val[sl], best_idx[sl] = bv, bi
-    return best_idx, best_val
-
-
-def relevance_at(q: torch.Tensor, keys: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
-    """Relevance between each query patch and its chosen key patch, differentiable in q and keys.
-
-    q (C, h, w); keys: list of (C, Hk, Wk); index (h*w,) into the union → (h*w,). This is the soft
-    attention S of the paper: the maximum found by the search, recomputed with autograd so that
-    gradients reach the LTE exactly as through the authors' ``torch.max``.
-    """
-    c, h, w = q.shape
-    qpad = F.pad(q, (1, 1, 1, 1))
-    kpads = [F.pad(k, (1, 1, 1, 1)) for k in keys]
-    flat = torch.cat([kp.reshape(c, -1) for kp in kpads], dim=1)  # (C, Σ (Hk+2)(Wk+2))
-    ky, kx, base, wpad = _key_coords(keys, index)
-    dot = q.new_zeros(h * w)
-    qsq = q.new_zeros(h * w)
-    ksq = q.new_zeros(h * w)
-    for dy in range(3):
-        for dx in range(3):
-            qs = qpad[:, dy : dy + h, dx : dx + w].reshape(c, -1)  # (C, h*w)
-            ks = flat[:, base + (ky + dy) * wpad + (kx + dx)]  # (C, h*w)
-            dot = dot + (qs * ks).sum(0)
-            qsq = qsq + (qs * qs).sum(0)
-            ksq = ksq + (ks * ks).sum(0)
-    return dot / (qsq.sqrt().clamp_min(_EPS) * ksq.sqrt().clamp_min(_EPS))
-
-
-def split_index(index: torch.Tensor, shapes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Global index into the union of (H, W) grids (in list order, row-major) → (grid number, row, col)."""
-    sizes = torch.tensor([h * w for h, w in shapes], device=index.device)
-    ends = torch.cumsum(sizes, 0)
-    which = torch.searchsorted(ends, index, right=True)
-    local = index - (ends - sizes)[which]
-    widths = torch.tensor([w for _, w in shapes], device=index.device)[which]
-    return which, local // widths, local % widths
-
-
-def _key_coords(
-    keys: list[torch.Tensor], index: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Global key index → (row, col, flat offset of its padded map, padded width) per query."""
-    shapes = [(k.shape[1], k.shape[2]) for k in keys]
-    which, row, col = split_index(index, shapes)
-    pad_sizes = torch.tensor([(h + 2) * (w + 2) for h, w in shapes], device=index.device)
-    pad_starts = torch.cumsum(pad_sizes, 0) - pad_sizes
-    widths = torch.tensor([w for _, w in shapes], device=index.device)
-    return row, col, pad_starts[which], widths[which] + 2
 
 
 def texture_table(values: list[torch.Tensor], keys_shape: list[tuple[int, int]], scale: int) -> torch.Tensor:
@@ -225,8 +107,6 @@ def search_indices(q: torch.Tensor, keys: list[torch.Tensor], config: SearchConf
     """Hard attention index for one sample with the configured search mode."""
     if config.mode is SearchMode.EXACT:
         return exact_search(q, keys, config)[0]
-    from .fast_search import coarse_to_fine_search  # local: the fast path is optional machinery
-
     return coarse_to_fine_search(q, keys, config)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -255,24 +255,6 @@ def test_start_and_finish_run(session: Session) -> None:
     assert stored.ended_at >= stored.started_at
     with pytest.raises(ValueError, match="running"):
         queries.finish_run(session, stored, RunStatus.running)
-
-
-def test_mark_stale_runs_crashed(session: Session) -> None:
-    old = queries.start_run(session, RunKind.enhance, None, {}, {})
-    old.started_at = datetime.now(UTC) - timedelta(hours=3)
-    fresh = queries.start_run(session, RunKind.enhance, None, {}, {})
-    done = queries.start_run(session, RunKind.index, None, {}, {})
-    done.started_at = datetime.now(UTC) - timedelta(hours=3)
-    queries.finish_run(session, done, RunStatus.failed, error="disk full")
-    session.commit()
-
-    assert queries.mark_stale_runs_crashed(session, timedelta(hours=1)) == 1
-    session.commit()
-    assert (old.status, fresh.status, done.status) == (RunStatus.crashed, RunStatus.running, RunStatus.failed)
-    assert old.ended_at is not None and old.error
-    assert queries.mark_stale_runs_crashed(session, datetime.now(UTC) + timedelta(seconds=1)) == 1
-    with pytest.raises(ValueError, match="timezone"):
-        queries.mark_stale_runs_crashed(session, datetime(2024, 1, 1))
 
 
 def test_run_history_counts(session: Session) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from db.engine import init_db, make_session_factory
 from db.models import Enhancement, EnhancementStatus, Run, RunStatus
-from flows import runtime
 from flows.cli import build_parser, main
 from flows.settings import Settings
 
@@ -27,8 +28,12 @@ def _db(home: Path) -> str:
     return f"sqlite:///{home.resolve() / 'refsr.db'}"
 
 
+def _sessions(home: Path) -> sessionmaker[Session]:
+    return make_session_factory(init_db(_db(home)))
+
+
 def _succeeded(home: Path) -> list[tuple[int, str]]:
-    with runtime.database(_db(home))() as session:
+    with _sessions(home)() as session:
         rows = session.scalars(select(Enhancement).where(Enhancement.status == EnhancementStatus.succeeded))
         return sorted((r.target_photo_id, r.job_key) for r in rows)
 
@@ -152,7 +157,7 @@ def test_killed_run_leaves_nothing_half_done_and_the_next_run_resumes(make_album
                     tmp_path / "killed")
     assert killed.returncode == 137, killed.stderr[-2000:]
     assert len(_succeeded(home)) == 1  # the half-written record was never committed
-    with runtime.database(_db(home))() as session:
+    with _sessions(home)() as session:
         (run,) = session.scalars(select(Run).where(Run.kind == "enhance")).all()
         assert run.status is RunStatus.running  # nobody could close it
     out_dir = album / "enhanced"
@@ -163,7 +168,7 @@ def test_killed_run_leaves_nothing_half_done_and_the_next_run_resumes(make_album
     assert "marked crashed" in resumed.stdout
     done = _succeeded(home)
     assert len(done) == 3 and len({t for t, _ in done}) == 3  # each target once, none twice
-    with runtime.database(_db(home))() as session:
+    with _sessions(home)() as session:
         runs = session.scalars(select(Run).order_by(Run.id)).all()
         assert [r.status for r in runs] == [RunStatus.crashed, RunStatus.completed]
         assert runs[1].counts["cached"] == 1 and runs[1].counts["enhanced"] == 2
@@ -204,7 +209,7 @@ def test_sigterm_records_a_crashed_run_and_leaves_no_process_behind(make_album, 
         except ProcessLookupError:
             pass
     assert proc.returncode == 143 and "terminated" in err.read_text()
-    with runtime.database(_db(home))() as session:
+    with _sessions(home)() as session:
         (run,) = session.scalars(select(Run).where(Run.kind == "enhance")).all()
         assert run.status is RunStatus.crashed
 
@@ -227,7 +232,7 @@ def test_two_enhance_runs_at_once_do_not_corrupt_anything(make_album, tiny_model
     from pipeline.vector_index import VectorIndex
 
     assert len(VectorIndex.load(index_files[0])) == 3
-    with runtime.database(_db(home))() as session:
+    with _sessions(home)() as session:
         assert {r.status for r in session.scalars(select(Run))} == {RunStatus.completed}
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from db import queries
 from db.models import Enhancement, EnhancementReference, EnhancementStatus, Photo, Run, RunStatus
-from flows import runtime
+from flows.resources import resources_for
 from flows.enhancing import enhance_album
 from flows.indexing import index_album
 from tests.flows.conftest import add_pair
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("prefec
 
 
 def _enhancements(settings) -> list[Enhancement]:  # type: ignore[no-untyped-def]
-    with runtime.database(settings.database_url)() as session:
+    with resources_for(settings).sessions() as session:
         return list(session.scalars(select(Enhancement).order_by(Enhancement.id)))
 
 
@@ -37,7 +37,7 @@ def test_enhance_album_end_to_end(make_album, settings_for, other_tiny_model: Pa
     rows = _enhancements(settings)
     assert len(rows) == 3 and all(r.status is EnhancementStatus.succeeded for r in rows)
     assert {r.run_id for r in rows} == {first.run_id}
-    with runtime.database(settings.database_url)() as session:
+    with resources_for(settings).sessions() as session:
         assert session.scalar(select(func.count()).select_from(EnhancementReference)) == 3
         run = session.get(Run, first.run_id)
         assert run.status is RunStatus.completed and run.counts["enhanced"] == 3
@@ -75,7 +75,7 @@ def test_enhance_album_end_to_end(make_album, settings_for, other_tiny_model: Pa
     add_pair(album, "scene9", seed=999)
     third = enhance_album(str(album), settings)
     new_rows = _enhancements(settings)[3:]
-    with runtime.database(settings.database_url)() as session:
+    with resources_for(settings).sessions() as session:
         assert len(new_rows) == 1 and session.get(Photo, new_rows[0].target_photo_id).rel_path == "scene9/small/scene9.jpg"
     assert third.counts()["enhanced"] == 1 and third.counts()["cached"] == 3
 
@@ -86,7 +86,7 @@ def test_enhance_album_end_to_end(make_album, settings_for, other_tiny_model: Pa
     assert len(rows) == 8 and len({r.model_sha256 for r in rows}) == 2
 
     # The run history tells the story.
-    with runtime.database(settings.database_url)() as session:
+    with resources_for(settings).sessions() as session:
         history = queries.run_history(session)
     assert [h.succeeded for h in history[:4]] == [4, 1, 0, 3]
 
@@ -110,7 +110,7 @@ def test_a_failing_photo_is_recorded_and_the_run_goes_on(make_album, settings_fo
     assert summary.counts()["failed"] == 1 and summary.counts()["enhanced"] == 1
     failed = summary.failed[0]
     assert failed.rel_path == "scene0/small/scene0.jpg" and "IsADirectoryError" in failed.error
-    with runtime.database(settings.database_url)() as session:
+    with resources_for(settings).sessions() as session:
         run = session.get(Run, summary.run_id)
         assert run.status is RunStatus.completed and run.counts["failed"] == 1
         row = session.get(Enhancement, failed.enhancement_id)

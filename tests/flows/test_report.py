@@ -19,7 +19,8 @@ from db import queries
 from db.engine import init_db, make_session_factory
 from db.models import EnhancementStatus, PhotoRole, RunKind, RunStatus
 from flows import report
-from pipeline.images import sha256_file
+from pipeline.attention import AttentionMaps, save_attention
+from ttsr_core.files import sha256_file
 
 # Album names chosen to break naive HTML or URL building: markup (with a "/" that makes it a
 # folder), quotes, ampersand, "#", "?", "%", spaces and non-ASCII.
@@ -61,7 +62,7 @@ class GeneratedRun:
 
 def make_generated_run(tmp: Path) -> GeneratedRun:
     """A tmp SQLite database with one finished run over a generated album: four succeeded
-    targets (attention saved as .npy, .npz with hard attention, a damaged file, and none) and
+    targets (attention with hard attention, soft only, a damaged file, and none) and
     one failure. No model: outputs are bicubic upscales with added fine texture."""
     album_root = tmp / "album"
     db_file = tmp / "ws" / "refsr.db"
@@ -107,15 +108,14 @@ def make_generated_run(tmp: Path) -> GeneratedRun:
             soft = np.full((LR_SIZE[1], LR_SIZE[0]), 0.1, dtype=np.float32)
             soft[HOT[0] - 2 : HOT[0] + 3, HOT[1] - 2 : HOT[1] + 3] = 0.7
             soft[HOT] = 0.9
-            attention: Path | None = tmp / "attention" / f"{i}.npy"
+            attention: Path | None = tmp / "attention" / f"{i}.npz"
             attention.parent.mkdir(parents=True, exist_ok=True)
             if i == 0:
-                attention = attention.with_suffix(".npz")
                 hard = np.zeros(soft.shape, dtype=np.int64)
                 hard[HOT] = 7 * (320 // 4) + 11
-                np.savez(attention, soft=soft, hard=hard)
+                save_attention(attention, AttentionMaps(soft, hard))
             elif i == 1:
-                np.save(attention, soft)
+                save_attention(attention, AttentionMaps(soft))  # soft only: no reference crop
             elif i == 2:
                 attention.write_bytes(b"not a numpy file")
             else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,20 +15,22 @@ from sqlalchemy.exc import OperationalError
 
 from db import queries
 from db.models import Enhancement, EnhancementStatus, Photo, PhotoRole, Run, RunKind, RunStatus
-from flows import runtime
 from flows.common import is_transient, recover_crashed_runs, start_run
-from flows.enhancing import JobContext, Outcome, TargetOutcome, enhance_task
+from flows.enhancing import enhance_task
+from flows.faults import FAULT_ENV
+from flows.jobs import JobContext, Outcome, TargetOutcome
+from flows.resources import resources_for
 from flows.indexing import embed_task, scan_task, sync_index_task
 from flows.settings import AlbumConfig, ModelNotFoundError, Settings, index_file, scan_settings
 from pipeline import images
 from pipeline.enhance import plan_output_paths
+from ttsr_core import files
 from tests.flows.conftest import add_pair
 
 
 def _index(album: Path, settings: Settings) -> int:
     counts = scan_task.fn(str(album), settings)
-    factory = runtime.database(settings.database_url)
-    with factory() as session:
+    with resources_for(settings).sessions() as session:
         ids = [p.id for p in queries.photos(session, counts.album_id)]
     for pid in ids:
         assert embed_task.fn(pid, str(album), settings).error is None
@@ -35,14 +39,14 @@ def _index(album: Path, settings: Settings) -> int:
 
 def _job(album: Path, settings: Settings, album_id: int) -> JobContext:
     state = sync_index_task.fn(album_id, "fallback:v1", settings)
-    ckpt = runtime.model(settings.model_path, "cpu")
+    ckpt = resources_for(settings).model()
     return JobContext(album_root=str(album), album_id=album_id, run_id=None, out_dir=str(settings.output_dir(album)),
                       model_sha256=ckpt.sha256, model_name=ckpt.name, embedder_key="fallback:v1",
                       index_path=str(state.path), device="cpu", amp_dtype=None)
 
 
 def _targets(settings: Settings, album_id: int) -> list[Photo]:
-    with runtime.database(settings.database_url)() as session:
+    with resources_for(settings).sessions() as session:
         return queries.photos(session, album_id, role=PhotoRole.target)
 
 
@@ -67,7 +71,8 @@ def test_scan_task_records_roles_and_second_scan_reads_no_pixels(make_album, set
     def forbidden(*args, **kwargs):  # noqa: ANN002, ANN003
         raise AssertionError("an unchanged album must not be read")
 
-    for name in ("sha256_file", "read_header", "verify_decodable", "load_rgb"):
+    monkeypatch.setattr(files, "sha256_file", forbidden)
+    for name in ("read_header", "verify_decodable", "load_rgb"):
         monkeypatch.setattr(images, name, forbidden)
     second = scan_task.fn(str(album), settings)
     assert (second.new, second.changed, second.unchanged, second.gone) == (0, 0, 6, 0)
@@ -115,7 +120,7 @@ def test_enhance_task_enhances_then_reuses_then_forces(make_album, settings_for)
 
     forced = _enhance(target, job, settings.with_(force=True))
     assert forced.status is Outcome.ENHANCED and forced.enhancement_id != first.enhancement_id
-    with runtime.database(settings.database_url)() as session:
+    with resources_for(settings).sessions() as session:
         rows = queries.enhancements_for_target(session, target.id)
         assert [r.status for r in rows] == [EnhancementStatus.succeeded] * 2
         assert rows[0].job_key == rows[1].job_key  # --force: a new record beside the old one
@@ -157,7 +162,7 @@ def test_enhance_task_records_a_failure_with_its_reason(make_album, settings_for
     (album / target.rel_path).write_bytes(b"\xff\xd8\xff\xe0 truncated")
     outcome = _enhance(target, job, settings)
     assert outcome.status is Outcome.FAILED and "UnreadableImageError" in outcome.error
-    with runtime.database(settings.database_url)() as session:
+    with resources_for(settings).sessions() as session:
         row = session.scalars(select(Enhancement)).one()
         assert row.status is EnhancementStatus.failed and "unreadable" in row.error
         assert row.output_path is None
@@ -185,7 +190,7 @@ def test_transient_errors_are_told_apart() -> None:
 
 def test_recovery_marks_dead_runs_crashed_and_leaves_live_ones(tmp_path: Path, settings_for) -> None:
     settings = settings_for()
-    factory = runtime.database(settings.database_url)
+    factory = resources_for(settings).sessions
     live = start_run(factory, RunKind.enhance, None, settings, {})  # this very process
     dead = start_run(factory, RunKind.enhance, None, settings, {})
     with factory.begin() as session:
@@ -231,12 +236,22 @@ def test_album_config_and_output_folder_exclusion(tmp_path: Path, tiny_model: Pa
         AlbumConfig.read(album)
 
 
-def test_fault_point_is_inert_without_its_variable(monkeypatch) -> None:
-    monkeypatch.delenv(runtime.FAULT_ENV, raising=False)
-    runtime.fault_point("record")  # returns
-    monkeypatch.setenv(runtime.FAULT_ENV, "other:1")
-    runtime.fault_point("record")  # another phase: returns
-    assert os.getpid() > 0
+def test_fault_point_kills_the_process_at_the_nth_call_of_its_phase_only(tmp_path: Path) -> None:
+    probe = ("from flows.faults import fault_point\n"
+             "for phase in ('other', 'record', 'other', 'record', 'record'):\n"
+             "    fault_point(phase)\n"
+             "    print(phase, flush=True)\n")
+
+    def run(spec: str | None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != FAULT_ENV} | ({FAULT_ENV: spec} if spec else {})
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+
+    inert = run(None)
+    assert inert.returncode == 0 and inert.stdout.split() == ["other", "record", "other", "record", "record"]
+    killed = run("record:2")  # dies at the second "record", before printing it
+    assert killed.returncode == 137 and killed.stdout.split() == ["other", "record", "other"]
+    assert run("scan:1").returncode == 0  # a phase never reached changes nothing
 
 
 def test_served_deployment_carries_settings_as_json_and_validates_back(tmp_path: Path, tiny_model: Path) -> None:

@@ -9,20 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.embedders import (
-    ClipEmbedder,
-    ClipSettings,
-    ClipWeightsNotFound,
-    ColorHistogramEmbedder,
-    EmbedderKind,
-    EmbedderSettings,
-    FallbackEmbedder,
-    make_embedder,
-    weights_sha256,
-)
+from pipeline.clip_embedder import ClipEmbedder, ClipSettings, ClipWeightsNotFound, weights_sha256
+from pipeline.embedder_base import Embedder
+from pipeline.embedders import EMBEDDERS, EmbedderKind, EmbedderSettings, make_embedder
+from pipeline.fallback_embedder import ColorHistogramEmbedder, FallbackEmbedder
 
 TINY = "refsr-tiny-vit"
-NO_WEIGHTS_ENV: dict[str, str] = {}  # an empty environment: $REFSR_CLIP_WEIGHTS unset
 
 
 def scene(seed: int, h: int = 120, w: int = 160) -> np.ndarray:
@@ -79,7 +71,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_clip(tiny_weights: Path) -> ClipEmbedder:
     return ClipEmbedder(ClipSettings(model_name=TINY, pretrained="random", weights=tiny_weights,
-                                     batch_size=2, device="cpu"), env=NO_WEIGHTS_ENV)
+                                     batch_size=2, device="cpu"))
 
 
 def test_clip_key_names_model_and_weights_hash(tiny_clip: ClipEmbedder, tiny_weights: Path) -> None:
@@ -97,22 +89,22 @@ def test_clip_outputs_unit_rows_batch_consistent_and_distinct(tiny_clip: ClipEmb
     assert np.abs(batch[0] - batch[1]).max() > 1e-3
 
 
-def test_clip_weights_from_directory_and_env(tiny_weights: Path, tmp_path: Path) -> None:
+def test_clip_weights_from_a_directory_or_a_file(tiny_weights: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "open_clip_model.safetensors").write_bytes(tiny_weights.read_bytes())
-    by_dir = ClipEmbedder(ClipSettings(model_name=TINY, pretrained="random", weights=tmp_path, device="cpu"),
-                          env=NO_WEIGHTS_ENV)
-    by_env = ClipEmbedder(ClipSettings(model_name=TINY, pretrained="random", device="cpu"),
-                          env={"REFSR_CLIP_WEIGHTS": str(tiny_weights)})
-    assert by_dir.key == by_env.key  # same bytes, same identity
-    np.testing.assert_allclose(by_dir.embed([scene(4)]), by_env.embed([scene(4)]), atol=1e-6)
+    # The environment reaches the embedder only through settings built at the entry point.
+    monkeypatch.setenv("REFSR_CLIP_WEIGHTS", str(tmp_path / "nowhere"))
+    by_dir = ClipEmbedder(ClipSettings(model_name=TINY, pretrained="random", weights=tmp_path, device="cpu"))
+    by_file = ClipEmbedder(ClipSettings(model_name=TINY, pretrained="random", weights=tiny_weights, device="cpu"))
+    assert by_dir.key == by_file.key  # same bytes, same identity
+    np.testing.assert_allclose(by_dir.embed([scene(4)]), by_file.embed([scene(4)]), atol=1e-6)
 
 
 def test_clip_without_weights_names_what_was_looked_for(tmp_path: Path) -> None:
     with pytest.raises(ClipWeightsNotFound, match="REFSR_CLIP_WEIGHTS"):
-        make_embedder(EmbedderKind.CLIP, EmbedderSettings(clip=ClipSettings(pretrained="no-such-tag")),
-                      env=NO_WEIGHTS_ENV)
+        make_embedder(EmbedderKind.CLIP, EmbedderSettings(clip=ClipSettings(pretrained="no-such-tag")))
     with pytest.raises(ClipWeightsNotFound, match="open_clip_model.safetensors"):
-        ClipEmbedder(ClipSettings(weights=tmp_path), env=NO_WEIGHTS_ENV)  # empty directory
+        ClipEmbedder(ClipSettings(weights=tmp_path))  # empty directory
 
 
 def test_auto_falls_back_with_exactly_one_warning(caplog: pytest.LogCaptureFixture, tmp_path: Path,
@@ -120,7 +112,7 @@ def test_auto_falls_back_with_exactly_one_warning(caplog: pytest.LogCaptureFixtu
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty hub cache, wherever the real one is
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
     with caplog.at_level(logging.WARNING, logger="pipeline.embedders"):
-        emb = make_embedder(EmbedderKind.AUTO, EmbedderSettings(), env=NO_WEIGHTS_ENV)
+        emb = make_embedder(EmbedderKind.AUTO, EmbedderSettings())
     assert isinstance(emb, FallbackEmbedder)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
@@ -130,10 +122,13 @@ def test_auto_falls_back_with_exactly_one_warning(caplog: pytest.LogCaptureFixtu
 def test_auto_uses_clip_when_weights_are_at_hand(tiny_weights: Path) -> None:
     settings = EmbedderSettings(clip=ClipSettings(model_name=TINY, pretrained="random", weights=tiny_weights,
                                                   device="cpu"))
-    assert isinstance(make_embedder(EmbedderKind.AUTO, settings, env=NO_WEIGHTS_ENV), ClipEmbedder)
+    assert isinstance(make_embedder(EmbedderKind.AUTO, settings), ClipEmbedder)
 
 
-def test_make_embedder_rejects_strings() -> None:
+def test_every_kind_has_a_factory_and_strings_are_rejected() -> None:
+    assert set(EMBEDDERS) == set(EmbedderKind)
+    built = make_embedder(EmbedderKind.FALLBACK)
+    assert isinstance(built, FallbackEmbedder) and isinstance(built, Embedder)
     with pytest.raises(TypeError, match="'fallback'"):
         make_embedder("fallback")  # type: ignore[arg-type]
 

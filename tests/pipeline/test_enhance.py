@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
+from pipeline.attention import attention_path_for, load_attention
 from pipeline.enhance import (
     EnhanceParams,
-    attention_path_for,
     enhance_photo,
     fit_reference,
     job_key,
@@ -65,10 +65,9 @@ def test_enhance_photo_writes_x4_with_exif_orientation_normalised_and_icc(model:
     assert (result.width, result.height, result.format) == (96, 128, "JPEG")
     assert result.output_path == out and len(result.output_sha256) == 64
     assert set(result.timings) == {"load_s", "sr_s", "save_s"}
-    with np.load(att) as maps:
-        assert maps["soft"].shape == (32, 24) and maps["soft"].dtype == np.float16
-        assert maps["hard"].shape == (32, 24)
-        assert maps["ref_grids"].tolist() == [[16, 20]]
+    maps = load_attention(att)
+    assert maps.soft.shape == (32, 24) and maps.hard is not None and maps.hard.shape == (32, 24)
+    assert maps.ref_grids == ((16, 20),)
     assert not list(out.parent.glob(".*.tmp"))  # no temp file left behind
 
 
@@ -187,8 +186,8 @@ def test_large_targets_are_tiled_by_ttsr_core(model: TTSR, photos, tmp_path: Pat
     assert (seen["tile"], seen["tile_overlap"]) == (16, 4)
     rgb, _ = load_rgb(tmp_path / "tiled.png")
     assert rgb.shape == (128, 96, 3)
-    with np.load(att) as maps:
-        assert maps["soft"].shape == maps["hard"].shape == (32, 24)
+    maps = load_attention(att)
+    assert maps.hard is not None and maps.soft.shape == maps.hard.shape == (32, 24)
     seen.clear()
     enhance_photo(model, target, [ref], tmp_path / "whole.png", EnhanceParams(search=EXACT, tile=64))
     assert "tile" not in seen  # small enough for one pass

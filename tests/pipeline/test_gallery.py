@@ -1,4 +1,4 @@
-"""pipeline.gallery: peak finding, the gain proxy, attention files, caching, escaping and the page."""
+"""pipeline.gallery: peak finding, heat overlays, attention files, caching, escaping and the page."""
 
 from __future__ import annotations
 
@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import gallery
-from pipeline.gallery import AttentionMaps, CardStatus, GalleryCard, GalleryReference, GallerySettings
+from pipeline.attention import AttentionMaps, load_attention, save_attention
+from pipeline.gallery.assets import ensure_bicubic
+from pipeline.gallery.cards import GalleryCard, GalleryReference, GallerySettings
+from pipeline.gallery.heat import heat_colours, heat_overlay, peak_region
+from pipeline.gallery.page import file_href
+from pipeline.gallery.render import render_gallery
+from pipeline.vocabulary import EnhancementStatus
 
 LR_W, LR_H = 40, 30
 MARK = (255, 0, 255)
@@ -72,7 +77,7 @@ def _card(album: dict[str, Path], **overrides: object) -> GalleryCard:
     fields: dict[str, object] = {
         "key": "c1",
         "title": album["lr"].name,
-        "status": CardStatus.succeeded,
+        "status": EnhancementStatus.succeeded,
         "target_path": album["lr"],
         "enhanced_path": album["enhanced"],
         "references": (GalleryReference("refs/ref.png", album["ref"], 0, 0.8, 0.55),),
@@ -106,78 +111,58 @@ def test_peak_region_matches_brute_force_and_ignores_a_lone_spike() -> None:
                 best, where = mean, (top, left)
     box = soft[where[0] : where[0] + window, where[1] : where[1] + window]
     r, c = np.unravel_index(int(np.argmax(box)), box.shape)
-    assert gallery.peak_region(soft, window) == (where[0] + r, where[1] + c)
-    assert 12 <= gallery.peak_region(soft, window)[0] < 17
+    assert peak_region(soft, window) == (where[0] + r, where[1] + c)
+    assert 12 <= peak_region(soft, window)[0] < 17
     # A window bigger than the map is the whole map: the global max.
-    assert gallery.peak_region(soft, 100) == (2, 2)
+    assert peak_region(soft, 100) == (2, 2)
     with pytest.raises(ValueError, match=r"\(0, 4\)"):
-        gallery.peak_region(np.zeros((0, 4)), 3)
-
-
-def test_detail_gain_is_zero_for_bicubic_positive_for_detail_negative_for_blur() -> None:
-    rng = np.random.default_rng(1)
-    lr = _noise(rng, 24, 18)
-    bicubic = gallery.resize_rgb(lr, 96, 72)
-    same = gallery.detail_gain(lr, bicubic)
-    assert same.detail_db == pytest.approx(0.0, abs=1e-6)
-    assert same.lr_psnr_db == same.bicubic_lr_psnr_db
-    detailed = np.clip(bicubic.astype(np.int16) + rng.integers(-30, 31, bicubic.shape), 0, 255).astype(
-        np.uint8
-    )
-    assert gallery.detail_gain(lr, detailed).detail_db > 3.0
-    blurred = gallery.resize_rgb(gallery.resize_rgb(lr, 12, 9), 96, 72)
-    worse = gallery.detail_gain(lr, blurred)
-    assert worse.detail_db < -3.0
-    assert worse.lr_psnr_db < same.lr_psnr_db
-    with pytest.raises(ValueError, match="same shape"):
-        gallery.detail_gain(lr, bicubic, bicubic[:-1])
+        peak_region(np.zeros((0, 4)), 3)
 
 
 def test_heat_colours_and_overlay() -> None:
-    colours = gallery.heat_colours(np.array([0.0, 1.0, 2.0, -1.0]))
+    colours = heat_colours(np.array([0.0, 1.0, 2.0, -1.0]))
     assert colours.tolist() == [[0, 0, 4], [252, 255, 164], [252, 255, 164], [0, 0, 4]]
     base = np.full((30, 40, 3), 128, dtype=np.uint8)
-    blended, lo, hi = gallery.heat_overlay(base, _soft())
+    blended, lo, hi = heat_overlay(base, _soft())
     assert blended.shape == (30, 40, 3) and blended.dtype == np.uint8
     assert (lo, hi) == (pytest.approx(0.2), pytest.approx(0.95))
     # Hot is brighter than cold on the same grey base.
     assert blended[20, 30].sum() > blended[0, 0].sum()
-    flat, lo, hi = gallery.heat_overlay(base, np.ones((3, 4), dtype=np.float32))
+    flat, lo, hi = heat_overlay(base, np.ones((3, 4), dtype=np.float32))
     assert lo == hi == 1.0 and flat.shape == base.shape
 
 
 # ---------------------------------------------------------------- attention files and validation
 
 
-def test_load_attention_npy_npz_and_bad_files(tmp_path: Path) -> None:
-    soft = _soft()
-    np.save(tmp_path / "a.npy", soft)
-    maps = gallery.load_attention(tmp_path / "a.npy")
-    assert maps.hard is None and np.array_equal(maps.soft, soft)
+def test_attention_files_round_trip_and_bad_files_are_refused(tmp_path: Path) -> None:
+    maps = AttentionMaps(_soft(), _hard(5), ref_grids=((4, 5), (2, 3)))
+    loaded = load_attention(save_attention(tmp_path / "a.npz", maps))
+    assert np.array_equal(loaded.soft, maps.soft.astype(np.float16).astype(np.float32))
+    assert loaded.hard is not None and np.array_equal(loaded.hard, maps.hard) and loaded.hard[20, 30] == 5
+    assert loaded.ref_grids == ((4, 5), (2, 3))
+    soft_only = load_attention(save_attention(tmp_path / "b.npz", AttentionMaps(_soft())))
+    assert soft_only.hard is None and soft_only.ref_grids is None
 
-    np.savez(
-        tmp_path / "b.npz", soft_attention=soft, hard_attention=_hard(5).ravel(), ref_grids=np.array([[4, 5]])
-    )
-    maps = gallery.load_attention(tmp_path / "b.npz")
-    assert maps.hard is not None and maps.hard.shape == soft.shape and maps.hard[20, 30] == 5
-    assert maps.ref_grids == ((4, 5),)
-
-    np.savez(tmp_path / "c.npz", other=soft)
+    np.savez(tmp_path / "c.npz", other=_soft())
     with pytest.raises(ValueError, match="no 'soft' array"):
-        gallery.load_attention(tmp_path / "c.npz")
+        load_attention(tmp_path / "c.npz")
     np.save(tmp_path / "d.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError):
-        gallery.load_attention(tmp_path / "d.npy")  # never unpickles
-    np.save(tmp_path / "e.npy", np.zeros(5))
+        load_attention(tmp_path / "d.npy")  # never unpickles
+    np.save(tmp_path / "e.npy", _soft())
+    with pytest.raises(ValueError, match="not an attention archive"):
+        load_attention(tmp_path / "e.npy")  # a bare map is not what enhance writes
+    np.savez(tmp_path / "f.npz", soft=np.zeros(5))
     with pytest.raises(ValueError, match=r"\(h, w\)"):
-        gallery.load_attention(tmp_path / "e.npy")
+        load_attention(tmp_path / "f.npz")
     with pytest.raises(FileNotFoundError):
-        gallery.load_attention(tmp_path / "missing.npy")
+        load_attention(tmp_path / "missing.npz")
 
 
 def test_validation_names_the_bad_value(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'bad key!'"):
-        GalleryCard(key="bad key!", title="t", status=CardStatus.failed, target_path=None)
+        GalleryCard(key="bad key!", title="t", status=EnhancementStatus.failed, target_path=None)
     with pytest.raises(ValueError, match="'exploded'"):
         GalleryCard(key="k", title="t", status="exploded", target_path=None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="int"):
@@ -189,14 +174,14 @@ def test_validation_names_the_bad_value(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="0"):
         GallerySettings(crop_side=0)
     card = GalleryCard(key="k", title="t", status="failed", target_path=str(tmp_path / "x.png"))
-    assert card.status is CardStatus.failed and isinstance(card.target_path, Path)
+    assert card.status is EnhancementStatus.failed and isinstance(card.target_path, Path)
     with pytest.raises(ValueError, match=r"\['k'\]"):
-        gallery.render_gallery([card, card], tmp_path / "out")
+        render_gallery([card, card], tmp_path / "out")
 
 
 def test_file_href_quotes_everything_that_would_break_a_url(tmp_path: Path) -> None:
     target = tmp_path / "album" / "a #1?%<x>.jpg"
-    href = gallery.file_href(target, tmp_path / "gallery")
+    href = file_href(target, tmp_path / "gallery")
     assert href == "../album/a%20%231%3F%25%3Cx%3E.jpg"
     assert unquote(href) == "../album/a #1?%<x>.jpg"
 
@@ -207,7 +192,7 @@ def test_file_href_quotes_everything_that_would_break_a_url(tmp_path: Path) -> N
 def test_page_escapes_album_strings_and_has_no_remote_urls(album: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     nasty = "<script>alert(1)</script>.jpg"
-    index = gallery.render_gallery(
+    index = render_gallery(
         [
             _card(album, title=nasty),
             _card(
@@ -236,7 +221,7 @@ def test_page_escapes_album_strings_and_has_no_remote_urls(album: dict[str, Path
 
 def test_every_image_is_lazy_sized_and_local(album: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    page = gallery.render_gallery([_card(album)], out).read_text(encoding="utf-8")
+    page = render_gallery([_card(album)], out).read_text(encoding="utf-8")
     tags = re.findall(r"<img [^>]*>", page)
     assert len(tags) == 9  # input, bicubic, enhanced, reference, heat + 4 crops
     for tag in tags:
@@ -247,20 +232,20 @@ def test_every_image_is_lazy_sized_and_local(album: dict[str, Path], tmp_path: P
     # Full resolution is linked to the album, not copied into the gallery.
     hrefs = {html.unescape(h) for h in re.findall(r'<a href="([^"#][^"]*)"', page)}
     for source in (album["lr"], album["enhanced"], album["ref"]):
-        assert gallery.file_href(source, out) in hrefs
+        assert file_href(source, out) in hrefs
     assert not list(out.rglob("out.png")) and not list(out.rglob("ref.png"))
 
 
 def test_thumbnails_are_small_and_never_upscaled(album: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    gallery.render_gallery([_card(album)], out, settings=GallerySettings(thumb_side=64))
+    render_gallery([_card(album)], out, settings=GallerySettings(thumb_side=64))
     sizes = {}
     for thumb in (out / "assets" / "thumbs").iterdir():
         with Image.open(thumb) as im:
             assert im.format == "JPEG"
             sizes[thumb] = im.size
     assert sorted(sizes.values()) == [(40, 30), (64, 48), (64, 51)]  # LR kept; 160×120 and 200×160 shrunk
-    gallery.render_gallery([_card(album)], tmp_path / "webp", settings=GallerySettings(thumb_format="WEBP"))
+    render_gallery([_card(album)], tmp_path / "webp", settings=GallerySettings(thumb_format="WEBP"))
     assert all(p.suffix == ".webp" for p in (tmp_path / "webp" / "assets" / "thumbs").iterdir())
 
 
@@ -268,7 +253,7 @@ def test_crops_are_centred_on_the_attention_peak_and_the_hard_attention_source(
     album: dict[str, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    page = gallery.render_gallery([_card(album)], out, settings=GallerySettings(crop_side=32)).read_text(
+    page = render_gallery([_card(album)], out, settings=GallerySettings(crop_side=32)).read_text(
         "utf-8"
     )
     card_dir = _card_dir(out)
@@ -289,7 +274,7 @@ def test_reference_crop_follows_a_resized_reference(album: dict[str, Path], tmp_
     ref[32:40, 48:56] = (0, 255, 0)
     _save(album["ref"], ref)
     card = _card(album, attention=AttentionMaps(_soft(), _hard(4 * 25 + 6), ref_grids=((20, 25),)))
-    gallery.render_gallery([card], tmp_path / "out", settings=GallerySettings(crop_side=32))
+    render_gallery([card], tmp_path / "out", settings=GallerySettings(crop_side=32))
     crop = _card_dir(tmp_path / "out") / "crop-reference.png"
     with Image.open(crop) as im:
         assert im.size == (32, 32)  # 64×64 of the file, shown at the model's scale
@@ -299,7 +284,7 @@ def test_reference_crop_follows_a_resized_reference(album: dict[str, Path], tmp_
 def test_hard_index_out_of_range_or_missing_attention_degrade_with_a_note(
     album: dict[str, Path], tmp_path: Path
 ) -> None:
-    page = gallery.render_gallery(
+    page = render_gallery(
         [
             _card(album, key="a", attention=AttentionMaps(_soft(), _hard(10**6))),
             _card(album, key="b", attention=tmp_path / "nope.npy"),
@@ -316,12 +301,12 @@ def test_hard_index_out_of_range_or_missing_attention_degrade_with_a_note(
 def test_cache_reuses_unchanged_and_rebuilds_changed_sources(album: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     calls: list[tuple[int, int]] = []
-    gallery.render_gallery([_card(album)], out, progress=lambda done, total: calls.append((done, total)))
+    render_gallery([_card(album)], out, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 1)]
     foreign = out / "assets" / "thumbs" / "keep-me.txt"
     foreign.write_text("not ours")
     files = {p: p.stat().st_mtime_ns for p in (out / "assets").rglob("*") if p.is_file() and p != foreign}
-    gallery.render_gallery([_card(album)], out)
+    render_gallery([_card(album)], out)
     assert {p: p.stat().st_mtime_ns for p in files} == files
 
     old_dir = _card_dir(out)
@@ -329,7 +314,7 @@ def test_cache_reuses_unchanged_and_rebuilds_changed_sources(album: dict[str, Pa
     rgb[0:4, 0:4] = 0
     _save(album["enhanced"], rgb)
     os.utime(album["enhanced"], ns=(1, 1_000_000_000))  # a different mtime even on coarse clocks
-    gallery.render_gallery([_card(album)], out)
+    render_gallery([_card(album)], out)
     assert not old_dir.exists()  # pruned
     assert _card_dir(out) != old_dir
     assert len(list((out / "assets" / "thumbs").glob("*.jpg"))) == 3  # the stale enhanced thumb is gone
@@ -337,7 +322,7 @@ def test_cache_reuses_unchanged_and_rebuilds_changed_sources(album: dict[str, Pa
 
 
 def test_csp_pins_the_inline_script_and_style(album: dict[str, Path], tmp_path: Path) -> None:
-    page = html.unescape(gallery.render_gallery([_card(album)], tmp_path / "out").read_text("utf-8"))
+    page = html.unescape(render_gallery([_card(album)], tmp_path / "out").read_text("utf-8"))
     csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     script = re.search(r"<script>(.*?)</script>", page, re.S).group(1)  # type: ignore[union-attr]
     style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)  # type: ignore[union-attr]
@@ -352,20 +337,20 @@ def test_csp_pins_the_inline_script_and_style(album: dict[str, Path], tmp_path: 
 
 def test_failed_card_and_empty_gallery(album: dict[str, Path], tmp_path: Path) -> None:
     failed = _card(album, status="failed", enhanced_path=None, attention=None, error="x" * 5000)
-    page = gallery.render_gallery([failed], tmp_path / "out").read_text("utf-8")
+    page = render_gallery([failed], tmp_path / "out").read_text("utf-8")
     assert 'data-status="failed"' in page and 'data-rank="0"' in page
     assert "crop-enhanced" not in page and "(cut; the database keeps the full text)" in page
-    empty = gallery.render_gallery([], tmp_path / "empty").read_text("utf-8")
+    empty = render_gallery([], tmp_path / "empty").read_text("utf-8")
     assert "No enhancements to show." in empty
 
 
 def test_ensure_bicubic_caches_by_source(album: dict[str, Path], tmp_path: Path) -> None:
-    first = gallery.ensure_bicubic(album["lr"], tmp_path / "b")
+    first = ensure_bicubic(album["lr"], tmp_path / "b")
     with Image.open(first) as im:
         assert im.size == (LR_W * 4, LR_H * 4) and im.format == "JPEG"
     mtime = first.stat().st_mtime_ns
-    assert gallery.ensure_bicubic(album["lr"], tmp_path / "b") == first and first.stat().st_mtime_ns == mtime
-    other = gallery.ensure_bicubic(album["lr"], tmp_path / "b", size=(100, 70))
+    assert ensure_bicubic(album["lr"], tmp_path / "b") == first and first.stat().st_mtime_ns == mtime
+    other = ensure_bicubic(album["lr"], tmp_path / "b", size=(100, 70))
     assert other != first
     with pytest.raises(ValueError, match=r"\(0, 5\)"):
-        gallery.ensure_bicubic(album["lr"], tmp_path / "b", size=(0, 5))
+        ensure_bicubic(album["lr"], tmp_path / "b", size=(0, 5))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from pipeline import images
-from pipeline.images import ImageMeta, UnreadableImageError, load_rgb, read_header, save_atomic, sha256_file
+from pipeline.images import ImageMeta, UnreadableImageError, load_rgb, read_header, save_atomic, shrink
 
 
 def _exif_orientation(path: Path) -> int | None:
@@ -305,18 +304,15 @@ def test_missing_file_is_not_an_image_error(tmp_path):
         load_rgb(tmp_path / "nope.jpg")
 
 
-# --- hashing & meta ------------------------------------------------------------------------------
+# --- shrinking & meta ------------------------------------------------------------------------------
 
 
-def test_sha256_file_streams_in_chunks(tmp_path, rng):
-    data = rng.integers(0, 256, 10_000, dtype=np.uint8).tobytes()
-    path = tmp_path / "blob.bin"
-    path.write_bytes(data)
-    expected = hashlib.sha256(data).hexdigest()
-    assert sha256_file(path) == expected
-    assert sha256_file(path, chunk=7) == expected
-    with pytest.raises(ValueError, match="chunk"):
-        sha256_file(path, chunk=0)
+def test_shrink_caps_the_long_side_and_never_enlarges(rng):
+    rgb = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    assert shrink(rgb, 100).shape == (75, 100, 3)
+    assert shrink(rgb, 100, Image.Resampling.BOX, 2.0).shape == (75, 100, 3)
+    assert shrink(rgb, 400) is rgb and shrink(rgb, 1000) is rgb
+    assert shrink(rgb[:1, :], 10).shape == (1, 10, 3)  # a side never rounds to zero
 
 
 def test_image_meta_validates():

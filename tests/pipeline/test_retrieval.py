@@ -93,13 +93,13 @@ def test_texture_relevance_equals_the_full_matrix_oracle_in_exact_mode(model: TT
 
 def test_texture_relevance_works_at_a_small_scale_and_never_enlarges(model: TTSR, monkeypatch) -> None:
     seen: list[tuple[int, ...]] = []
-    real = retrieval._relevance_features
+    real = retrieval.prepare_reference
 
-    def spy(m, image, dev):  # type: ignore[no-untyped-def]
+    def spy(image, name):  # type: ignore[no-untyped-def]
         seen.append(image.shape)
-        return real(m, image, dev)
+        return real(image, name)
 
-    monkeypatch.setattr(retrieval, "_relevance_features", spy)
+    monkeypatch.setattr(retrieval, "prepare_reference", spy)
     rng = np.random.default_rng(4)
     target = rng.integers(0, 256, size=(90, 120, 3), dtype=np.uint8)
     big = rng.integers(0, 256, size=(300, 400, 3), dtype=np.uint8)
@@ -110,6 +110,16 @@ def test_texture_relevance_works_at_a_small_scale_and_never_enlarges(model: TTSR
     assert seen[1] == (40, 52, 3)  # never enlarged
     assert got[2] == -1.0  # smaller than one texture patch
     assert all(-1.0 <= v <= 1.0 + 1e-6 for v in got)
+
+
+def test_texture_relevance_leaves_the_callers_model_as_it_was() -> None:
+    torch.manual_seed(1)
+    model = TTSR(TTSRConfig(num_feat=4, num_block=(1, 1, 1, 1), lte_channels=(4, 4, 8))).train()
+    weight = model.LTE.slice1[0].weight
+    rng = np.random.default_rng(5)
+    texture_relevance(model, rng.integers(0, 256, (20, 28, 3), dtype=np.uint8),
+                      [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)])
+    assert model.training and not weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_rank_references_orders_by_relevance_then_cosine(model: TTSR, monkeypatch) -> None:
@@ -136,4 +146,7 @@ def test_settings_reject_bad_values_naming_them() -> None:
         RetrievalSettings(top_k=0)
     with pytest.raises(ValueError, match="target_side.*4"):
         RerankSettings(target_side=4)
-    assert RerankSettings().fingerprint()["search_mode"] in {"fast", "exact"}
+    # What changes the scores changes the cache key; the default is the fast search.
+    assert RerankSettings().fingerprint()["search_mode"] == "fast"
+    exact = RerankSettings(search=SearchConfig(mode=SearchMode.EXACT)).fingerprint()
+    assert exact != RerankSettings().fingerprint() and exact["search_mode"] == "exact"

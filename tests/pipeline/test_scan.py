@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from pipeline import images, scan
-from pipeline.scan import KnownPhoto, PhotoRole, ScanResult, ScanSettings, ScanStatus, classify, scan_album
+from pipeline.scan import KnownPhoto, ScanResult, ScanSettings, ScanStatus, classify, scan_album
+from pipeline.vocabulary import PhotoRole
+from ttsr_core import files
 
 TARGET_DIR = "2019/holiday trip"
 UNICODE_DIR = "Ünïcødé 照片/nested deeper"
@@ -75,14 +77,14 @@ def test_first_scan_finds_new_and_unreadable(album):
     }
     assert calls == [(i, 8) for i in range(9)]
 
-    assert entries[f"{TARGET_DIR}/beach small.jpg"].role is PhotoRole.TARGET
-    assert entries[f"{TARGET_DIR}/edge target.jpg"].role is PhotoRole.TARGET
-    assert entries["middle.png"].role is PhotoRole.NEITHER
+    assert entries[f"{TARGET_DIR}/beach small.jpg"].role is PhotoRole.target
+    assert entries[f"{TARGET_DIR}/edge target.jpg"].role is PhotoRole.target
+    assert entries["middle.png"].role is PhotoRole.neither
     ref = entries[f"{UNICODE_DIR}/große Referenz.jpg"]
-    assert ref.role is PhotoRole.REFERENCE and ref.path == album / UNICODE_DIR / "große Referenz.jpg"
-    assert ref.sha256 == images.sha256_file(ref.path) and ref.format == "JPEG"
+    assert ref.role is PhotoRole.reference and ref.path == album / UNICODE_DIR / "große Referenz.jpg"
+    assert ref.sha256 == files.sha256_file(ref.path) and ref.format == "JPEG"
     rotated = entries["rotated ref.jpg"]
-    assert (rotated.width, rotated.height, rotated.role) == (1000, 1700, PhotoRole.REFERENCE)
+    assert (rotated.width, rotated.height, rotated.role) == (1000, 1700, PhotoRole.reference)
 
     assert "empty file" in entries["broken/empty.jpg"].error
     assert "not a recognised image" in entries["broken/letter.jpg"].error
@@ -97,7 +99,7 @@ def test_unchanged_rescan_opens_and_hashes_nothing(album, monkeypatch):
     def forbidden(*args, **kwargs):  # noqa: ANN002, ANN003
         raise AssertionError(f"unchanged rescan touched file contents: {args!r}")
 
-    monkeypatch.setattr(images, "sha256_file", forbidden)
+    monkeypatch.setattr(files, "sha256_file", forbidden)
     monkeypatch.setattr(images, "read_header", forbidden)
     monkeypatch.setattr(images, "verify_decodable", forbidden)
     monkeypatch.setattr(Image, "open", forbidden)
@@ -107,7 +109,7 @@ def test_unchanged_rescan_opens_and_hashes_nothing(album, monkeypatch):
     assert summary[ScanStatus.UNCHANGED] == 5 and summary[ScanStatus.UNREADABLE] == 3
     assert sum(summary.values()) == 8
     entries = _by_path(result)
-    assert entries["rotated ref.jpg"].role is PhotoRole.REFERENCE
+    assert entries["rotated ref.jpg"].role is PhotoRole.reference
     assert not any(e.stat_changed for e in result.entries)
 
 
@@ -160,23 +162,23 @@ def test_pixel_limit_marks_bomb_unreadable_and_scan_goes_on(tmp_path, photo, bom
 
 def test_settings_override_reclassifies_without_reading(album, monkeypatch):
     known = _known_from(scan_album(album, {}, ScanSettings()))
-    monkeypatch.setattr(images, "sha256_file", lambda *a, **k: pytest.fail("hashed"))
+    monkeypatch.setattr(files, "sha256_file", lambda *a, **k: pytest.fail("hashed"))
     result = scan_album(album, known, ScanSettings(min_ref_side=1200, max_target_side=800))
     entries = _by_path(result)
-    assert entries["middle.png"].role is PhotoRole.REFERENCE
-    assert entries[f"{TARGET_DIR}/beach small.jpg"].role is PhotoRole.TARGET
-    assert entries[f"{TARGET_DIR}/edge target.jpg"].role is PhotoRole.NEITHER
+    assert entries["middle.png"].role is PhotoRole.reference
+    assert entries[f"{TARGET_DIR}/beach small.jpg"].role is PhotoRole.target
+    assert entries[f"{TARGET_DIR}/edge target.jpg"].role is PhotoRole.neither
 
 
 @pytest.mark.parametrize(
     ("width", "height", "role"),
     [
-        (1600, 10, PhotoRole.REFERENCE),
-        (10, 1600, PhotoRole.REFERENCE),
-        (1599, 1599, PhotoRole.NEITHER),
-        (1025, 1, PhotoRole.NEITHER),
-        (1024, 1024, PhotoRole.TARGET),
-        (1, 1, PhotoRole.TARGET),
+        (1600, 10, PhotoRole.reference),
+        (10, 1600, PhotoRole.reference),
+        (1599, 1599, PhotoRole.neither),
+        (1025, 1, PhotoRole.neither),
+        (1024, 1024, PhotoRole.target),
+        (1, 1, PhotoRole.target),
     ],
 )
 def test_classify_thresholds_are_inclusive(width, height, role):

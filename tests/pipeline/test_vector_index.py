@@ -131,25 +131,14 @@ def test_save_load_round_trip_is_atomic(tmp_path: Path, threshold: int) -> None:
         VectorIndex.load(path, "clip:other")
 
 
-def test_load_or_rebuild(tmp_path: Path) -> None:
+def test_load_refuses_a_missing_or_unreadable_file(tmp_path: Path) -> None:
+    # The flows rebuild from the database on IndexMismatch: it must be raised, never a faiss crash.
     rng = np.random.default_rng(4)
-    x, ids = unit(rng, 50, 8), np.arange(50, dtype=np.int64) + 1
-    calls: list[int] = []
-
-    def fetch() -> tuple[np.ndarray, np.ndarray]:
-        calls.append(1)
-        return ids, x
-
     path = tmp_path / "sub" / "album.faiss"
-    index, rebuilt = VectorIndex.load_or_rebuild(path, KEY, ids, fetch)  # missing
-    assert rebuilt and len(index) == 50 and path.exists()
-    index, rebuilt = VectorIndex.load_or_rebuild(path, KEY, ids[::-1], fetch)  # consistent
-    assert not rebuilt and len(calls) == 1
-    _, rebuilt = VectorIndex.load_or_rebuild(path, KEY, ids[:-1], fetch)  # db lost a photo
-    assert rebuilt and len(calls) == 2
-    _, rebuilt = VectorIndex.load_or_rebuild(path, "clip:ViT-B-32:x:abc", ids, fetch)  # other embedder
-    assert rebuilt and json.loads(sidecar_path(path).read_text())["embedder_key"] == "clip:ViT-B-32:x:abc"
+    with pytest.raises(IndexMismatch, match="missing"):
+        VectorIndex.load(path, KEY)
+    VectorIndex.build(np.arange(50) + 1, unit(rng, 50, 8), KEY).save(path)
+    assert len(VectorIndex.load(path, KEY)) == 50
     path.write_bytes(b"not a faiss file")
-    _, rebuilt = VectorIndex.load_or_rebuild(path, "clip:ViT-B-32:x:abc", ids, fetch)  # unreadable
-    assert rebuilt and len(calls) == 4
-    VectorIndex.load(path, "clip:ViT-B-32:x:abc")
+    with pytest.raises(IndexMismatch, match="unreadable"):
+        VectorIndex.load(path, KEY)

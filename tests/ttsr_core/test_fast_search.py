@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from ttsr_core.config import SearchConfig, SearchMode
 from ttsr_core.fast_search import coarse_to_fine_search, refinement_jobs
-from ttsr_core.search import exact_search, search_and_transfer
+from ttsr_core.relevance import exact_search
+from ttsr_core.search import search_and_transfer
 
 
 def _smooth(seed: int, c: int, h: int, w: int) -> torch.Tensor:

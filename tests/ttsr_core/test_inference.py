@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from ttsr_core.inference import prepare_reference, resolve_device, super_resolve, to_tensor, to_uint8
+from ttsr_core.device import resolve_device
+from ttsr_core.inference import (
+    inference_model,
+    prepare_for_inference,
+    prepare_reference,
+    super_resolve,
+    to_tensor,
+    to_uint8,
+)
+from ttsr_core.config import TTSRConfig
 from ttsr_core.net import TTSR
 
 from .conftest import image
@@ -50,6 +59,24 @@ def test_uint8_round_trip_is_exact(rng: np.random.Generator) -> None:
 def test_unusable_inputs_raise_clear_errors(tiny_model: TTSR, lr, refs, error, match) -> None:
     with pytest.raises(error, match=match):
         super_resolve(tiny_model, lr, refs)
+
+
+def test_super_resolve_leaves_the_callers_model_as_it_was(rng: np.random.Generator) -> None:
+    torch.manual_seed(5)
+    model = TTSR(TTSRConfig(num_feat=4, num_block=(1, 1, 1, 1), lte_channels=(4, 4, 8))).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    conv = model.MainNet.SFE.conv_head.weight
+    lr, ref = image(rng, 6, 7), image(rng, 20, 24)
+    first = super_resolve(model, lr, [ref]).image
+    assert model.training  # not switched to eval mode
+    assert not conv.is_contiguous(memory_format=torch.channels_last)  # not converted
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # Prepared once by its owner, the model is used as it is, and gives the same pixels.
+    cpu = torch.device("cpu")
+    assert prepare_for_inference(model, cpu) is model
+    assert not model.training and conv.is_contiguous(memory_format=torch.channels_last)
+    assert inference_model(model, cpu) is model
+    assert np.array_equal(super_resolve(model, lr, [ref]).image, first)
 
 
 def test_device_resolution() -> None:

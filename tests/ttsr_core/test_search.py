@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ttsr_core.config import SearchConfig
-from ttsr_core.search import exact_search, full_matrix_search_transfer, relevance_at, search_and_transfer
+from ttsr_core.config import Precision, SearchConfig
+from ttsr_core.relevance import exact_search, relevance_at
+from ttsr_core.search import full_matrix_search_transfer, search_and_transfer
 
 
 def _feats(seed: int, c: int, h: int, w: int) -> torch.Tensor:
@@ -101,7 +102,8 @@ def test_bfloat16_search_agrees_mostly(case: dict[str, torch.Tensor]) -> None:
 def test_search_config_validation() -> None:
     with pytest.raises(ValueError):
         SearchConfig(memory_budget_mb=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'int8'"):
         SearchConfig(matmul_dtype="int8")
+    assert SearchConfig(matmul_dtype="bfloat16").matmul_dtype is Precision.BFLOAT16
     with pytest.raises(ValueError):
         SearchConfig(mode="nearest")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ttsr_core.config import TileConfig
-from ttsr_core.inference import prepare_reference, rescale_reference, resize_bicubic, super_resolve, to_tensor
+from ttsr_core.inference import prepare_reference, resize_bicubic, super_resolve, to_tensor
 from ttsr_core.net import TTSR
 from ttsr_core.tiling import blend_weights, tile_spans, tiled_forward
 
@@ -142,19 +142,6 @@ def test_spans_cover_evenly_and_weights_partition_unity(length: int, tile: int, 
     for k, (a, b) in enumerate(spans):
         total[4 * a : 4 * b] += blend_weights(spans, k, 4)
     torch.testing.assert_close(total, torch.ones_like(total), atol=1e-6, rtol=0)
-
-
-def test_ref_scale_resizes_the_reference_before_search(rng: np.random.Generator) -> None:
-    model = _model(True)
-    lr, ref = image(rng, 12, 16), image(rng, 80, 96)
-    scaled = super_resolve(model, lr, [ref], ref_scale=0.5)
-    manual = super_resolve(model, lr, [resize_bicubic(ref, 48, 40)])
-    assert np.array_equal(scaled.image, manual.image)
-    assert rescale_reference(ref, None) is ref
-    with pytest.raises(ValueError, match="ref_scale"):
-        super_resolve(model, lr, [ref], ref_scale=0.1)  # 8×10: smaller than one texture patch
-    with pytest.raises(ValueError, match="ref_scale"):
-        super_resolve(model, lr, [ref], ref_scale=-1.0)
 
 
 @pytest.mark.parametrize(("tile", "overlap", "match"), [(0, 0, "tile"), (20, 16, "tile"), (32, -1, "overlap")])

@@ -1,0 +1,56 @@
+"""Query functions over a caller-owned Session: they add and flush, callers commit.
+
+One module per subject (photos, runs, enhancements); callers use them through this package
+(``from db import queries``; ``queries.upsert_photo(session, ...)``).
+"""
+
+from db.queries.enhancements import (
+    ReferenceRow,
+    enhancements_for_album,
+    enhancements_for_output,
+    enhancements_for_run,
+    enhancements_for_target,
+    latest_succeeded_enhancement,
+    record_enhancement,
+)
+from db.queries.photos import (
+    PHOTO_FIELDS,
+    PhotoVector,
+    add_embedding,
+    embeddings_for_album,
+    get_album,
+    get_embedding,
+    get_or_create_album,
+    mark_gone,
+    photo_by_path,
+    photos,
+    photos_by_rel_path,
+    upsert_photo,
+)
+from db.queries.runs import RunSummary, finish_run, run_history, start_run
+
+__all__ = [
+    "PHOTO_FIELDS",
+    "PhotoVector",
+    "ReferenceRow",
+    "RunSummary",
+    "add_embedding",
+    "embeddings_for_album",
+    "enhancements_for_album",
+    "enhancements_for_output",
+    "enhancements_for_run",
+    "enhancements_for_target",
+    "finish_run",
+    "get_album",
+    "get_embedding",
+    "get_or_create_album",
+    "latest_succeeded_enhancement",
+    "mark_gone",
+    "photo_by_path",
+    "photos",
+    "photos_by_rel_path",
+    "record_enhancement",
+    "run_history",
+    "start_run",
+    "upsert_photo",
+]

@@ -1,0 +1,205 @@
+"""The `refsr` command line: every subcommand, its options and the help that teaches them (no work done here)."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+
+from pipeline.embedders import EMBEDDERS
+
+_COMMON_EPILOG = """\
+environment:
+  REFSR_HOME          workspace (database, FAISS files, caches, locks);
+                      default $XDG_DATA_HOME/refsr-album or ~/.local/share/refsr-album
+  REFSR_DATABASE_URL  any SQLAlchemy URL; default sqlite:///$REFSR_HOME/refsr.db
+                      (PostgreSQL for several machines: postgresql+psycopg://user@host/refsr)
+  REFSR_MODEL         TTSR checkpoint; default the compact model shipped in models/ttsr-lite/
+  REFSR_DEVICE        auto | cpu | cuda
+  REFSR_CLIP_WEIGHTS  local open_clip weights; without them a built-in embedder is used
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the hand-wrapped descriptions and examples; defaults are stated in each help text."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 16:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 16], got {text!r}")
+    return value
+
+
+def _workspace_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("workspace")
+    g.add_argument("--home", type=Path, default=None, help="workspace folder (overrides $REFSR_HOME)")
+    g.add_argument("--db", dest="database_url", default=None, metavar="URL",
+                   help="database URL (overrides $REFSR_DATABASE_URL)")
+
+
+def _scan_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("album roles (default: the album's refsr.toml, else 1600 / 1024)")
+    g.add_argument("--min-ref-side", type=_positive_int, default=None, metavar="PX",
+                   help="a photo whose long side is at least PX is a reference candidate")
+    g.add_argument("--max-target-side", type=_positive_int, default=None, metavar="PX",
+                   help="a photo whose long side is at most PX is an enhancement target")
+    g.add_argument("--embedder", choices=[kind.value for kind in EMBEDDERS], default=None,
+                   help="auto = CLIP when its weights are on disk, else the built-in descriptor")
+
+
+def _model_args(p: argparse.ArgumentParser, *, album: bool) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", type=Path, default=None, metavar="PATH",
+                   help="TTSR checkpoint (.safetensors/.pt, ours or the authors'); default $REFSR_MODEL or "
+                        "the shipped models/ttsr-lite/ttsr-lite-x4.safetensors")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="auto = CUDA with mixed precision when present, else CPU (default auto)")
+    g.add_argument("--search", choices=["fast", "exact"], default=None,
+                   help="texture search: fast = coarse-to-fine (default when available), exact = the paper's "
+                        "exhaustive search")
+    g.add_argument("--outscale", type=_positive_float, default=None, metavar="X",
+                   help="final scale; the model works at x4 and the result is resized (default 4)")
+    g.add_argument("--format", dest="output_format", choices=["jpeg", "png", "webp", "tiff"], default=None,
+                   help="output format (default: same as the input). In an album, a converted name that "
+                        "two photos would share keeps its old extension: a.jpg → a.jpg.png beside a.png")
+    if album:
+        g.add_argument("--refs", type=_positive_int, default=None, metavar="N",
+                       help="references per target, best first (default 1)")
+        g.add_argument("--top-k", type=_positive_int, default=None, metavar="K",
+                       help="cosine candidates re-ranked by the model's own texture relevance (default 4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="refsr",
+        formatter_class=_Formatter,
+        description=textwrap.dedent("""\
+            Reference-based super-resolution for photo albums.
+
+            Small photos in an album are enlarged x4 by the texture transformer (TTSR), which copies
+            real detail from the best matching large photo of the same album. Every output remembers
+            which photo lent it texture.
+            """),
+        epilog="first steps:\n  refsr enhance examples/album      # index + enhance the sample album\n"
+               "  refsr which-ref examples/album/enhanced/<photo>\n  refsr history\n\n" + _COMMON_EPILOG,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's and refsr's own logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "index", formatter_class=_Formatter, help="scan an album and update its photo index",
+        description=textwrap.dedent("""\
+            Scan ALBUM recursively, hash new and changed photos, decide each photo's role by its size
+            (target to enhance, or reference to lend texture), embed it, and update the album's vector
+            index. Incremental: unchanged files (same size and mtime) are not opened, so a second run
+            on an unchanged album reads no pixels.
+            """),
+        epilog="examples:\n  refsr index ~/Pictures/2019\n  refsr index examples/album --json\n"
+               "  refsr index ~/Pictures --min-ref-side 1200 --max-target-side 800\n\n" + _COMMON_EPILOG)
+    p.add_argument("album", type=Path, metavar="ALBUM", help="album folder")
+    _scan_args(p)
+    _workspace_args(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "enhance", formatter_class=_Formatter, help="enhance every target photo of an album",
+        description=textwrap.dedent("""\
+            Index ALBUM (incrementally), then for every target photo: find reference candidates by
+            embedding similarity, re-rank them by the texture model's own relevance, and write a x4
+            enhancement to the mirrored path under --out, keeping EXIF and colour profile. A photo
+            whose job (photo, references, model, settings) already succeeded is not redone; a new
+            photo, a better reference or another model produces a new record beside the old one.
+            Exit status 1 when any photo failed (each failure is recorded with its reason).
+            """),
+        epilog="examples:\n  refsr enhance examples/album\n"
+               "  refsr enhance ~/Pictures/2019 --out ~/Pictures/2019-enhanced --refs 2 --top-k 8\n"
+               "  refsr enhance ~/Pictures/2019 --device cuda --outscale 2 --format png\n"
+               "  refsr enhance ~/Pictures/2019 --force      # redo everything\n\n" + _COMMON_EPILOG)
+    p.add_argument("album", type=Path, metavar="ALBUM", help="album folder")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="output folder (mirrors the album's sub-folders); default ALBUM/enhanced")
+    _model_args(p, album=True)
+    p.add_argument("--force", action="store_true", help="redo enhancements even when already done")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="photos in flight at once; the model itself runs one at a time per device (default 2)")
+    _scan_args(p)
+    _workspace_args(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not build the HTML gallery at the end")
+
+    p = sub.add_parser(
+        "sr", formatter_class=_Formatter, help="enhance one photo with references you choose (no database)",
+        description="Super-resolve LR x4 with one or more reference photos, best first. Nothing is indexed "
+                    "or recorded; the soft-attention map can be saved with --attention.",
+        epilog="examples:\n  refsr sr small.jpg --ref big.jpg --out small_x4.jpg\n"
+               "  refsr sr small.jpg --ref a.jpg --ref b.jpg --out out.png --outscale 2\n\n" + _COMMON_EPILOG)
+    p.add_argument("lr", type=Path, metavar="LR", help="the photo to enhance")
+    p.add_argument("--ref", type=Path, action="append", required=True, metavar="REF",
+                   help="a reference photo (repeat for several)")
+    p.add_argument("--out", type=Path, required=True, metavar="OUT", help="output file (format from extension)")
+    p.add_argument("--attention", type=Path, default=None, metavar="NPZ",
+                   help="also save the attention maps here (an .npz archive: soft, hard, ref_grids)")
+    _model_args(p, album=False)
+
+    p = sub.add_parser(
+        "which-ref", formatter_class=_Formatter, help="which reference produced an output (or a target's history)",
+        description="PATH is an enhanced output or an album photo. For an output: the reference(s) that lent "
+                    "it texture, their scores, the model, the run and when. For a target: every enhancement "
+                    "it has had, newest first.",
+        epilog="examples:\n  refsr which-ref examples/album/enhanced/leuven/from-chat/leuvenA-small.jpg\n"
+               "  refsr which-ref examples/album/leuven/from-chat/leuvenA-small.jpg --json\n\n" + _COMMON_EPILOG)
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _workspace_args(p)
+
+    p = sub.add_parser(
+        "history", formatter_class=_Formatter, help="past runs with their counts and status",
+        description="Runs newest first: kind, album, start, duration, status and counts. Runs whose process "
+                    "died are shown as crashed once any later refsr command starts.",
+        epilog="examples:\n  refsr history\n  refsr history examples/album --json\n\n" + _COMMON_EPILOG)
+    p.add_argument("album", type=Path, nargs="?", default=None, metavar="ALBUM", help="only this album")
+    p.add_argument("--limit", type=_positive_int, default=20, help="show at most this many runs (default 20)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _workspace_args(p)
+
+    p = sub.add_parser(
+        "serve", formatter_class=_Formatter, help="enhance an album on a schedule (Prefect deployment)",
+        description=textwrap.dedent("""\
+            Serve the enhance flow for ALBUM as a Prefect deployment with a schedule; runs until
+            stopped (Ctrl-C). Each scheduled run is incremental: only new photos cost model work.
+            Start `prefect server start` first and set PREFECT_API_URL=http://127.0.0.1:4200/api to see
+            runs in the UI. Workers on other machines can take the same flow from a work pool
+            (`prefect worker start --pool refsr`) when they share REFSR_DATABASE_URL (PostgreSQL)
+            and see the album at the same path.
+            """),
+        epilog="examples:\n  refsr serve ~/Pictures --interval 3600\n"
+               "  refsr serve ~/Pictures --cron '0 3 * * *' --device cuda\n\n" + _COMMON_EPILOG)
+    p.add_argument("album", type=Path, metavar="ALBUM")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", metavar="EXPR", help="cron schedule, e.g. '0 3 * * *'")
+    when.add_argument("--interval", type=_positive_int, metavar="SECONDS", help="run every SECONDS")
+    p.add_argument("--name", default=None, help="deployment name (default refsr-<album folder name>)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder; default ALBUM/enhanced")
+    _model_args(p, album=True)
+    _scan_args(p)
+    _workspace_args(p)
+    from flows.report import add_report_parser
+
+    _workspace_args(add_report_parser(sub))
+    return parser

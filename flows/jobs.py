@@ -1,0 +1,49 @@
+"""What the target tasks of one enhance run share (the job context) and what each returns (its outcome)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from pipeline.retrieval import RankedReference
+from ttsr_core.config import Precision
+
+
+class Outcome(enum.StrEnum):
+    ENHANCED = "enhanced"  # the model ran and a new record was written
+    CACHED = "cached"  # same job key already succeeded and its output is intact: no model work
+    FAILED = "failed"  # recorded with its reason; the run went on
+    NO_REFERENCE = "no-reference"  # the album has no reference candidate for it
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every target task of one run shares: ids, paths and hashes only."""
+
+    album_root: str
+    album_id: int
+    run_id: int | None
+    out_dir: str
+    model_sha256: str
+    model_name: str
+    embedder_key: str
+    index_path: str
+    device: str
+    amp_dtype: Precision | None
+
+
+@dataclass(frozen=True)
+class TargetOutcome:
+    """One target's fate in one run."""
+
+    photo_id: int
+    rel_path: str
+    status: Outcome
+    references: tuple[RankedReference, ...] = ()
+    ref_paths: tuple[str, ...] = ()
+    job_key: str | None = None
+    output_path: str | None = None
+    enhancement_id: int | None = None
+    reranked: bool = False  # the model scored candidates in this run (no cached ranking)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None

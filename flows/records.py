@@ -1,0 +1,101 @@
+"""An enhancement's record in the database: whether a job is already done, and writing a success or a failure."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import queries
+from db.models import Enhancement, EnhancementStatus, Photo
+from flows.common import one_line
+from flows.faults import fault_point
+from flows.jobs import JobContext
+from pipeline.enhance import EnhanceResult
+from pipeline.params import EnhanceParams
+from pipeline.retrieval import RankedReference
+from ttsr_core.files import sha256_file
+
+logger = logging.getLogger(__name__)
+
+
+def reusable(sessions: sessionmaker[Session], key: str, out_path: str) -> Enhancement | None:
+    """The succeeded enhancement of `key` that wrote `out_path`, when the file still holds what it wrote.
+
+    Like the album scan, an output whose size and mtime match the record is trusted without
+    reading it; anything else is hashed and compared. A job done into another place (another
+    ``--out``, or a name that a new photo now shares) is redone where this run puts it.
+    """
+    with sessions() as session:
+        hit = queries.latest_succeeded_enhancement(session, key)
+    if hit is None or not hit.output_path:
+        return None
+    out = Path(hit.output_path)
+    if out != Path(out_path).resolve():
+        logger.info("job %s was written to %s, not %s; doing it there", key[:12], out, out_path)
+        return None
+    try:
+        st = out.stat()
+        recorded = (hit.params or {}).get("output_stat") or {}
+        if recorded.get("size") == st.st_size and recorded.get("mtime_ns") == st.st_mtime_ns:
+            return hit
+        if sha256_file(out) == hit.output_sha256:
+            return hit
+    except OSError:
+        pass
+    logger.info("output %s of job %s is missing or was replaced; redoing it", out, key[:12])
+    return None
+
+
+def refuse_album_photo(sessions: sessionmaker[Session], out_path: str) -> None:
+    """ValueError when `out_path` is a photo of an indexed album: an output never overwrites an input."""
+    with sessions() as session:
+        clash = queries.photo_by_path(session, Path(out_path).resolve())
+    if clash is not None:
+        raise ValueError(f"refusing to write {str(out_path)!r}: it is an album photo ({clash.rel_path})")
+
+
+def _rows(ranked: Sequence[RankedReference]) -> list[tuple[int, int, str, float, float]]:
+    return [(r.rank, r.photo_id, r.sha256, r.cosine, r.relevance) for r in ranked]
+
+
+def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str, params: EnhanceParams,
+                   retrieval_key: str | None, result: EnhanceResult, timings: dict[str, float],
+                   ranked: Sequence[RankedReference]) -> int:
+    """Record what `result` wrote, with its references; returns the enhancement's id."""
+    st = result.output_path.stat()
+    written = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    with sessions.begin() as session:
+        enhancement = queries.record_enhancement(
+            session, job.run_id, session.get(Photo, photo_id), key, status=EnhancementStatus.succeeded,
+            model_name=job.model_name, model_sha256=job.model_sha256, embedder=job.embedder_key,
+            device=result.device,
+            params={**params.pixel_params(), "retrieval_key": retrieval_key, "output_stat": written},
+            timings=timings, output_path=result.output_path.resolve(),
+            output_sha256=result.output_sha256,
+            attention_path=result.attention_path.resolve() if result.attention_path else None,
+            references=_rows(ranked),
+        )
+        # Crash-test hook: dying here leaves the flushed rows uncommitted, i.e. not there.
+        fault_point("record")
+        return enhancement.id
+
+
+def record_failure(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str, params: EnhanceParams,
+                   stage: str, error: str, ranked: Sequence[RankedReference] = (),
+                   timings: dict[str, float] | None = None) -> int | None:
+    """Record a failed enhancement with its reason; never raises (the run goes on)."""
+    try:
+        with sessions.begin() as session:
+            row = queries.record_enhancement(
+                session, job.run_id, session.get(Photo, photo_id), key, status=EnhancementStatus.failed,
+                model_name=job.model_name, model_sha256=job.model_sha256, embedder=job.embedder_key,
+                device=job.device, params={**params.pixel_params(), "failed_stage": stage},
+                timings=timings or {}, error=error, references=_rows(ranked),
+            )
+            return row.id
+    except Exception as exc:  # the database itself may be what failed
+        logger.error("could not record the failure of photo %s (%s): %s", photo_id, error, one_line(exc))
+        return None

@@ -1,0 +1,164 @@
+"""What a process holds for the runs it serves: database sessions, the device, the model, the embedder, vector indexes.
+
+A flow or task gets them with :func:`resources_for` from its Settings: built on first use in each
+process and kept there, so the task threads of a run (or, with a distributed runner, the tasks a
+worker process is given) share one engine, one copy of the weights and one embedder. Nothing heavy
+happens until it is asked for: the commands that only read the database never import torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import init_db, make_session_factory
+from flows.settings import DeviceChoice, Settings
+from pipeline.embedders import Embedder, EmbedderKind, EmbedderSettings, make_embedder
+from ttsr_core.config import Precision
+
+if TYPE_CHECKING:
+    from pipeline.vector_index import VectorIndex
+    from ttsr_core.checkpoint import LoadedCheckpoint
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A resolved device and the mixed precision used on it."""
+
+    name: str  # "cpu", "cuda"
+    amp_dtype: Precision | None
+
+
+def resolve_device(choice: DeviceChoice) -> DeviceSpec:
+    """auto → CUDA (bf16 autocast where supported, else fp16) when present, else CPU in float32."""
+    from ttsr_core.device import default_amp
+    from ttsr_core.device import resolve_device as resolve_torch_device
+
+    device = resolve_torch_device(choice.value)
+    return DeviceSpec(device.type, default_amp(device))
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """The settings that decide which resources a process holds; runs that agree on them share them.
+
+    Only these, not the whole Settings: a flag like --force must not make a second copy of the model.
+    """
+
+    database_url: str
+    model_path: Path
+    device: DeviceChoice
+    embedder: EmbedderKind
+    embedder_settings: EmbedderSettings
+    device_slots: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> ResourceSpec:
+        return cls(settings.database_url, Path(settings.model_path).resolve(), settings.device, settings.embedder,
+                   settings.embedder_settings(), settings.device_slots)
+
+
+class Resources:
+    """One process's database sessions, device, model, embedder, device slots and vector indexes."""
+
+    def __init__(self, spec: ResourceSpec) -> None:
+        self.spec = spec
+        self._lock = threading.RLock()
+        self._sessions: sessionmaker[Session] | None = None
+        self._device: DeviceSpec | None = None
+        self._model: tuple[tuple[int, int], LoadedCheckpoint] | None = None  # (file mtime, size), checkpoint
+        self._embedder: Embedder | None = None
+        # Task threads share one copy of the weights; CPU kernels already use every core and a GPU runs
+        # one big inference best, so more model calls at once would only add memory and contention.
+        self._slots = threading.BoundedSemaphore(spec.device_slots)
+        self._indexes: dict[Path, tuple[tuple[int, int], VectorIndex]] = {}
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """Session factory of the database, migrated to head on first use."""
+        with self._lock:
+            if self._sessions is None:
+                self._sessions = make_session_factory(init_db(self.spec.database_url))
+            return self._sessions
+
+    @property
+    def device(self) -> DeviceSpec:
+        with self._lock:
+            if self._device is None:
+                self._device = resolve_device(self.spec.device)
+            return self._device
+
+    def model(self) -> LoadedCheckpoint:
+        """The checkpoint, loaded on this device and prepared for inference; loaded again if the file changes."""
+        st = self.spec.model_path.stat()
+        version = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if self._model is None or self._model[0] != version:
+                import torch  # only for the commands that run a model
+
+                from ttsr_core.checkpoint import load_checkpoint
+                from ttsr_core.inference import prepare_for_inference
+
+                logger.info("loading TTSR checkpoint %s on %s", self.spec.model_path, self.device.name)
+                loaded = load_checkpoint(self.spec.model_path, device=self.device.name)
+                prepare_for_inference(loaded.model, torch.device(self.device.name))
+                self._model = (version, loaded)
+            return self._model[1]
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = make_embedder(self.spec.embedder, self.spec.embedder_settings)
+            return self._embedder
+
+    @contextlib.contextmanager
+    def device_slot(self) -> Iterator[None]:
+        """Hold one of the process's model slots for the block."""
+        with self._slots:
+            yield
+
+    def vector_index(self, path: Path, embedder_key: str) -> VectorIndex | None:
+        """The album's FAISS index as saved now (read again when the file is replaced), or None if absent."""
+        from pipeline.vector_index import IndexMismatch, VectorIndex
+
+        path = Path(path)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        version = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            cached = self._indexes.get(path)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+        try:
+            index = VectorIndex.load(path, embedder_key)
+        except IndexMismatch as exc:
+            logger.warning("vector index %s unusable (%s)", path, exc)
+            return None
+        with self._lock:
+            self._indexes[path] = (version, index)
+        return index
+
+
+_registry_lock = threading.Lock()
+_per_process: dict[ResourceSpec, Resources] = {}  # the one cache: a process keeps its resources
+
+
+def resources_for(settings: Settings) -> Resources:
+    """This process's Resources for `settings`: built on the first call, the same object afterwards."""
+    spec = ResourceSpec.of(settings)
+    with _registry_lock:
+        if spec not in _per_process:
+            _per_process[spec] = Resources(spec)
+        return _per_process[spec]

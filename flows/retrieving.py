@@ -1,0 +1,123 @@
+"""References for one target: cosine candidates from the album's index, re-ranked by the model, remembered."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import queries
+from db.models import Photo, PhotoRole
+from flows.common import JsonCache
+from flows.jobs import JobContext
+from flows.resources import Resources
+from flows.settings import Settings
+from pipeline import images
+from pipeline.enhance import stable_hash
+from pipeline.params import RetrievalSettings
+from pipeline.retrieval import Candidate, RankedReference, cosine_candidates, rank_references
+
+
+@dataclass(frozen=True)
+class TargetPhoto:
+    """One target as the database knows it, with the album's references it may borrow from."""
+
+    id: int
+    rel_path: str
+    sha256: str
+    vector: np.ndarray | None  # its stored embedding; None when embedding it failed
+    references: dict[int, tuple[str, str]]  # reference photo id → (sha256, rel_path)
+
+
+def load_target(sessions: sessionmaker[Session], job: JobContext, photo_id: int) -> TargetPhoto:
+    """The target `photo_id` of the job's album; ValueError when it is not a readable photo."""
+    with sessions() as session:
+        photo = session.get(Photo, photo_id)
+        if photo is None or photo.sha256 is None:
+            raise ValueError(f"photo id {photo_id!r} is not a readable photo in the database")
+        stored = queries.get_embedding(session, photo.sha256, job.embedder_key)
+        refs = {p.id: (p.sha256, p.rel_path) for p in queries.photos(session, job.album_id, role=PhotoRole.reference)
+                if p.sha256}
+        vector = None if stored is None else np.frombuffer(stored.vector, dtype="<f4")
+        return TargetPhoto(photo.id, photo.rel_path, photo.sha256, vector, refs)
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """The references chosen for a target, and how."""
+
+    ranked: tuple[RankedReference, ...]  # best first; empty when there is none (see `missing`)
+    key: str | None = None  # the re-rank memo key, recorded with the enhancement
+    reranked: bool = False  # the model scored the candidates now (no remembered ranking)
+    seconds: float = 0.0
+    missing: str | None = None  # why there is no reference
+
+    def timings(self) -> dict[str, float]:
+        return {"retrieve_s": self.seconds}
+
+
+class RerankMemo:
+    """Re-rank results by what decides them (target, candidates, model, settings): a memo on disk, never the truth."""
+
+    def __init__(self, root: Path) -> None:
+        self._cache = JsonCache(root)
+
+    @staticmethod
+    def key(target_sha256: str, candidates: Sequence[Candidate], model_sha256: str,
+            retrieval: RetrievalSettings) -> str:
+        return stable_hash({"target": target_sha256, "candidates": [c.sha256 for c in candidates],
+                            "model": model_sha256, "rerank": retrieval.rerank.fingerprint(), "refs": retrieval.refs})
+
+    def get(self, key: str, candidates: Sequence[Candidate]) -> tuple[RankedReference, ...]:
+        """The remembered ranking in terms of these candidates' photo ids; () when none is usable."""
+        by_sha = {c.sha256: c.photo_id for c in candidates}
+        try:
+            return tuple(
+                RankedReference(rank=int(r["rank"]), photo_id=by_sha[r["sha256"]], sha256=r["sha256"],
+                                cosine=float(r["cosine"]), relevance=float(r["relevance"]))
+                for r in self._cache.get(key) or ()
+            )
+        except (KeyError, TypeError, ValueError):
+            return ()
+
+    def put(self, key: str, ranked: Sequence[RankedReference]) -> None:
+        self._cache.put(key, [asdict(r) for r in ranked])
+
+
+def choose_references(res: Resources, job: JobContext, target: TargetPhoto, settings: Settings) -> Retrieval:
+    """Cosine top-k from the album's vector index, re-ranked by the model's own texture relevance.
+
+    A ranking remembered for the same target, candidates, model and settings is reused unless
+    `settings.force`; re-ranking takes one of the process's model slots.
+    """
+    t0 = time.perf_counter()
+    index = res.vector_index(Path(job.index_path), job.embedder_key)
+    if target.vector is None:
+        raise ValueError(f"{target.rel_path}: no {job.embedder_key} embedding (it failed at indexing)")
+    if index is None or len(index) == 0:
+        return Retrieval((), missing="the album has no reference photos")
+    candidates = cosine_candidates(index, target.vector, settings.top_k, target_id=target.id,
+                                   target_sha256=target.sha256,
+                                   sha256_by_id={pid: sha for pid, (sha, _) in target.references.items()})
+    if not candidates:
+        return Retrieval((), missing="no reference candidate")
+    retrieval = settings.retrieval()
+    memo = RerankMemo(settings.home / "cache" / "rerank")
+    key = memo.key(target.sha256, candidates, job.model_sha256, retrieval)
+    ranked = () if settings.force else memo.get(key, candidates)
+    reranked = not ranked
+    if reranked:
+        root = Path(job.album_root)
+        model = res.model().model
+        lr = images.load_rgb(root / target.rel_path)[0]
+        with res.device_slot():
+            ranked = rank_references(
+                model, lr, candidates, lambda c: images.load_rgb(root / target.references[c.photo_id][1])[0],
+                retrieval, device=job.device, amp_dtype=job.amp_dtype,
+            )
+        memo.put(key, ranked)
+    return Retrieval(ranked, key, reranked, round(time.perf_counter() - t0, 4))

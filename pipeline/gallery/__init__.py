@@ -1,0 +1,1 @@
+"""Static before/after gallery of enhancements: cards → cached images → one self-contained HTML page."""
