@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from db import claims
+from db import claim_holder, claims
 from db.engine import make_session_factory
 from db.models import Album, ClaimStatus, JobClaim, utcnow
 from tests.db.helpers import sha
@@ -171,7 +171,7 @@ def test_complete_in_the_callers_transaction_rolls_back_with_it(engine: Engine) 
 @pytest.mark.slow
 def test_heartbeat_keeps_a_long_job_past_its_lease(engine: Engine) -> None:
     # Fails if the heartbeat does not renew: B would take the key after one lease (1 s).
-    with claims.hold(engine, KEY, "A", lease_s=1.0) as held:
+    with claim_holder.hold(engine, KEY, "A", lease_s=1.0) as held:
         assert held is not None
         first_expiry = held.claim.expires_at
         until = time.monotonic() + 3.5
@@ -186,7 +186,7 @@ def test_heartbeat_keeps_a_long_job_past_its_lease(engine: Engine) -> None:
 
 def test_heartbeat_notices_a_takeover(engine: Engine) -> None:
     with pytest.raises(claims.ClaimLost):
-        with claims.hold(engine, KEY, "A", lease_s=0.6) as held:
+        with claim_holder.hold(engine, KEY, "A", lease_s=0.6) as held:
             assert held is not None
             # A freezes past its lease (simulated) and B takes over.
             taken = None
@@ -206,31 +206,31 @@ def test_heartbeat_notices_a_takeover(engine: Engine) -> None:
 
 def test_hold_releases_when_the_block_raises(engine: Engine) -> None:
     with pytest.raises(OSError, match="disk full"):
-        with claims.hold(engine, KEY, "A") as held:
+        with claim_holder.hold(engine, KEY, "A") as held:
             assert held is not None
             raise OSError("disk full")
     assert _status(engine, KEY) is ClaimStatus.released
-    with claims.hold(engine, KEY, "B") as again:
+    with claim_holder.hold(engine, KEY, "B") as again:
         assert again is not None and again.claim.attempts == 1
 
 
 def test_hold_yields_none_while_another_owner_holds_the_key(engine: Engine) -> None:
     assert claims.claim(engine, KEY, "A") is not None
-    with claims.hold(engine, KEY, "B") as held:
+    with claim_holder.hold(engine, KEY, "B") as held:
         assert held is None
     assert claims.lookup(engine, KEY).owner == "A"  # type: ignore[union-attr]
 
 
 def test_hold_settled_inside_the_block(engine: Engine) -> None:
     factory = make_session_factory(engine)
-    with claims.hold(factory, KEY, "A") as held:
+    with claim_holder.hold(factory, KEY, "A") as held:
         assert held is not None
         with factory.begin() as session:
             session.add(Album(root="/albums/recorded"))
             held.complete(session)
     assert _status(engine, KEY) is ClaimStatus.done
     other = sha("other job")
-    with claims.hold(factory, other, "A") as held:
+    with claim_holder.hold(factory, other, "A") as held:
         assert held is not None
         assert held.release() is True  # e.g. a failure to retry later; the exit keeps it released
     assert _status(engine, other) is ClaimStatus.released
@@ -260,5 +260,5 @@ def test_bad_input_is_a_value_error_naming_the_value(
 def test_hold_refuses_a_session(engine: Engine) -> None:
     with make_session_factory(engine)() as session:
         with pytest.raises(ValueError, match="Session"):
-            with claims.hold(session, KEY):  # type: ignore[arg-type]
+            with claim_holder.hold(session, KEY):  # type: ignore[arg-type]
                 pass
