@@ -10,7 +10,7 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     mode, url = argv[0], argv[1]
     # Imported before any waiting so the workers of one test hit the database together.
-    from db import claims
+    from db import claim_holder, claims
     from db.engine import make_engine, make_session_factory
     from db.locks import advisory_lock
     from db.models import Album
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
         factory = make_session_factory(engine)
         time.sleep(max(0.0, start_at - time.time()))
         for key in keys:
-            with claims.hold(factory, key, owner, lease_s=10.0) as held:
+            with claim_holder.hold(factory, key, owner, lease_s=10.0) as held:
                 if held is None:
                     continue
                 time.sleep(0.01)  # the "model work": long enough for the others to collide
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     if mode == "hold":
         # hold URL KEY OWNER LEASE_S : claim with a heartbeat, say so, then work until killed.
         key, owner, lease_s = argv[2], argv[3], float(argv[4])
-        with claims.hold(engine, key, owner, lease_s=lease_s) as held:
+        with claim_holder.hold(engine, key, owner, lease_s=lease_s) as held:
             if held is None:
                 print("busy", flush=True)
                 return 1
