@@ -10,7 +10,7 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     mode, url = argv[0], argv[1]
     # Imported before any waiting so the workers of one test hit the database together.
-    from db import claim_holder, claims
+    from db import claim_holder
     from db.engine import make_engine, make_session_factory
     from db.locks import advisory_lock
     from db.models import Album
