@@ -32,8 +32,8 @@ Write a static HTML gallery of enhancement results and print the path of its ind
 
 One card per target photo shows the low-resolution input, a plain bicubic x4 upscale, the
 enhanced output and the reference photo(s) that lent their texture, side by side; 1:1 crops of
-all of them where the model's soft attention is highest (the reference crop is the region the
-model copied texture from there); the soft-attention map as a heat overlay; and the scores:
+all of them where transferred texture shows: high soft attention where the output also added
+detail over bicubic (the reference crop is the region the model copied texture from there); the soft-attention map as a heat overlay; and the scores:
 retrieval cosine, the model's texture relevance, a no-reference detail gain against bicubic,
 the model and the timings.
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from pipeline.attention import AttentionMaps, load_attention, reference_point
 from pipeline.gallery.assets import Assets, Picture, Sources, digest, file_signature
 from pipeline.gallery.cards import GalleryCard, GallerySettings
-from pipeline.gallery.heat import heat_overlay, peak_region
+from pipeline.gallery.heat import heat_overlay, peak_region, transfer_weight
 from pipeline.images import UnreadableImageError, read_header, save_atomic, shrink
 from pipeline.vocabulary import EnhancementStatus
 from ttsr_core.arrays import resize_bicubic
@@ -160,11 +160,15 @@ def _build_card_assets(
         return meta
     crop = settings.crop_side
     out_h, out_w = enhanced.shape[:2] if enhanced is not None else (lr.shape[0] * SCALE, lr.shape[1] * SCALE)
+    bicubic = resize_bicubic(lr, out_w, out_h) if enhanced is not None else None
     peak: tuple[int, int] | None = None
     if maps is not None:
         ah, aw = maps.soft.shape
+        # Crops go where transferred texture shows (attention and added detail), not where matching
+        # was merely easy; without the output, where attention is highest.
+        weight = maps.soft if enhanced is None else transfer_weight(maps.soft, enhanced, bicubic)
         # The box peak_region averages over covers about one crop of the output.
-        peak = peak_region(maps.soft, max(1, round(crop * ah / out_h)))
+        peak = peak_region(weight, max(1, round(crop * ah / out_h)))
         cy, cx = (peak[0] + 0.5) * out_h / ah, (peak[1] + 0.5) * out_w / aw
         meta["peak"] = {"row": peak[0], "col": peak[1], "value": float(maps.soft[peak]), "grid": [ah, aw]}
     else:
@@ -173,9 +177,8 @@ def _build_card_assets(
     meta["box"] = list(box)
     if maps is not None:
         meta["heat"] = _save_heat(lr, maps, box, (out_h, out_w), card_dir, settings)
-    if enhanced is None:
+    if enhanced is None or bicubic is None:
         return meta
-    bicubic = resize_bicubic(lr, out_w, out_h)
     meta["gain"] = dataclasses.asdict(detail_gain(lr, enhanced, bicubic))
     save_atomic(card_dir / "bicubic-thumb.jpg", shrink(bicubic, settings.thumb_side), format="JPEG",
                 quality=settings.thumb_quality)

@@ -39,6 +39,20 @@ def peak_region(soft: np.ndarray, window: int) -> tuple[int, int]:
     return int(top + r), int(left + c)
 
 
+def transfer_weight(soft: np.ndarray, enhanced: np.ndarray, bicubic: np.ndarray) -> np.ndarray:
+    """Where transferred texture shows, per LR position: soft attention × the detail the output added.
+
+    soft (h, w); enhanced and bicubic (H, W, 3) at the output's size → (h, w) float64. Soft attention
+    alone peaks wherever matching is easy (flat sky matches flat sky): the crops would show nothing.
+    The mean |enhanced − bicubic| luma over each position's output block is where the model changed
+    the picture; their product is where it changed it with texture it trusted.
+    """
+    h, w = soft.shape
+    added = np.abs(luma(enhanced) - luma(bicubic))  # (H, W)
+    per_cell = np.asarray(Image.fromarray(added, mode="F").resize((w, h), Image.Resampling.BOX), dtype=np.float64)
+    return np.clip(soft.astype(np.float64), 0.0, None) * per_cell
+
+
 def heat_colours(values: np.ndarray) -> np.ndarray:
     """Map values in [0, 1] (any shape) to inferno-like RGB uint8 (..., 3)."""
     stops = np.array([s for s, _ in _INFERNO])

@@ -124,7 +124,7 @@ def _card_panels(view: CardView, out_dir: Path) -> str:
 
 
 def _card_crops(view: CardView) -> str:
-    """The 1:1 crops at the attention peak, with a CSS-only ×2 zoom."""
+    """The 1:1 crops where attention and added detail peak, with a CSS-only ×2 zoom."""
     if not view.crops:
         return ""
     zoom_id = f"zoom-{view.index}"
@@ -137,7 +137,7 @@ def _card_crops(view: CardView) -> str:
     )
     return (
         f'<section class="crops-box"><input type="checkbox" class="zoom-toggle" id="{zoom_id}">'
-        f'<h3>1:1 crops where soft attention is highest <label for="{zoom_id}">zoom ×2</label></h3>'
+        f'<h3>1:1 crops where transferred texture shows <label for="{zoom_id}">zoom ×2</label></h3>'
         f'<div class="crops">{crop_figs}</div></section>'
     )
 

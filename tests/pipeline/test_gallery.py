@@ -17,10 +17,11 @@ from PIL import Image
 from pipeline.attention import AttentionMaps, load_attention, save_attention
 from pipeline.gallery.assets import ensure_bicubic
 from pipeline.gallery.cards import GalleryCard, GalleryReference, GallerySettings
-from pipeline.gallery.heat import heat_colours, heat_overlay, peak_region
+from pipeline.gallery.heat import heat_colours, heat_overlay, peak_region, transfer_weight
 from pipeline.gallery.page import file_href
 from pipeline.gallery.render import render_gallery
 from pipeline.vocabulary import EnhancementStatus
+from ttsr_core.arrays import resize_bicubic
 
 LR_W, LR_H = 40, 30
 MARK = (255, 0, 255)
@@ -43,11 +44,14 @@ def _pixel(path: Path, row: int, col: int) -> tuple[int, ...]:
 
 @pytest.fixture
 def album(tmp_path: Path) -> dict[str, Path]:
-    """A target, its ×4 output with a marker block where attention peaks, and a marked reference."""
+    """A target, its ×4 output with a marker block where attention peaks, and a marked reference.
+
+    The output is the bicubic upscale except for the marker: the only detail it added is there.
+    """
     rng = np.random.default_rng(3)
     root = tmp_path / "album"
     lr = _noise(rng, LR_W, LR_H)
-    enhanced = _noise(rng, LR_W * 4, LR_H * 4)
+    enhanced = resize_bicubic(lr, LR_W * 4, LR_H * 4).copy()
     # Soft-attention peak planted at LR (20, 30) → output pixels (80..84, 120..124), centre (82, 122).
     enhanced[78:86, 118:126] = MARK
     ref = _noise(rng, 200, 160)
@@ -117,6 +121,22 @@ def test_peak_region_matches_brute_force_and_ignores_a_lone_spike() -> None:
     assert peak_region(soft, 100) == (2, 2)
     with pytest.raises(ValueError, match=r"\(0, 4\)"):
         peak_region(np.zeros((0, 4)), 3)
+
+
+def test_crops_go_where_texture_was_added_not_where_matching_was_easy() -> None:
+    """High attention over a region the output left as bicubic (flat sky) loses to lower attention
+    where the output added detail."""
+    soft = np.full((20, 30), 0.3, dtype=np.float32)
+    soft[2:6, 2:6] = 0.95  # easy matches, nothing added
+    soft[12:16, 20:24] = 0.7  # texture moved here
+    lr = np.full((20, 30, 3), 120, np.uint8)
+    bicubic = resize_bicubic(lr, 120, 80)
+    enhanced = bicubic.copy()
+    enhanced[48:64, 80:96] = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    weight = transfer_weight(soft, enhanced, bicubic)
+    assert weight.shape == (20, 30) and weight[2:6, 2:6].max() == 0.0
+    assert 12 <= peak_region(weight, 4)[0] < 16 and 20 <= peak_region(weight, 4)[1] < 24
+    assert peak_region(soft, 4) == (2, 2)  # attention alone would have picked the flat corner
 
 
 def test_heat_colours_and_overlay() -> None:
