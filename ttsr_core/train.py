@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lte-lr-ratio", type=float, default=TrainSettings.lte_lr_ratio)
     p.add_argument("--warmup", type=int, default=TrainSettings.warmup)
     p.add_argument("--corr-weight", type=float, default=0.0, help="sr stage: weight of the contrastive loss (0: off)")
+    p.add_argument("--queries", type=int, default=TrainSettings.queries_per_sample,
+                   help="contrastive loss: query cells drawn per sample (its cost grows with queries × batch²)")
     p.add_argument("--loss", choices=["rec", "rec+tpl", "rec+tpl+adv"], default="rec",
                    help="rec = L1 (TTSR-rec); +tpl transferal perceptual (1e-2); +adv WGAN-GP (1e-3)")
     p.add_argument("--seed", type=int, default=0)
@@ -296,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, lte_lr_ratio=args.lte_lr_ratio,
         warmup=args.warmup, tpl_weight=TPL_WEIGHT if "tpl" in args.loss else 0.0,
         adv_weight=ADV_WEIGHT if "adv" in args.loss else 0.0, stage=args.stage, corr_weight=args.corr_weight,
+        queries_per_sample=args.queries,
         seed=args.seed, save_every=args.save_every, val_every=args.val_every, amp_dtype=args.amp,
     )
     torch.manual_seed(args.seed)
