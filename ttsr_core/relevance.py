@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .config import SearchConfig
 from .device import torch_dtype
+from .gemm import matmul_nt
 
 NORM_EPS = 1e-12  # F.normalize's default: x / max(||x||, eps)
 
@@ -71,10 +72,10 @@ def exact_search(
     best_idx = torch.zeros(h * w, dtype=torch.long, device=q.device)
     for y0 in range(0, h, q_rows):
         y1 = min(h, y0 + q_rows)
-        qn = normalised_patches(qpad, y0, y1, dtype).t()  # (D, qc)
+        qn = normalised_patches(qpad, y0, y1, dtype)  # (qc, D)
         sl = slice(y0 * w, y1 * w)
         if key_mat is not None:
-            val, arg = (key_mat @ qn).max(dim=0)  # relevance block (K, qc) → (qc,)
+            val, arg = matmul_nt(qn, key_mat).max(dim=1)  # relevance block (qc, K) → (qc,)
             best_val[sl], best_idx[sl] = val.float(), arg
             continue
         bv, bi = best_val[sl], best_idx[sl]
@@ -84,7 +85,7 @@ def exact_search(
             for r0 in range(0, hk, rows):
                 r1 = min(hk, r0 + rows)
                 kn = normalised_patches(kp, r0, r1, dtype)  # (kc, D)
-                val, arg = (kn @ qn).max(dim=0)  # (kc, qc) → (qc,)
+                val, arg = matmul_nt(qn, kn).max(dim=1)  # (qc, kc) → (qc,)
                 val = val.float()
                 better = val > bv  # strict: the first position wins ties, as a single max does
                 bv = torch.where(better, val, bv)

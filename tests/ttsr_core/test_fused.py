@@ -85,3 +85,12 @@ def test_retained_heap_nests_and_keeps_results() -> None:
             inner = F.relu(x) + 1
         outer = F.relu(x) + 1
     assert torch.equal(inner, outer)
+
+
+def test_matmul_nt_matches_the_plain_product() -> None:
+    from ttsr_core.gemm import matmul_nt
+
+    g = torch.Generator().manual_seed(5)
+    x, w = torch.randn(37, 70, generator=g), torch.randn(53, 70, generator=g)
+    torch.testing.assert_close(matmul_nt(x, w), x @ w.t(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(matmul_nt(x.bfloat16(), w.bfloat16()).float(), (x.bfloat16() @ w.bfloat16().t()).float())
