@@ -4,17 +4,15 @@
     .venv/bin/python benchmarks/inference_profile.py --part stages    # cost model + time per stage
     .venv/bin/python benchmarks/inference_profile.py --part compare --baseline-root ../main
     .venv/bin/python benchmarks/inference_profile.py --part paper     # paper preset vs full-matrix baseline
+    .venv/bin/python benchmarks/inference_profile.py --part bf16      # bf16 autocast: Y-PSNR cost, speed
 
-``stages``: the shipped compact model (``--model ttsr`` for the paper preset with random weights),
-LR 480×360 + a 1920×1440 reference by default, one untiled pass, fast search. Multiply-adds come from
-``ttsr_core.cost`` (the convolutions as defined; the search's from its grids); the main network is
-timed by stage (×1, ×2, ×4, merge tail) with both backends. ``compare``: the whole ``refsr sr``
-computation (``pipeline.enhance.enhance_arrays`` with the default ``EnhanceParams``) of another
-checkout against this one, interleaved runs in fresh processes, the float outputs compared.
-``paper``: the paper preset at LR 160×120 + Ref 640×480 through the full-matrix baseline (three LTE
-passes, ``full_matrix_search_transfer``, eager main network: the authors' published pipeline) and
-through ours (exact and fast). Every measurement runs in a fresh subprocess that reports its
-``ru_maxrss``; ``--threads`` sets torch's thread count there.
+``stages``: shipped compact model (``--model ttsr``: paper preset, random weights), LR 480×360 + a
+1920×1440 reference, one untiled pass; multiply-adds from ``ttsr_core.cost``; the main network by
+stage, both backends. ``compare``: ``refsr sr``'s computation (``enhance_arrays``, default settings)
+of another checkout against this one, interleaved, float outputs compared. ``paper``: paper preset,
+LR 160×120 + Ref 640×480, full-matrix baseline (three LTE passes, ``full_matrix_search_transfer``,
+eager main network: the authors' pipeline) against ours, exact and fast. Each measurement runs in a
+fresh subprocess reporting its ``ru_maxrss``; ``--threads`` sets torch's threads there.
 """
 from __future__ import annotations
 
@@ -47,12 +45,13 @@ def _child(args: list, threads: int | None, root: Path = ROOT) -> dict:
 
 def _best(fn, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
     fn()  # warm-up: oneDNN picks its kernel, the heap grows
-    best = math.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return min(_timed(fn) for _ in range(repeat))
+
+
+def _timed(fn) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------------------- children
@@ -214,9 +213,7 @@ def child_compare(out_path: str) -> dict:
     captured = []
     to_uint8 = inference.to_uint8
     inference.to_uint8 = lambda t: (captured.append(t.float().clone()), to_uint8(t))[1]  # the [-1, 1] output
-    t0 = time.perf_counter()
-    enhance_arrays(model, lr, [ref], EnhanceParams())
-    wall = time.perf_counter() - t0
+    wall = _timed(lambda: enhance_arrays(model, lr, [ref], EnhanceParams()))
     np.save(out_path, captured[0][0].numpy())
     return {"wall_s": wall, "peak_rss_mb": _peak_mb(), "threads": torch.get_num_threads(), "weights": weights}
 
@@ -254,6 +251,45 @@ def child_paper(kind: str, lr_size: list[int], ref_size: list[int], out_path: st
     np.save(out_path, sr[0].float().numpy())
     return {"kind": kind, "wall_s": wall, "peak_rss_mb": _peak_mb(), "idle_rss_mb": idle, "weights": weights,
             "threads": torch.get_num_threads()}
+
+
+def child_bf16(max_side: int) -> dict:
+    """Shipped model on data/validation pairs: float32 vs bf16 autocast, Y-PSNR against the HR target."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ttsr_core.arrays import resize_bicubic
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.inference import prepare_for_inference, super_resolve
+    from ttsr_core.metrics import psnr_y
+
+    model, weights = _load("ttsr-lite")
+    model = prepare_for_inference(model, torch.device("cpu"))
+    data = ROOT / "data" / "validation"
+    rows = []
+    for line in (data / "pairs.tsv").read_text().strip().splitlines():
+        names = line.split("\t")[:2]
+        photos = []
+        for name in names:
+            im = Image.open(data / name).convert("RGB")
+            s = min(1.0, max_side / max(im.size))
+            if s < 1.0:  # both photos of a pair by the same factor
+                im = im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC)
+            photos.append(np.asarray(im))
+        hr = photos[0][: photos[0].shape[0] // 4 * 4, : photos[0].shape[1] // 4 * 4]
+        lr = resize_bicubic(hr, hr.shape[1] // 4, hr.shape[0] // 4)
+        row = {"pair": f"{names[0]} ← {names[1]}", "lr": f"{lr.shape[1]}×{lr.shape[0]}"}
+        for amp in (None, "bfloat16"):
+            out = []
+            row[f"s_{amp or 'float32'}"] = _timed(lambda: out.append(super_resolve(
+                model, lr, [photos[1]], search=SearchConfig(mode=SearchMode.FAST), amp_dtype=amp)))
+            sr = out[0]
+            row[f"psnr_{amp or 'float32'}"] = psnr_y(sr.image, hr)
+            row[f"image_{amp or 'float32'}"] = sr.image
+        row["max_grey_diff"] = int(np.abs(row.pop("image_float32").astype(int) - row.pop("image_bfloat16").astype(int)).max())
+        rows.append(row)
+    return {"weights": weights, "rows": rows, "threads": torch.get_num_threads()}
 
 
 # ------------------------------------------------------------------------------------------- parent
@@ -353,14 +389,28 @@ def part_paper(threads: int | None, lr: list[int], ref: list[int]) -> None:
               f"{diff:.1e} |")
 
 
+def part_bf16(threads: int | None, max_side: int) -> None:
+    r = _child(["bf16", max_side], threads)
+    print(f"{_cpu()}\nttsr-lite ({r['weights']}), fast search, untiled, photos capped at {max_side} px, {r['threads']} threads\n")
+    print("| pair | LR | Y-PSNR fp32 | Y-PSNR bf16 | Δ dB | max grey-level diff | s fp32 | s bf16 |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for x in r["rows"]:
+        print(f"| {x['pair']} | {x['lr']} | {x['psnr_float32']:.3f} | {x['psnr_bfloat16']:.3f} | "
+              f"{x['psnr_bfloat16'] - x['psnr_float32']:+.3f} | {x['max_grey_diff']} | {x['s_float32']:.1f} | "
+              f"{x['s_bfloat16']:.1f} |")
+    n = len(r["rows"])
+    mean = {k: sum(x[k] for x in r["rows"]) / n for k in ("psnr_float32", "psnr_bfloat16", "s_float32", "s_bfloat16")}
+    print(f"| **mean** | | {mean['psnr_float32']:.3f} | {mean['psnr_bfloat16']:.3f} | "
+          f"{mean['psnr_bfloat16'] - mean['psnr_float32']:+.3f} | | {mean['s_float32']:.1f} | {mean['s_bfloat16']:.1f} |")
+
+
 def _git_head(root: Path) -> str:
-    res = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return res.stdout.strip() or "?"
+    return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("peak", "stages", "compare", "paper"), default="stages")
+    parser.add_argument("--part", choices=("peak", "stages", "compare", "paper", "bf16"), default="stages")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the measuring processes")
     parser.add_argument("--model", default="ttsr-lite", help="stages: preset (ttsr-lite = the shipped checkpoint)")
     parser.add_argument("--mode", default="fast", choices=("fast", "exact"), help="stages: search mode")
@@ -368,15 +418,15 @@ def main() -> None:
     parser.add_argument("--ref", default="1920x1440", help="stages/paper: reference size WxH")
     parser.add_argument("--baseline-root", type=Path, help="compare: a checkout of the code to compare against")
     parser.add_argument("--repeat", type=int, default=2, help="compare: runs of each")
+    parser.add_argument("--max-side", type=int, default=640, help="bf16: cap the validation photos' long side")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+        __import__("torch").set_num_threads(args.threads)
     if args.child:
         kind, *rest = json.loads(args.child)
-        fn = {"peak": child_peak, "stages": child_stages, "compare": child_compare, "paper": child_paper}[kind]
+        fn = {"peak": child_peak, "stages": child_stages, "compare": child_compare, "paper": child_paper,
+              "bf16": child_bf16}[kind]
         print(json.dumps(fn(*rest)))
         return
     size = lambda s: [int(v) for v in s.split("x")]  # noqa: E731
@@ -384,14 +434,15 @@ def main() -> None:
         part_peak(args.threads)
     elif args.part == "stages":
         part_stages(args.threads, args.model, size(args.lr), size(args.ref), args.mode)
+    elif args.part == "bf16":
+        part_bf16(args.threads, args.max_side)
     elif args.part == "compare":
         if args.baseline_root is None:
             parser.error("--part compare needs --baseline-root")
         part_compare(args.threads, args.baseline_root.resolve(), args.repeat)
-    else:
-        lr = size(args.lr) if args.lr != "480x360" else [160, 120]
-        ref = size(args.ref) if args.ref != "1920x1440" else [640, 480]
-        part_paper(args.threads, lr, ref)
+    else:  # the paper case has its own default sizes
+        part_paper(args.threads, size(args.lr) if args.lr != "480x360" else [160, 120],
+                   size(args.ref) if args.ref != "1920x1440" else [640, 480])
 
 
 if __name__ == "__main__":
