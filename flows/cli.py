@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
+# The whole command's time, interpreter start and imports included: what `history` and the summary report.
+_T0 = time.time()
+
 import argparse
 import json
 import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +24,6 @@ from flows.cli_output import print_table as _print_table
 from flows.preflight import NoPhotosError, UsageError, shown
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# The whole command's time, imports and Prefect's start included: what `history` and the summary report.
-_T0 = time.perf_counter()
-_STARTED_AT = datetime.now(UTC)
 
 # -- settings and environment ------------------------------------------------------------------
 
@@ -88,8 +89,27 @@ def _start_flow(args: argparse.Namespace) -> None:
         _status(args, "refsr: starting Prefect's local server (a few seconds; set PREFECT_API_URL to use a running one)")
 
 
+def _process_start() -> float:
+    """When this process started (epoch seconds), from /proc where there is one; else when this module loaded."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return min(_T0, time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return _T0
+
+
+_clock = {"start": _T0}  # set by main(): the process's start for the console script, else the call's
+
+
+def _started_at() -> datetime:
+    return datetime.fromtimestamp(_clock["start"], UTC)
+
+
 def _elapsed() -> float:
-    return time.perf_counter() - _T0
+    return time.time() - _clock["start"]
 
 
 # -- album commands ----------------------------------------------------------------------------
@@ -144,7 +164,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         counts = {**{k: data["scan"][k] for k in ("new", "changed", "unchanged", "unreadable", "gone", "targets",
                                                     "references")}, "embedded": 0, "embed_failed": 0}
         data["run_id"] = shortcut.record_shortcut(sessions, found.root, RunKind.index, settings, state, counts,
-                                                  _STARTED_AT)
+                                                  _started_at())
     else:
         from flows.indexing import index_album
 
@@ -153,7 +173,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         data = {**jsonable(summary), "neither": _neither(sessions, found.root)}
         if summary.run_id is not None:
             files = [summary.index.path] if summary.index else []
-            shortcut.remember(sessions, summary.run_id, digest, data, files, _STARTED_AT)
+            shortcut.remember(sessions, summary.run_id, digest, data, files, _started_at())
     data["wall_s"] = round(_elapsed(), 3)
     if args.json:
         print(json.dumps(data, indent=1))
@@ -177,7 +197,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     if (state := _shortcut(args, settings, RunKind.enhance, found, digest)) is not None:
         data = {**as_cached_enhance(state["summary"]), "recovered_runs": []}
         data["run_id"] = shortcut.record_shortcut(sessions, found.root, RunKind.enhance, settings, state,
-                                                  enhance_counts(data), _STARTED_AT)
+                                                  enhance_counts(data), _started_at())
     else:
         from flows.enhancing import enhance_album
 
@@ -193,7 +213,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         if not summary.failed:
             outputs = [Path(o.output_path) for o in summary.outcomes if o.output_path]
             files = outputs + ([Path(summary.gallery)] if summary.gallery else [])
-            shortcut.remember(sessions, summary.run_id, digest, data, files, _STARTED_AT)
+            shortcut.remember(sessions, summary.run_id, digest, data, files, _started_at())
     data["wall_s"] = round(_elapsed(), 3)
     if args.json:
         print(json.dumps(data, indent=1))
@@ -242,7 +262,7 @@ def _cmd_which_ref(args: argparse.Namespace) -> int:
     for e in answer.enhancements:
         print(f"- enhancement #{e.id} of {e.target}  [{e.status}]{'  (current file)' if e.current else ''}")
         for r in e.references:
-            print(f"    reference #{r.rank}: {r.path}  cosine {r.cosine:.3f}  relevance {r.relevance:.3f}")
+            print(f"    reference #{r.rank + 1}: {shown(r.path)}  cosine {r.cosine:.3f}  relevance {r.relevance:.3f}")
         print(f"    model {e.model_name} ({e.model_sha256[:12]}) on {e.device}; run #{e.run_id} at {e.created_at}")
         if e.output_path:
             print(f"    output {e.output_path}")
@@ -296,6 +316,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from flows.resources import resources_for
 
     settings = _settings(args)
+    args.home_resolved = settings.home
     with resources_for(settings).sessions() as session:
         return int(args.handler(args, session))
 
@@ -316,6 +337,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `refsr` console script; returns the exit status."""
+    # The console script passes no argv: its time starts with the interpreter. Embedded calls start now.
+    _clock["start"] = _process_start() if argv is None else time.time()
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
