@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _run(args: list[str], home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REFSR_"))}
     env.update(REFSR_HOME=str(home), PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
 def _photo(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
@@ -145,3 +145,65 @@ def test_sr_warns_about_a_small_reference(tmp_path: Path) -> None:
     big = _photo(tmp_path / "big.png", (700, 480))
     warnings = small_references(lr, [tiny, big])
     assert len(warnings) == 1 and "tiny.png (40x27) is smaller than the x4 output (640x432)" in warnings[0]
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_album_without_config_then_nothing_to_do_without_prefect(tmp_path: Path, tiny_model: Path) -> None:
+    """No refsr.toml: the relative rule finds the target; the second run is decided before Prefect starts."""
+    import json
+
+    album = tmp_path / "album"
+    add_pair(album, "a", seed=5)  # 128 px reference, 32 px target: 4x apart
+    home = tmp_path / "home"
+    args = ["enhance", str(album), "--model", str(tiny_model), "--device", "cpu", "--embedder", "fallback",
+            "--top-k", "1", "--no-report", "--json"]
+    first = _run(args, home)
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert [o["status"] for o in data["outcomes"]] == ["enhanced"]
+    assert "starting Prefect's local server" in first.stderr
+    assert (home / "prefect").is_dir()  # Prefect's home is inside the workspace
+    second = _run(args, home)
+    assert second.returncode == 0, second.stderr
+    again = json.loads(second.stdout)
+    assert [o["status"] for o in again["outcomes"]] == ["cached"]
+    assert "Prefect" not in second.stderr and second.stderr.strip() == ""
+    runs = json.loads(_run(["history", "--json"], home).stdout)
+    assert [r["id"] for r in runs] == [again["run_id"], data["run_id"]]
+    assert runs[0]["flow_run_id"] is None and runs[1]["flow_run_id"]  # only the first was a Prefect flow run
+    # The whole command's time, Prefect's start included, is what history reports.
+    assert runs[1]["duration_s"] >= 0.9 * data["wall_s"] - 1.0
+    text = _run(args[:-1], home)
+    assert "nothing to do: all 1 target(s) are already enhanced" in text.stdout
+
+
+def test_verdicts_claim_only_what_happened() -> None:
+    from flows.cli_output import verdict
+
+    assert verdict({"enhanced": 0, "cached": 0, "failed": 0, "no-reference": 0}).startswith("no targets")
+    assert "nothing to do" not in verdict({"enhanced": 0, "cached": 0, "failed": 0, "no-reference": 3})
+    assert "nothing to do" not in verdict({"enhanced": 0, "cached": 2, "failed": 1, "no-reference": 0})
+    assert verdict({"enhanced": 0, "cached": 2, "failed": 0, "no-reference": 0}).startswith("nothing to do")
+    assert verdict({"enhanced": 1, "cached": 2, "failed": 0, "no-reference": 0}).startswith("done: 1")
+
+
+def test_fingerprint_follows_files_and_settings(tmp_path: Path, tiny_model: Path) -> None:
+    from db.models import RunKind
+    from flows.preflight import check_album_command
+    from flows.settings import Settings
+    from flows.shortcut import fingerprint
+
+    album = tmp_path / "album"
+    add_pair(album, "a", seed=6)
+    settings = Settings.from_env(env={}, home=tmp_path / "h", model_path=tiny_model)
+
+    def digest(s: Settings = settings) -> str:
+        return fingerprint(RunKind.enhance, check_album_command(s, album), s)
+
+    before = digest()
+    assert digest() == before
+    assert digest(settings.with_(workers=5)) == before  # threads change nothing recorded
+    assert digest(settings.with_(top_k=2)) != before
+    os.utime(album / "a" / "ref.png", ns=(1, 1))
+    assert digest() != before
