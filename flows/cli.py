@@ -138,14 +138,13 @@ def _neither(sessions, root: Path) -> int:  # type: ignore[no-untyped-def]
 def _shortcut(args: argparse.Namespace, settings, kind, found, digest: str):  # type: ignore[no-untyped-def]
     """The remembered summary when this run has nothing to do and may skip Prefect; else None."""
     from flows import shortcut
-    from flows.common import recover_crashed_runs
     from flows.resources import resources_for
 
+    # No crash recovery here: a run left "running" by a dead process is the album's latest run,
+    # which sends this one down the flow's path, and the flow recovers and reports it.
     if settings.force or shortcut.prefect_server_configured():
         return None
-    sessions = resources_for(settings).sessions
-    recover_crashed_runs(sessions)
-    return shortcut.remembered(sessions, found.root, kind, digest)
+    return shortcut.remembered(resources_for(settings).sessions, found.root, kind, digest)
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
