@@ -68,11 +68,25 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
     level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_escape_names)
+    if not verbose:
+        # Each unreadable or unembeddable photo is listed in the summary; a warning per file would say it twice.
+        for name in ("pipeline.scan", "flows.indexing"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("flows").setLevel(level)
     logging.getLogger("pipeline").setLevel(level)
     if not verbose:
         logging.captureWarnings(True)
         logging.getLogger("py.warnings").setLevel(logging.ERROR)
+
+
+def _escape_names(record: logging.LogRecord) -> bool:
+    """Log lines carry album file names: control characters in them are escaped, never sent raw."""
+    message = record.getMessage()
+    if not message.isprintable():
+        record.msg, record.args = shown(message), ()
+    return True
 
 
 def _status(args: argparse.Namespace, text: str) -> None:
@@ -253,20 +267,20 @@ def _cmd_which_ref(args: argparse.Namespace) -> int:
         print(json.dumps(_jsonable(answer), indent=1))
         return EXIT_OK if answer.enhancements else EXIT_FAILED
     if not answer.enhancements:
-        print(f"{answer.path}: {answer.note}", file=sys.stderr)
+        print(f"{shown(answer.path)}: {shown(answer.note)}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{answer.path} ({answer.kind})")
+    print(f"{shown(answer.path)} ({answer.kind})")
     if answer.note:
-        print(f"  {answer.note}")
+        print(f"  {shown(answer.note)}")
     for e in answer.enhancements:
-        print(f"- enhancement #{e.id} of {e.target}  [{e.status}]{'  (current file)' if e.current else ''}")
+        print(f"- enhancement #{e.id} of {shown(e.target)}  [{e.status}]{'  (current file)' if e.current else ''}")
         for r in e.references:
             print(f"    reference #{r.rank + 1}: {shown(r.path)}  cosine {r.cosine:.3f}  relevance {r.relevance:.3f}")
-        print(f"    model {e.model_name} ({e.model_sha256[:12]}) on {e.device}; run #{e.run_id} at {e.created_at}")
+        print(f"    model {shown(e.model_name)} ({e.model_sha256[:12]}) on {e.device}; run #{e.run_id} at {e.created_at}")
         if e.output_path:
-            print(f"    output {e.output_path}")
+            print(f"    output {shown(e.output_path)}")
         if e.error:
-            print(f"    error {e.error}")
+            print(f"    error {shown(e.error)}")
     return EXIT_OK
 
 
@@ -284,9 +298,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
     rows = []
     for r in runs:
         counts = r.counts or {}
-        shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v and not k.startswith("scan_"))
+        counted = ", ".join(f"{k} {v}" for k, v in counts.items() if v and not k.startswith("scan_"))
         rows.append([f"#{r.id}", r.kind, r.album or "-", r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                     f"{r.duration_s:.1f}s" if r.duration_s is not None else "-", r.status, shown or "-"])
+                     f"{r.duration_s:.1f}s" if r.duration_s is not None else "-", r.status, counted or "-"])
     _print_table(rows, ["run", "kind", "album", "started (UTC)", "took", "status", "counts"])
     return EXIT_OK
 
@@ -296,9 +310,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL
 
     from flows.enhancing import deployment
+    from flows.preflight import check_enhance_command
 
     settings = _settings(args)
-    settings.check_model()
+    check_enhance_command(settings, args.album)
     if not PREFECT_API_URL.value():
         # The temporary API a plain `refsr enhance` uses runs no scheduler: nothing would ever start.
         print("refsr serve: schedules need a Prefect server. In another terminal run `prefect server start`, "
@@ -306,7 +321,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     served = deployment(args.album, settings, name=args.name, cron=args.cron, interval=args.interval)
-    print(f"serving deployment {served.name!r} for {args.album} (Ctrl-C stops it)", file=sys.stderr)
+    print(f"serving deployment {served.name!r} for {shown(args.album)} (Ctrl-C stops it)", file=sys.stderr)
     serve(served)
     return EXIT_OK
 
