@@ -89,7 +89,14 @@ def check_model(settings: Settings) -> Path:
             raise UsageError(f"not a TTSR checkpoint: {shown(path)} holds tensors of another model "
                              "(neither refsr's format nor the authors' TTSR layout); pass a TTSR checkpoint "
                              "with --model")
-    elif path.suffix not in (".pt", ".pth"):
+    elif path.suffix in (".pt", ".pth"):
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        # torch.save writes a zip archive (or, before torch 1.6, a pickle stream starting with PROTO).
+        if magic != b"PK\x03\x04" and magic[:1] != b"\x80":
+            raise UsageError(f"not a torch checkpoint: {shown(path)} is neither a zip archive nor a pickle stream; "
+                             "pass a TTSR checkpoint with --model")
+    else:
         raise UsageError(f"unknown checkpoint type {path.suffix!r}: {shown(path)}; use a .safetensors or .pt file")
     return path
 

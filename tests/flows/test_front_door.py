@@ -50,6 +50,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     other = root / "other.safetensors"
     save_file({"encoder.weight": np.zeros((2, 2), np.float32)}, str(other))
+    (root / "junk.pt").write_text("not torch either")
     a_file = root / "file.txt"
     a_file.write_text("x")
     return {"root": root, "album": album, "empty": empty, "bad_toml": bad_toml, "junk": junk, "other": other,
@@ -66,6 +67,7 @@ def _mistakes(s: dict[str, Path]) -> list[tuple[list[str], int, str]]:
         (["enhance", album, "--model", str(s["junk"])], 2, "not a readable safetensors checkpoint"),
         (["enhance", album, "--model", str(s["other"])], 2, "not a TTSR checkpoint"),
         (["enhance", album, "--model", str(s["file"])], 2, "unknown checkpoint type"),
+        (["enhance", album, "--model", str(s["root"] / "junk.pt")], 2, "not a torch checkpoint"),
         (["enhance", album, "--out", str(s["file"])], 2, "output folder is a file"),
         (["enhance", album, "--out", str(s["file"] / "out")], 2, "cannot be created"),
         (["enhance", album, "--out", album], 2, "cannot be the album itself"),
