@@ -184,7 +184,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         _start_flow(args)
         summary = index_album(str(found.root), settings)
         data = {**jsonable(summary), "neither": _neither(sessions, found.root)}
-        if summary.run_id is not None:
+        if summary.run_id is not None and not summary.embed_failures:  # a failed embedding is retried next time
             files = [summary.index.path] if summary.index else []
             shortcut.remember(sessions, summary.run_id, digest, data, files, _started_at())
     data["wall_s"] = round(_elapsed(), 3)

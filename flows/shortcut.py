@@ -42,11 +42,16 @@ def _stat(path: Path | None) -> list[Any] | None:
     return [str(path), st.st_size, st.st_mtime_ns]
 
 
-def _version() -> str:
+def _version() -> list[Any]:
+    """The installed version and the code's own files (a checkout being edited changes with them)."""
     try:
-        return metadata.version("refsr-album")
+        version = metadata.version("refsr-album")
     except metadata.PackageNotFoundError:
-        return "unknown"
+        version = "unknown"
+    code = Path(__file__).resolve().parents[1]
+    stamps = sorted((str(p.relative_to(code)), p.stat().st_mtime_ns)
+                    for room in ("flows", "pipeline", "ttsr_core", "db") for p in (code / room).rglob("*.py"))
+    return [version, hashlib.sha256(repr(stamps).encode()).hexdigest()]
 
 
 def fingerprint(kind: RunKind, found: AlbumCheck, settings: Settings, extra: Mapping[str, Any] | None = None) -> str:
