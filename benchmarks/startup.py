@@ -56,6 +56,7 @@ def main() -> None:
         album, home = Path(tmp) / "album", Path(tmp) / "home"
         shutil.copytree(args.album, album, ignore=shutil.ignore_patterns("enhanced"))
         env = _env(home)
+        (home / "prefect-bench").mkdir(parents=True)
         rows: list[tuple[str, float]] = []
 
         def add(label: str, seconds: float) -> None:

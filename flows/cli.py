@@ -52,7 +52,11 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
 def _workspace_environment(home: Path, *, verbose: bool) -> None:
     """Prefect's home, telemetry and start-up timeout, unless the user set them: before Prefect is imported."""
     env = os.environ
-    env.setdefault("PREFECT_HOME", str(home / "prefect"))  # one workspace: Prefect's database too
+    if "PREFECT_HOME" not in env:  # one workspace: Prefect's database too
+        env["PREFECT_HOME"] = str(home / "prefect")
+        # Prefect makes only the last folder; without the rest its server fails to open its database
+        # and Prefect then waits out the whole start-up timeout before saying so.
+        Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     env.setdefault("DO_NOT_TRACK", "1")
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect's default (20 s on 3.x) is too short for a first start on a busy 2-core machine.
