@@ -52,11 +52,7 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
 def _workspace_environment(home: Path, *, verbose: bool) -> None:
     """Prefect's home, telemetry and start-up timeout, unless the user set them: before Prefect is imported."""
     env = os.environ
-    if "PREFECT_HOME" not in env:  # one workspace: Prefect's database too
-        env["PREFECT_HOME"] = str(home / "prefect")
-        # Prefect makes only the last folder; without the rest its server fails to open its database
-        # and Prefect then waits out the whole start-up timeout before saying so.
-        Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    env.setdefault("PREFECT_HOME", str(home / "prefect"))  # one workspace: Prefect's database too
     env.setdefault("DO_NOT_TRACK", "1")
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect's default (20 s on 3.x) is too short for a first start on a busy 2-core machine.
@@ -98,10 +94,18 @@ def _status(args: argparse.Namespace, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def _prefect_home() -> None:
+    # Prefect makes only the last folder; without the rest its server fails to open its database
+    # and Prefect then waits out the whole start-up timeout before saying so. Made only when
+    # Prefect is about to run, so that a mistaken command leaves nothing behind.
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+
+
 def _start_flow(args: argparse.Namespace) -> None:
     from flows.prefect_server import die_with_this_process
     from flows.shortcut import prefect_server_configured
 
+    _prefect_home()
     if not prefect_server_configured():
         die_with_this_process()
         _status(args, "refsr: starting Prefect's local server (a few seconds; set PREFECT_API_URL to use a running one)")
@@ -310,14 +314,16 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from flows.preflight import check_enhance_command
+
+    settings = _settings(args)  # before Prefect is imported: it reads PREFECT_HOME at import
+    check_enhance_command(settings, args.album)
+    _prefect_home()
     from prefect import serve
     from prefect.settings import PREFECT_API_URL
 
     from flows.enhancing import deployment
-    from flows.preflight import check_enhance_command
 
-    settings = _settings(args)
-    check_enhance_command(settings, args.album)
     if not PREFECT_API_URL.value():
         # The temporary API a plain `refsr enhance` uses runs no scheduler: nothing would ever start.
         print("refsr serve: schedules need a Prefect server. In another terminal run `prefect server start`, "
