@@ -20,6 +20,7 @@ from typing import Any
 
 from flows.cli_parser import build_parser
 from flows.cli_output import jsonable as _jsonable
+from flows.cli_runtime import configure_logging, end_at_exit, prefect_home, workspace_environment
 from flows.cli_output import print_table as _print_table
 from flows.preflight import NoPhotosError, UsageError, shown
 
@@ -45,48 +46,8 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    _workspace_environment(settings.home, verbose=args.verbose)
+    workspace_environment(settings.home, verbose=args.verbose)
     return settings
-
-
-def _workspace_environment(home: Path, *, verbose: bool) -> None:
-    """Prefect's home, telemetry and start-up timeout, unless the user set them: before Prefect is imported."""
-    env = os.environ
-    env.setdefault("PREFECT_HOME", str(home / "prefect"))  # one workspace: Prefect's database too
-    env.setdefault("DO_NOT_TRACK", "1")
-    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect's default (20 s on 3.x) is too short for a first start on a busy 2-core machine.
-    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
-    if not verbose:
-        # A failed flow's traceback and the temporary server's shutdown noise ("Error flushing 1
-        # events ... CancelledError") would bury the one line the command prints itself.
-        env.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
-
-
-def _configure_logging(verbose: bool, quiet: bool) -> None:
-    # Must run before prefect is imported: Prefect reads its logging level at import time.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
-    level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_escape_names)
-    if not verbose:
-        # Each unreadable or unembeddable photo is listed in the summary; a warning per file would say it twice.
-        for name in ("pipeline.scan", "flows.indexing"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger("flows").setLevel(level)
-    logging.getLogger("pipeline").setLevel(level)
-    if not verbose:
-        logging.captureWarnings(True)
-        logging.getLogger("py.warnings").setLevel(logging.ERROR)
-
-
-def _escape_names(record: logging.LogRecord) -> bool:
-    """Log lines carry album file names: control characters in them are escaped, never sent raw."""
-    message = record.getMessage()
-    if not message.isprintable():
-        record.msg, record.args = shown(message), ()
-    return True
 
 
 def _status(args: argparse.Namespace, text: str) -> None:
@@ -94,18 +55,11 @@ def _status(args: argparse.Namespace, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _prefect_home() -> None:
-    # Prefect makes only the last folder; without the rest its server fails to open its database
-    # and Prefect then waits out the whole start-up timeout before saying so. Made only when
-    # Prefect is about to run, so that a mistaken command leaves nothing behind.
-    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
-
-
 def _start_flow(args: argparse.Namespace) -> None:
     from flows.prefect_server import die_with_this_process
     from flows.shortcut import prefect_server_configured
 
-    _prefect_home()
+    prefect_home()
     if not prefect_server_configured():
         die_with_this_process()
         _status(args, "refsr: starting Prefect's local server (a few seconds; set PREFECT_API_URL to use a running one)")
@@ -187,10 +141,14 @@ def _cmd_index(args: argparse.Namespace) -> int:
         data["run_id"] = shortcut.record_shortcut(sessions, found.root, RunKind.index, settings, state, counts,
                                                   _started_at())
     else:
+        ran: dict[str, int] = {}
+        end_at_exit(sessions, ran)
         from flows.indexing import index_album
 
         _start_flow(args)
         summary = index_album(str(found.root), settings)
+        if summary.run_id is not None:
+            ran["id"] = summary.run_id
         data = {**jsonable(summary), "neither": _neither(sessions, found.root)}
         if summary.run_id is not None and not summary.embed_failures:  # a failed embedding is retried next time
             files = [summary.index.path] if summary.index else []
@@ -220,6 +178,8 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         data["run_id"] = shortcut.record_shortcut(sessions, found.root, RunKind.enhance, settings, state,
                                                   enhance_counts(data), _started_at())
     else:
+        ran: dict[str, int] = {}
+        end_at_exit(sessions, ran)
         from flows.enhancing import enhance_album
 
         sizes = target_sizes(found, _known(sessions, found.root))
@@ -230,6 +190,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 
         flow = enhance_album.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.workers))
         summary = flow(str(found.root), settings)
+        ran["id"] = summary.run_id
         data = {**jsonable(summary), "gallery": summary.gallery, "neither": _neither(sessions, found.root)}
         if not summary.failed:
             outputs = [Path(o.output_path) for o in summary.outcomes if o.output_path]
@@ -318,7 +279,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)  # before Prefect is imported: it reads PREFECT_HOME at import
     check_enhance_command(settings, args.album)
-    _prefect_home()
+    prefect_home()
     from prefect import serve
     from prefect.settings import PREFECT_API_URL
 
@@ -365,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _clock["start"] = _process_start() if argv is None else time.time()
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose, args.quiet)
+    configure_logging(args.verbose, args.quiet)
     # With Python's default SIGTERM action nothing is cleaned up: Prefect's engine records the
     # crash, then re-sends the signal to the previous handler, and the local Prefect server it
     # started lived on as an orphan. As an exception, exit handlers (which stop it) run.

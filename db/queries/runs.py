@@ -122,14 +122,17 @@ def run_history(
 
 
 def annotate_run(session: Session, run_id: int, *, started_at: datetime | None = None,
-                 **parameters: Any) -> Run | None:
-    """Add keys to a run's parameters and, when given, move its start back (the command started earlier)."""
+                 ended_at: datetime | None = None, **parameters: Any) -> Run | None:
+    """Add keys to a run's parameters; move its start back or its end on (the whole command's time)."""
     run = session.get(Run, run_id)
     if run is None:
         return None
-    run.parameters = {**(run.parameters or {}), **parameters}  # a new dict: JSON columns track assignment
+    if parameters:
+        run.parameters = {**(run.parameters or {}), **parameters}  # a new dict: JSON columns track assignment
     if started_at is not None:
         run.started_at = started_at
+    if ended_at is not None and run.ended_at is not None:
+        run.ended_at = max(run.ended_at, ended_at)
     session.flush()
     return run
 
