@@ -165,6 +165,8 @@ def test_album_without_config_then_nothing_to_do_without_prefect(tmp_path: Path,
     data = json.loads(first.stdout)
     assert [o["status"] for o in data["outcomes"]] == ["enhanced"]
     assert "starting Prefect's local server" in first.stderr
+    # Nothing else on stderr: no traceback, not even Prefect's shutdown noise ("Error flushing ... events").
+    assert "Traceback" not in first.stderr and "Error" not in first.stderr, first.stderr
     assert (home / "prefect").is_dir()  # Prefect's home is inside the workspace
     second = _run(args, home)
     assert second.returncode == 0, second.stderr
@@ -209,3 +211,53 @@ def test_fingerprint_follows_files_and_settings(tmp_path: Path, tiny_model: Path
     assert digest(settings.with_(top_k=2)) != before
     os.utime(album / "a" / "ref.png", ns=(1, 1))
     assert digest() != before
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_prefect_server_dies_with_a_killed_refsr(tmp_path: Path) -> None:
+    """14.6: kill -9 of `refsr` used to leave Prefect's local server running for good."""
+    import signal
+    import time
+
+    album = tmp_path / "album"
+    for i in range(6):
+        add_pair(album, f"s{i}", seed=20 + i)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REFSR_"))}
+    env.update(REFSR_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([str(SCRIPT), "index", str(album), "--embedder", "fallback"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        servers: list[int] = []
+        while not servers and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            servers = [c for c in _children(proc.pid)
+                       if "uvicorn" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+        if not servers:
+            pytest.skip("the run finished before its server could be seen")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{servers[0]}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = Path(f"/proc/{servers[0]}").exists() and "Z" not in Path(f"/proc/{servers[0]}/stat").read_text().split()[2]
+        assert not alive, "Prefect's server outlived the killed refsr"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
