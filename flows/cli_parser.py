@@ -18,6 +18,9 @@ environment:
   REFSR_MODEL         TTSR checkpoint; default the compact model shipped in models/ttsr-lite/
   REFSR_DEVICE        auto | cpu | cuda
   REFSR_CLIP_WEIGHTS  local open_clip weights; without them a built-in embedder is used
+  PREFECT_API_URL     a Prefect server of yours (every run shows there); unset, a temporary
+                      local server starts when there is work, its state in $REFSR_HOME/prefect
+  DO_NOT_TRACK        telemetry is off unless you set this (or Prefect's own settings) otherwise
 """
 
 
