@@ -180,11 +180,11 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     else:
         ran: dict[str, int] = {}
         end_at_exit(sessions, ran)
-        from flows.enhancing import enhance_album
-
         sizes = target_sizes(found, _known(sessions, found.root))
         check_output_folder(settings.output_dir(found.root), [found.root],
                             planned_bytes(sizes, settings.outscale, settings.output_format))
+        from flows.enhancing import enhance_album  # Prefect and torch: only once the checks passed
+
         _start_flow(args)
         from prefect.task_runners import ThreadPoolTaskRunner
 
