@@ -30,7 +30,7 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
         search=get("search"), embedder=get("embedder"), min_ref_side=get("min_ref_side"),
         max_target_side=get("max_target_side"), top_k=get("top_k"), refs=get("refs"), outscale=get("outscale"),
         output_format=get("output_format"), out_dir=get("out"), force=get("force") or None,
-        workers=get("workers"), **extra,
+        workers=get("workers"), dask=get("dask"), processes=get("processes"), **extra,
     )
 
 
@@ -109,6 +109,9 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    from flows.runners import check_engine
+
+    check_engine(settings)
     flow = enhance_album.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.workers))
     summary = flow(str(args.album), settings)
     gallery = summary.gallery

@@ -17,6 +17,8 @@ environment:
   REFSR_MODEL         TTSR checkpoint; default the compact model shipped in models/ttsr-lite/
   REFSR_DEVICE        auto | cpu | cuda
   REFSR_CLIP_WEIGHTS  local open_clip weights; without them a built-in embedder is used
+  REFSR_DASK          a Dask scheduler's address for the photo tasks (as --dask)
+  REFSR_CLAIM_LEASE_S on PostgreSQL, how long a dead process's job stays claimed (default 60)
 """
 
 
@@ -83,6 +85,17 @@ def _model_args(p: argparse.ArgumentParser, *, album: bool) -> None:
                        help="cosine candidates re-ranked by the model's own texture relevance (default 4)")
 
 
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("task engine (needs the [dask] extra: pip install 'refsr-album[dask]')")
+    how = g.add_mutually_exclusive_group()
+    how.add_argument("--dask", default=None, metavar="ADDRESS",
+                     help="run the photo tasks on the workers of this Dask scheduler, e.g. tcp://scheduler:8786 "
+                          "(default $REFSR_DASK; with several machines use PostgreSQL and a shared album mount)")
+    how.add_argument("--processes", action="store_true", default=None,
+                     help="run the photo tasks on a local Dask cluster of --workers processes, each loading the "
+                          "model once")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="refsr",
@@ -136,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p, album=True)
     p.add_argument("--force", action="store_true", help="redo enhancements even when already done")
     p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                   help="photos in flight at once; the model itself runs one at a time per device (default 2)")
+                   help="photos in flight at once; the model itself runs one at a time per device (default 2); "
+                        "with --processes, the number of worker processes")
+    _engine_args(p)
     _scan_args(p)
     _workspace_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
