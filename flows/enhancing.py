@@ -120,6 +120,7 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
             return outcome(Outcome.ELSEWHERE, None, None)
         if not settings.force and (hit := reusable(res.sessions, key, out_path)) is not None:
             return outcome(Outcome.CACHED, hit.output_path, hit.id)
+        fault_point("claimed")  # crash tests: die or stall while holding the job
         refuse_album_photo(res.sessions, out_path)
         ckpt = res.model()
         if ckpt.sha256 != job.model_sha256:

@@ -32,7 +32,7 @@ def fault_point(phase: str) -> None:
         _counts[phase] = _counts.get(phase, 0) + 1
         hit = _counts[phase] == int(count or 1)
     if hit and action == "pause":
-        logger.error("fault injection: pausing at %s #%s", phase, count or 1)
+        logger.error("fault injection: pausing at %s #%s in pid %d", phase, count or 1, os.getpid())
         time.sleep(5)
     elif hit:
         logger.error("fault injection: exiting at %s #%s", phase, count)
