@@ -228,6 +228,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               "then `export PREFECT_API_URL=http://127.0.0.1:4200/api` and run this command again.",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.pool:
+        from flows.deploying import deploy_to_pool
+        from flows.runners import check_engine
+
+        check_engine(settings)
+        name = deploy_to_pool(args.album, settings, args.pool, name=args.name, cron=args.cron,
+                              interval=args.interval)
+        print(f"deployment {name!r} is on work pool {args.pool!r}; on each machine run "
+              f"`prefect worker start --pool {args.pool}`")
+        return EXIT_OK
     served = deployment(args.album, settings, name=args.name, cron=args.cron, interval=args.interval)
     print(f"serving deployment {served.name!r} for {args.album} (Ctrl-C stops it)", file=sys.stderr)
     serve(served)

@@ -204,12 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
             and see the album at the same path.
             """),
         epilog="examples:\n  refsr serve ~/Pictures --interval 3600\n"
-               "  refsr serve ~/Pictures --cron '0 3 * * *' --device cuda\n\n" + _COMMON_EPILOG)
+               "  refsr serve ~/Pictures --cron '0 3 * * *' --device cuda\n"
+               "  refsr serve /mnt/album --cron '0 3 * * *' --pool refsr --dask tcp://scheduler:8786\n\n"
+               + _COMMON_EPILOG)
     p.add_argument("album", type=Path, metavar="ALBUM")
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", metavar="EXPR", help="cron schedule, e.g. '0 3 * * *'")
     when.add_argument("--interval", type=_positive_int, metavar="SECONDS", help="run every SECONDS")
     p.add_argument("--name", default=None, help="deployment name (default refsr-<album folder name>)")
+    p.add_argument("--pool", default=None, metavar="NAME",
+                   help="put the deployment on this work pool and return, instead of serving it here: "
+                        "`prefect worker start --pool NAME` on any machine then runs it (create the pool once "
+                        "with `prefect work-pool create NAME --type process`)")
+    _engine_args(p)
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder; default ALBUM/enhanced")
     _model_args(p, album=True)
     _scan_args(p)

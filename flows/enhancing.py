@@ -312,9 +312,9 @@ def _gallery(sessions: sessionmaker[Session], root: Path, album_id: int) -> str 
         return None
 
 
-def deployment(album: str | Path, settings: Settings, *, name: str | None = None, cron: str | None = None,
-               interval: int | None = None):  # type: ignore[no-untyped-def]
-    """A scheduled deployment of `enhance_album` for one album (served by `refsr serve`).
+def deployment_options(album: str | Path, settings: Settings, *, name: str | None = None, cron: str | None = None,
+                       interval: int | None = None) -> dict[str, Any]:
+    """What a scheduled deployment of `enhance_album` for one album is: name, schedule, parameters.
 
     Parameters travel as JSON (the settings as plain values) and are validated back into
     Settings when a run starts, so a worker on another machine builds the same settings.
@@ -322,11 +322,17 @@ def deployment(album: str | Path, settings: Settings, *, name: str | None = None
     if (cron is None) == (interval is None):
         raise ValueError(f"give exactly one of cron or interval, got cron={cron!r}, interval={interval!r}")
     root = Path(album).expanduser().resolve()
-    return enhance_album.to_deployment(
-        name=name or f"refsr-{root.name}",
-        cron=cron,
-        interval=interval,
-        parameters={"album": str(root), "settings": settings.with_(progress=False).to_record()},
-        description=f"refsr enhance {root}",
-        tags=["refsr"],
-    )
+    return {
+        "name": name or f"refsr-{root.name}",
+        "cron": cron,
+        "interval": interval,
+        "parameters": {"album": str(root), "settings": settings.with_(progress=False).to_record()},
+        "description": f"refsr enhance {root}",
+        "tags": ["refsr"],
+    }
+
+
+def deployment(album: str | Path, settings: Settings, *, name: str | None = None, cron: str | None = None,
+               interval: int | None = None):  # type: ignore[no-untyped-def]
+    """A scheduled deployment of `enhance_album` for one album, served by this process (`refsr serve`)."""
+    return enhance_album.to_deployment(**deployment_options(album, settings, name=name, cron=cron, interval=interval))
