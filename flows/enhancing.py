@@ -17,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
+from db.claims import ClaimLost
 from db.models import PhotoRole, RunKind, RunStatus
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
 from flows.faults import fault_point
@@ -130,9 +131,16 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
             result = enhance_photo(ckpt.model, root / target.rel_path, [root / p for p in ref_paths], Path(out_path),
                                    params, attention_path=attention_path_for(job.out_dir, key), device=job.device)
         timings.update({k: round(v, 4) for k, v in result.timings.items()})
-        held.check()  # taken over while the model ran (this process stalled past its lease): theirs to record
-        enhancement_id = record_success(res.sessions, job, target.id, key, params, found.key, result, timings,
-                                        found.ranked, settle=held.settle)
+        try:
+            held.check()
+            enhancement_id = record_success(res.sessions, job, target.id, key, params, found.key, result, timings,
+                                            found.ranked, settle=held.settle)
+        except ClaimLost:
+            # This process stalled past its lease and another took the job over: the job is theirs to
+            # record (our output was renamed into place whole, as theirs will be).
+            logger.warning("%s: job %s was taken over by another process", target.rel_path, key[:12])
+            held.give_up()
+            return outcome(Outcome.ELSEWHERE, None, None)
     return outcome(Outcome.ENHANCED, str(result.output_path), enhancement_id)
 
 
@@ -250,7 +258,9 @@ def _enhance_targets(res: Resources, job: JobContext, settings: Settings) -> tup
         done = _run_targets(res, job, settings, params, submit, todo, wait=False, bar=bar)
         later = {o.photo_id for o in done if o.status is Outcome.ELSEWHERE}
         if later:
-            logger.info("%d job(s) were held by other processes; waiting for them", len(later))
+            logger.warning("%d job(s) were held by other processes; waiting until they finish them, or until "
+                           "their claims lapse (%g s after a holder dies) to take them over",
+                           len(later), settings.claim_lease_s)
             done = [o for o in done if o.photo_id not in later] + _run_targets(
                 res, job, settings, params, submit, [t for t in todo if t[0] in later], wait=True, bar=bar)
     if bar is not None:
@@ -288,7 +298,8 @@ def _abandoned(res: Resources, job: JobContext, params: EnhanceParams, o: Target
     """A job still held elsewhere after waiting: its last holders all died on it (see Settings.claim_attempts)."""
     if o.status is not Outcome.ELSEWHERE:
         return o
-    error = "not claimed: the last processes that took this job all died on it (out of memory?)"
+    error = ("not done here: another process still holds it, or the last processes that took it all died "
+             "on it (out of memory?)")
     rid = record_failure(res.sessions, job, o.photo_id, o.job_key or stable_hash({"photo": o.photo_id}), params,
                          "claim", error, o.references, o.timings)
     return replace(o, status=Outcome.FAILED, enhancement_id=rid, error=error)

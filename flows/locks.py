@@ -36,7 +36,10 @@ class JobHold(Protocol):
         """Mark the job done inside `session`'s transaction, the one that records its result."""
 
     def check(self) -> None:
-        """Raise when the job stopped being ours (another machine took it over); call before recording."""
+        """Raise ClaimLost when the job stopped being ours (another machine took it over); call before recording."""
+
+    def give_up(self) -> None:
+        """End the hold without settling it, e.g. once it was found lost."""
 
 
 class _MachineHold:
@@ -46,6 +49,9 @@ class _MachineHold:
         return None
 
     def check(self) -> None:
+        return None
+
+    def give_up(self) -> None:
         return None
 
 
@@ -62,6 +68,9 @@ class _ClaimHold:
 
     def check(self) -> None:
         self._held.check()
+
+    def give_up(self) -> None:
+        self._held.release()  # False, and nothing touched, when another owner holds it now
 
 
 def engine_of(sessions: sessionmaker[Session]) -> Engine:

@@ -110,7 +110,7 @@ def test_a_killed_holder_s_job_is_finished_by_the_other_after_its_lease(make_alb
                                                                          tmp_path: Path) -> None:
     album = make_album(3)
     out = tmp_path / "shared-out"
-    lease = 20.0
+    lease = 45.0  # long enough for B to start while A's claim is still live, and to wait for it
     with postgres_schema() as url:
         args = [*_enhance_args(album, tmp_path / "home-a", tiny_model), "--db", url, "--out", str(out), "--workers", "1"]
         # A stalls inside its first job's record transaction (output written, rows flushed, claim held).
@@ -136,6 +136,7 @@ def test_a_killed_holder_s_job_is_finished_by_the_other_after_its_lease(make_alb
         b = _finish(*_start(b_args, _env(tmp_path, PREFECT_HOME=str(tmp_path / "prefect-b"),
                                          REFSR_CLAIM_LEASE_S=str(lease)), tmp_path / "b"))
         assert b.returncode == 0, b.stderr[-3000:]
+        assert "1 job(s) were held by other processes" in b.stderr  # B skipped it, then came back and waited
         rows = _exactly_once(url, out, targets=3)
         # A's half-done job was recorded by B only, and not before A's lease had run out.
         (redone,) = [r for r in rows if r.job_key == held.job_key]
