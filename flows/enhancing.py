@@ -121,7 +121,6 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
             return outcome(Outcome.ELSEWHERE, None, None)
         if not settings.force and (hit := reusable(res.sessions, key, out_path)) is not None:
             return outcome(Outcome.CACHED, hit.output_path, hit.id)
-        fault_point("claimed")  # crash tests: die or stall while holding the job
         refuse_album_photo(res.sessions, out_path)
         ckpt = res.model()
         if ckpt.sha256 != job.model_sha256:
@@ -131,6 +130,7 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
             result = enhance_photo(ckpt.model, root / target.rel_path, [root / p for p in ref_paths], Path(out_path),
                                    params, attention_path=attention_path_for(job.out_dir, key), device=job.device)
         timings.update({k: round(v, 4) for k, v in result.timings.items()})
+        fault_point("enhanced")  # crash tests: die or stall holding the job, its output written, not recorded
         try:
             held.check()
             enhancement_id = record_success(res.sessions, job, target.id, key, params, found.key, result, timings,

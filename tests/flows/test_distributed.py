@@ -8,7 +8,6 @@ Each test gets its own PostgreSQL schema; all are skipped with a message when th
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from datetime import timedelta
@@ -106,40 +105,56 @@ def test_two_machines_on_one_database_do_every_job_exactly_once(make_album, tiny
         assert sum(r.counts["enhanced"] for r in runs) == 4
 
 
-def test_a_killed_holder_s_job_is_finished_by_the_other_after_its_lease(make_album, tiny_model: Path,
-                                                                         tmp_path: Path) -> None:
+def _wait_for(text: str, log: Path, proc, timeout_s: float = 900) -> str:  # type: ignore[no-untyped-def]
+    """Poll a process's log until `text` shows (the machine may be slow and busy); fail if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        seen = log.read_text()
+        if text in seen:
+            return seen
+        assert proc.poll() is None, seen[-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not in {log} after {timeout_s} s: {log.read_text()[-3000:]}")
+
+
+def test_a_killed_worker_s_job_is_finished_by_the_other_after_its_lease(make_album, tiny_model: Path,
+                                                                        tmp_path: Path) -> None:
     album = make_album(3)
     out = tmp_path / "shared-out"
-    lease = 45.0  # long enough for B to start while A's claim is still live, and to wait for it
+    lease = 8.0
     with postgres_schema() as url:
-        args = [*_enhance_args(album, tmp_path / "home-a", tiny_model), "--db", url, "--out", str(out), "--workers", "1"]
-        # A stalls inside its first job's record transaction (output written, rows flushed, claim held).
-        env_a = _env(tmp_path, PREFECT_HOME=str(tmp_path / "prefect-a"), REFSR_CLAIM_LEASE_S=str(lease),
-                     REFSR_FAULT_INJECT="record:1:pause")
-        proc, log = _start(args, env_a, tmp_path / "a")
-        err = log.with_suffix(".err")
-        try:
-            for _ in range(3000):
-                if "fault injection: pausing" in err.read_text() or proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-            assert proc.poll() is None, err.read_text()[-3000:]
-            with _session(url) as session:
-                (held,) = session.scalars(select(JobClaim)).all()
-            assert held.pid == int(re.findall(r"pausing at record #1 in pid (\d+)", err.read_text())[0])
-            os.killpg(proc.pid, signal.SIGKILL)  # A and everything it started, mid-task
-            proc.wait(timeout=60)
-        finally:
-            _finish(proc, log)
+        def start(name: str, **env: str):  # type: ignore[no-untyped-def]
+            args = [*_enhance_args(album, tmp_path / f"home-{name}", tiny_model), "--db", url, "--out", str(out),
+                    "--workers", "1"]
+            return _start(args, _env(tmp_path, PREFECT_HOME=str(tmp_path / f"prefect-{name}"),
+                                     REFSR_CLAIM_LEASE_S=str(lease), **env), tmp_path / name)
 
-        b_args = [*_enhance_args(album, tmp_path / "home-b", tiny_model), "--db", url, "--out", str(out)]
-        b = _finish(*_start(b_args, _env(tmp_path, PREFECT_HOME=str(tmp_path / "prefect-b"),
-                                         REFSR_CLAIM_LEASE_S=str(lease)), tmp_path / "b"))
-        assert b.returncode == 0, b.stderr[-3000:]
-        assert "1 job(s) were held by other processes" in b.stderr  # B skipped it, then came back and waited
+        # A stalls in its first job: output written, nothing recorded, its claim kept alive by the heartbeat.
+        a, a_log = start("a", REFSR_FAULT_INJECT="enhanced:1:pause:900")
+        b = None
+        try:
+            seen = _wait_for("fault injection: pausing at enhanced #1", a_log.with_suffix(".err"), a)
+            assert f"in pid {a.pid}" in seen
+            # B does the other jobs, finds A's held, and waits for it.
+            b, b_log = start("b")
+            _wait_for("1 job(s) were held by other processes", b_log.with_suffix(".err"), b)
+            with _session(url) as session:
+                held = session.scalars(select(JobClaim).where(JobClaim.pid == a.pid)).one()
+                assert not session.scalars(select(Enhancement).where(Enhancement.job_key == held.job_key)).all()
+            assert len(list(out.rglob("*.jpg"))) == 3  # A's output is on disk, unrecorded
+            os.killpg(a.pid, signal.SIGKILL)  # A and everything it started, mid-task
+            a.wait(timeout=60)
+            with _session(url) as session:
+                last = session.get(JobClaim, held.job_key)  # A's last renewal, now that it is dead
+            result = _finish(b, b_log)
+        finally:
+            _finish(a, a_log)
+            if b is not None and b.poll() is None:
+                _finish(b, b_log)
+        assert result.returncode == 0, result.stderr[-3000:]
         rows = _exactly_once(url, out, targets=3)
         # A's half-done job was recorded by B only, and not before A's lease had run out.
         (redone,) = [r for r in rows if r.job_key == held.job_key]
-        assert redone.created_at >= held.expires_at - timedelta(seconds=1)
+        assert redone.created_at >= last.expires_at - timedelta(seconds=1)
         after = claims.lookup(init_db(url), held.job_key)
-        assert after is not None and after.pid != held.pid and after.status.value == "done"
+        assert after is not None and after.pid == b.pid and after.status.value == "done"
