@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
 from db.claims import ClaimLost
+from db.locks import sqlite_file
 from db.models import PhotoRole, RunKind, RunStatus
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
 from flows.faults import fault_point
 from flows.indexing import IndexSummary, index_steps
 from flows.jobs import JobContext, Outcome, TargetOutcome
-from flows.locks import job_claim
+from flows.locks import engine_of, job_claim
 from flows.records import record_failure, record_success, refuse_album_photo, reusable
 from flows.resources import Resources, resources_for
 from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target
@@ -228,7 +229,7 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
             ),
         )
         if settings.report:
-            summary = replace(summary, gallery=_gallery(res.sessions, root, run.album_id))
+            summary = replace(summary, gallery=_gallery(res.sessions, root, run.album_id, settings.home))
         counts = {**summary.counts(), **{f"scan_{k}": v for k, v in indexed.scan.as_dict().items()}}
         error = f"{len(summary.failed)} photo(s) failed" if summary.failed else None
         finish_run(res.sessions, run.run_id, RunStatus.completed, counts, error=error)
@@ -305,16 +306,19 @@ def _abandoned(res: Resources, job: JobContext, params: EnhanceParams, o: Target
     return replace(o, status=Outcome.FAILED, enhancement_id=rid, error=error)
 
 
-def _gallery(sessions: sessionmaker[Session], root: Path, album_id: int) -> str | None:
+def _gallery(sessions: sessionmaker[Session], root: Path, album_id: int, home: Path) -> str | None:
     """Build the album's gallery and link it from a markdown artifact of this flow run.
 
+    Beside a SQLite database (report's default), else in this machine's workspace: never in the
+    working directory of whatever process (a Prefect worker, say) ran the flow.
     The gallery is a convenience: its failure is logged and never fails the run.
     """
     from flows.report import build_gallery, gallery_markdown
 
+    out = None if sqlite_file(engine_of(sessions).url) is not None else home / "galleries" / f"album-{album_id}"
     try:
         with sessions() as session:
-            index = build_gallery(session, album_root=root)
+            index = build_gallery(session, album_root=root, out_dir=out)
         create_markdown_artifact(markdown=gallery_markdown(index), key=f"gallery-album-{album_id}",
                                  description=f"before/after gallery of {root}")
         return str(index)
