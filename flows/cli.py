@@ -9,7 +9,6 @@ _T0 = time.time()
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -30,7 +29,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untyped-def]
-    from flows.preflight import UsageError
     from flows.settings import Settings
 
     def get(name: str) -> Any:
@@ -42,7 +40,8 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
             search=get("search"), embedder=get("embedder"), min_ref_side=get("min_ref_side"),
             max_target_side=get("max_target_side"), ref_ratio=get("ref_ratio"), top_k=get("top_k"),
             refs=get("refs"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),
-            force=get("force") or None, workers=get("workers"), **extra,
+            force=get("force") or None, workers=get("workers"), dask=get("dask"), processes=get("processes"),
+            **extra,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -185,6 +184,9 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
                             planned_bytes(sizes, settings.outscale, settings.output_format))
         from flows.enhancing import enhance_album  # Prefect and torch: only once the checks passed
 
+        from flows.runners import check_engine
+
+        check_engine(settings)
         _start_flow(args)
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -291,6 +293,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               "then `export PREFECT_API_URL=http://127.0.0.1:4200/api` and run this command again.",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.pool:
+        from flows.deploying import deploy_to_pool
+        from flows.runners import check_engine
+
+        check_engine(settings)
+        name = deploy_to_pool(args.album, settings, args.pool, name=args.name, cron=args.cron,
+                              interval=args.interval)
+        print(f"deployment {name!r} is on work pool {args.pool!r}; on each machine run "
+              f"`prefect worker start --pool {args.pool}`")
+        return EXIT_OK
     served = deployment(args.album, settings, name=args.name, cron=args.cron, interval=args.interval)
     print(f"serving deployment {served.name!r} for {shown(args.album)} (Ctrl-C stops it)", file=sys.stderr)
     serve(served)

@@ -21,6 +21,8 @@ environment:
   PREFECT_API_URL     a Prefect server of yours (every run shows there); unset, a temporary
                       local server starts when there is work, its state in $REFSR_HOME/prefect
   DO_NOT_TRACK        telemetry is off unless you set this (or Prefect's own settings) otherwise
+  REFSR_DASK          a Dask scheduler's address for the photo tasks (as --dask)
+  REFSR_CLAIM_LEASE_S on PostgreSQL, how long a dead process's job stays claimed (default 60)
 """
 
 
@@ -116,6 +118,17 @@ def _model_args(p: argparse.ArgumentParser, *, album: bool) -> None:
                        help="cosine candidates re-ranked by the model's own texture relevance (default 4)")
 
 
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("task engine (needs the [dask] extra: pip install 'refsr-album[dask]')")
+    how = g.add_mutually_exclusive_group()
+    how.add_argument("--dask", default=None, metavar="ADDRESS",
+                     help="run the photo tasks on the workers of this Dask scheduler, e.g. tcp://scheduler:8786 "
+                          "(default $REFSR_DASK; with several machines use PostgreSQL and a shared album mount)")
+    how.add_argument("--processes", action="store_true", default=None,
+                     help="run the photo tasks on a local Dask cluster of --workers processes, each loading the "
+                          "model once")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="refsr",
@@ -172,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p, album=True)
     p.add_argument("--force", action="store_true", help="redo enhancements even when already done")
     p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                   help="photos in flight at once; the model itself runs one at a time per device (default 2)")
+                   help="photos in flight at once; the model itself runs one at a time per device (default 2); "
+                        "with --processes, the number of worker processes")
+    _engine_args(p)
     _scan_args(p)
     _workspace_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -225,12 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
             and see the album at the same path.
             """),
         epilog="examples:\n  refsr serve ~/Pictures --interval 3600\n"
-               "  refsr serve ~/Pictures --cron '0 3 * * *' --device cuda\n\n" + _COMMON_EPILOG)
+               "  refsr serve ~/Pictures --cron '0 3 * * *' --device cuda\n"
+               "  refsr serve /mnt/album --cron '0 3 * * *' --pool refsr --dask tcp://scheduler:8786\n\n"
+               + _COMMON_EPILOG)
     p.add_argument("album", type=Path, metavar="ALBUM")
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", metavar="EXPR", help="cron schedule, e.g. '0 3 * * *'")
     when.add_argument("--interval", type=_positive_int, metavar="SECONDS", help="run every SECONDS")
     p.add_argument("--name", default=None, help="deployment name (default refsr-<album folder name>)")
+    p.add_argument("--pool", default=None, metavar="NAME",
+                   help="put the deployment on this work pool and return, instead of serving it here: "
+                        "`prefect worker start --pool NAME` on any machine then runs it (create the pool once "
+                        "with `prefect work-pool create NAME --type process`)")
+    _engine_args(p)
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder; default ALBUM/enhanced")
     _model_args(p, album=True)
     _scan_args(p)

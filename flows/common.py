@@ -179,5 +179,9 @@ class JsonCache:
             return None
 
     def put(self, key: str, value: Any) -> None:
+        """Remember `value`; a memo that cannot be written (a worker on a machine without this folder) is skipped."""
         text = json.dumps(value, sort_keys=True)
-        atomic_write(self._path(key), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        try:
+            atomic_write(self._path(key), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        except OSError as exc:
+            logger.info("memo %s not written: %s", self._path(key), one_line(exc))

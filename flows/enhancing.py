@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -15,15 +17,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
+from db.claims import ClaimLost
 from db.models import PhotoRole, RunKind, RunStatus
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
 from flows.faults import fault_point
 from flows.indexing import IndexSummary, index_steps
 from flows.jobs import JobContext, Outcome, TargetOutcome
-from flows.locks import job_lock
+from flows.locks import job_claim
 from flows.records import record_failure, record_success, refuse_album_photo, reusable
 from flows.resources import Resources, resources_for
 from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target
+from flows.runners import Submit, photo_tasks
 from flows.settings import Settings
 from pipeline.attention import attention_path_for
 from pipeline.enhance import enhance_photo, job_key, plan_output_paths, stable_hash
@@ -50,7 +54,7 @@ class EnhanceSummary:
     gallery: str | None = None  # index.html of the album's gallery, when built
 
     def counts(self) -> dict[str, int]:
-        counts = {o.value: 0 for o in Outcome}
+        counts = {o.value: 0 for o in Outcome if o is not Outcome.ELSEWHERE}  # a finished run has none
         for outcome in self.outcomes:
             counts[outcome.status.value] += 1
         return counts
@@ -67,11 +71,13 @@ class EnhanceSummary:
 # -- one target --------------------------------------------------------------------------------
 
 
-def process_target(photo_id: int, job: JobContext, settings: Settings, out_path: str) -> TargetOutcome:
+def process_target(photo_id: int, job: JobContext, settings: Settings, out_path: str, *,
+                   wait: bool = False) -> TargetOutcome:
     """Retrieve references for one target, enhance it into ``out_path`` unless that job is already done there.
 
     ``out_path`` comes from the run's :func:`plan_output_paths`, which keeps targets apart that
-    would share an output name.
+    would share an output name. A job that a live process on another machine holds is ELSEWHERE,
+    unless ``wait``: then this waits for that holder to finish it (CACHED) or to die (and does it).
 
     Permanent failures are recorded (status failed, with the reason) and returned; transient ones
     (database busy, CUDA out of memory) are raised so Prefect retries the task.
@@ -85,7 +91,7 @@ def process_target(photo_id: int, job: JobContext, settings: Settings, out_path:
         found = choose_references(res, job, target, settings)
         if not found.ranked:
             return TargetOutcome(photo_id, target.rel_path, Outcome.NO_REFERENCE, error=found.missing)
-        return enhance_target(res, job, target, found, params, settings, out_path)
+        return enhance_target(res, job, target, found, params, settings, out_path, wait=wait)
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -93,8 +99,12 @@ def process_target(photo_id: int, job: JobContext, settings: Settings, out_path:
 
 
 def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: Retrieval, params: EnhanceParams,
-                   settings: Settings, out_path: str) -> TargetOutcome:
-    """Enhance `target` with its chosen references into `out_path` and record it; CACHED when that is done already."""
+                   settings: Settings, out_path: str, *, wait: bool = False) -> TargetOutcome:
+    """Enhance `target` with its chosen references into `out_path` and record it; CACHED when that is done already.
+
+    The model runs only under the job's claim (flows/locks.py), checked for a finished job again
+    once held: whoever held it before may have just done it.
+    """
     key = job_key(target.sha256, [r.sha256 for r in found.ranked], job.model_sha256, params)
     ref_paths = tuple(target.references[r.photo_id][1] for r in found.ranked)
     timings = found.timings()
@@ -106,7 +116,9 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
 
     if not settings.force and (hit := reusable(res.sessions, key, out_path)) is not None:
         return outcome(Outcome.CACHED, hit.output_path, hit.id)
-    with job_lock(settings, key):
+    with job_claim(settings, res.sessions, key, wait=wait) as held:
+        if held is None:
+            return outcome(Outcome.ELSEWHERE, None, None)
         if not settings.force and (hit := reusable(res.sessions, key, out_path)) is not None:
             return outcome(Outcome.CACHED, hit.output_path, hit.id)
         refuse_album_photo(res.sessions, out_path)
@@ -118,8 +130,17 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
             result = enhance_photo(ckpt.model, root / target.rel_path, [root / p for p in ref_paths], Path(out_path),
                                    params, attention_path=attention_path_for(job.out_dir, key), device=job.device)
         timings.update({k: round(v, 4) for k, v in result.timings.items()})
-        enhancement_id = record_success(res.sessions, job, target.id, key, params, found.key, result, timings,
-                                        found.ranked)
+        fault_point("enhanced")  # crash tests: die or stall holding the job, its output written, not recorded
+        try:
+            held.check()
+            enhancement_id = record_success(res.sessions, job, target.id, key, params, found.key, result, timings,
+                                            found.ranked, settle=held.settle)
+        except ClaimLost:
+            # This process stalled past its lease and another took the job over: the job is theirs to
+            # record (our output was renamed into place whole, as theirs will be).
+            logger.warning("%s: job %s was taken over by another process", target.rel_path, key[:12])
+            held.give_up()
+            return outcome(Outcome.ELSEWHERE, None, None)
     return outcome(Outcome.ENHANCED, str(result.output_path), enhancement_id)
 
 
@@ -141,9 +162,10 @@ def _failed(res: Resources, job: JobContext, target: TargetPhoto, found: Retriev
 
 @task(name="enhance-photo", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=retry_if_transient)
-def enhance_task(photo_id: int, job: JobContext, settings: Settings, out_path: str) -> TargetOutcome:
+def enhance_task(photo_id: int, job: JobContext, settings: Settings, out_path: str,
+                 wait: bool = False) -> TargetOutcome:
     """One target photo (thin wrapper; see process_target)."""
-    return process_target(photo_id, job, settings, out_path)
+    return process_target(photo_id, job, settings, out_path, wait=wait)
 
 
 # -- the flow ----------------------------------------------------------------------------------
@@ -189,7 +211,7 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
             model_sha256=ckpt.sha256, model_name=ckpt.name,
             embedder_key=indexed.index.embedder_key if indexed.index else res.embedder.key,
             index_path=str(indexed.index.path) if indexed.index else "", device=res.device.name,
-            amp_dtype=res.device.amp_dtype,
+            amp_dtype=res.device.amp_dtype, index_host=socket.gethostname(),
         )
         summary = EnhanceSummary(
             album=str(root), album_id=run.album_id, run_id=run.run_id, out_dir=str(out_dir),
@@ -216,25 +238,46 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
 def _enhance_targets(res: Resources, job: JobContext, settings: Settings) -> tuple[TargetOutcome, ...]:
     """One task per target of the album, each into its planned output path; outcomes by path.
 
-    A task whose transient error outlived its retries is recorded as failed here.
+    Jobs that a live process elsewhere held are tried again once every other job is done, this
+    time waiting for that holder: it finishes them (they are then cached here) or dies, and this
+    run takes them over when its lease runs out. A task whose transient error outlived its
+    retries is recorded as failed here.
     """
     params = settings.enhance_params(job.amp_dtype)
     with res.sessions() as session:
         found = queries.photos(session, job.album_id, role=PhotoRole.target)
         targets = [(p.id, p.rel_path) for p in found]
         out_paths = plan_output_paths(job.out_dir, [(p.rel_path, p.format) for p in found], params)
-    task_opts = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_s}
-    futures = {
-        enhance_task.with_options(task_run_name=f"enhance {rel}", **task_opts)
-        .submit(pid, job, settings, str(out_paths[rel])): (pid, rel)
-        for pid, rel in targets
-    }
-    outcomes: list[TargetOutcome] = []
+    todo = [(pid, rel, str(out_paths[rel])) for pid, rel in targets]
     bar = None
-    if settings.progress and futures:
+    if settings.progress and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(futures), desc="enhance", unit="photo", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), desc="enhance", unit="photo", leave=False, dynamic_ncols=True)
+    with photo_tasks(settings) as submit:
+        done = _run_targets(res, job, settings, params, submit, todo, wait=False, bar=bar)
+        later = {o.photo_id for o in done if o.status is Outcome.ELSEWHERE}
+        if later:
+            logger.warning("%d job(s) were held by other processes; waiting until they finish them, or until "
+                           "their claims lapse (%g s after a holder dies) to take them over",
+                           len(later), settings.claim_lease_s)
+            done = [o for o in done if o.photo_id not in later] + _run_targets(
+                res, job, settings, params, submit, [t for t in todo if t[0] in later], wait=True, bar=bar)
+    if bar is not None:
+        bar.close()
+    return tuple(sorted((_abandoned(res, job, params, o) for o in done), key=lambda o: o.rel_path))
+
+
+def _run_targets(res: Resources, job: JobContext, settings: Settings, params: EnhanceParams, submit: Submit,
+                 todo: list[tuple[int, str, str]], *, wait: bool, bar: Any) -> list[TargetOutcome]:
+    """Submit one enhance task per (photo id, rel path, output path) and collect the outcomes as they come."""
+    task_opts = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_s}
+    futures = {
+        submit(enhance_task.with_options(task_run_name=f"enhance {rel}", **task_opts),
+               {"photo_id": pid, "job": job, "settings": settings, "out_path": out, "wait": wait}): (pid, rel)
+        for pid, rel, out in todo
+    }
+    outcomes: list[TargetOutcome] = []
     for future in as_completed(list(futures)):
         pid, rel = futures[future]
         try:
@@ -245,17 +288,28 @@ def _enhance_targets(res: Resources, job: JobContext, settings: Settings) -> tup
                                  "retries-exhausted", error)
             outcome = TargetOutcome(pid, rel, Outcome.FAILED, enhancement_id=rid, error=error)
         outcomes.append(outcome)
-        if bar is not None:
+        if bar is not None and outcome.status is not Outcome.ELSEWHERE:
             bar.set_postfix_str(f"{rel} {outcome.status.value}", refresh=False)
             bar.update(1)
-    if bar is not None:
-        bar.close()
-    return tuple(sorted(outcomes, key=lambda o: o.rel_path))
+    return outcomes
+
+
+def _abandoned(res: Resources, job: JobContext, params: EnhanceParams, o: TargetOutcome) -> TargetOutcome:
+    """A job still held elsewhere after waiting: its last holders all died on it (see Settings.claim_attempts)."""
+    if o.status is not Outcome.ELSEWHERE:
+        return o
+    error = ("not done here: another process still holds it, or the last processes that took it all died "
+             "on it (out of memory?)")
+    rid = record_failure(res.sessions, job, o.photo_id, o.job_key or stable_hash({"photo": o.photo_id}), params,
+                         "claim", error, o.references, o.timings)
+    return replace(o, status=Outcome.FAILED, enhancement_id=rid, error=error)
 
 
 def _gallery(sessions: sessionmaker[Session], root: Path, album_id: int, home: Path) -> str | None:
     """Build the album's gallery and link it from a markdown artifact of this flow run.
 
+    Beside a SQLite database (report's default), else in this machine's workspace: never in the
+    working directory of whatever process (a Prefect worker, say) ran the flow.
     The gallery is a convenience: its failure is logged and never fails the run.
     """
     from flows.report import build_gallery, gallery_markdown
@@ -271,9 +325,9 @@ def _gallery(sessions: sessionmaker[Session], root: Path, album_id: int, home: P
         return None
 
 
-def deployment(album: str | Path, settings: Settings, *, name: str | None = None, cron: str | None = None,
-               interval: int | None = None):  # type: ignore[no-untyped-def]
-    """A scheduled deployment of `enhance_album` for one album (served by `refsr serve`).
+def deployment_options(album: str | Path, settings: Settings, *, name: str | None = None, cron: str | None = None,
+                       interval: int | None = None) -> dict[str, Any]:
+    """What a scheduled deployment of `enhance_album` for one album is: name, schedule, parameters.
 
     Parameters travel as JSON (the settings as plain values) and are validated back into
     Settings when a run starts, so a worker on another machine builds the same settings.
@@ -281,11 +335,17 @@ def deployment(album: str | Path, settings: Settings, *, name: str | None = None
     if (cron is None) == (interval is None):
         raise ValueError(f"give exactly one of cron or interval, got cron={cron!r}, interval={interval!r}")
     root = Path(album).expanduser().resolve()
-    return enhance_album.to_deployment(
-        name=name or f"refsr-{root.name}",
-        cron=cron,
-        interval=interval,
-        parameters={"album": str(root), "settings": settings.with_(progress=False).to_record()},
-        description=f"refsr enhance {root}",
-        tags=["refsr"],
-    )
+    return {
+        "name": name or f"refsr-{root.name}",
+        "cron": cron,
+        "interval": interval,
+        "parameters": {"album": str(root), "settings": settings.with_(progress=False).to_record()},
+        "description": f"refsr enhance {root}",
+        "tags": ["refsr"],
+    }
+
+
+def deployment(album: str | Path, settings: Settings, *, name: str | None = None, cron: str | None = None,
+               interval: int | None = None):  # type: ignore[no-untyped-def]
+    """A scheduled deployment of `enhance_album` for one album, served by this process (`refsr serve`)."""
+    return enhance_album.to_deployment(**deployment_options(album, settings, name=name, cron=cron, interval=interval))

@@ -19,7 +19,8 @@ def fault_point(phase: str) -> None:
     """Die (or pause) here when the environment asks for it; return at once otherwise.
 
     os._exit skips every handler and finally block, like SIGKILL or a power cut would.
-    "<phase>:<n>:pause" sleeps 5 s there instead, like a long enhancement, for a test to signal into.
+    "<phase>:<n>:pause" sleeps 5 s there instead ("pause:<seconds>" that long), like a long
+    enhancement, for a test to signal into.
     """
     spec = os.environ.get(FAULT_ENV, "")
     if not spec:
@@ -31,9 +32,10 @@ def fault_point(phase: str) -> None:
     with _lock:
         _counts[phase] = _counts.get(phase, 0) + 1
         hit = _counts[phase] == int(count or 1)
+    action, _, seconds = action.partition(":")
     if hit and action == "pause":
-        logger.error("fault injection: pausing at %s #%s", phase, count or 1)
-        time.sleep(5)
+        logger.error("fault injection: pausing at %s #%s in pid %d", phase, count or 1, os.getpid())
+        time.sleep(float(seconds or 5))
     elif hit:
         logger.error("fault injection: exiting at %s #%s", phase, count)
         os._exit(137)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from db import queries
 from db.models import Photo, PhotoRole, PhotoStatus, RunKind, RunStatus
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
-from flows.locks import index_lock
+from flows.locks import engine_of, index_lock
 from flows.resources import resources_for
 from flows.settings import Settings, index_file, scan_settings
 from pipeline import images
@@ -179,12 +179,13 @@ def embed_task(photo_id: int, album_root: str, settings: Settings) -> EmbedOutco
 def sync_index_task(album_id: int, embedder_key: str, settings: Settings) -> IndexState:
     """Bring the album's FAISS file in step with the database's reference vectors.
 
-    Holds a file lock across read-modify-write so two processes never interleave their saves;
+    Holds `index_lock` across read-modify-write so two processes never interleave their saves;
     the file is replaced atomically, so readers without the lock see the old or the new index.
     """
     path = index_file(settings, album_id, embedder_key)
-    with index_lock(path):
-        with resources_for(settings).sessions() as session:
+    sessions = resources_for(settings).sessions
+    with index_lock(engine_of(sessions), path, album_id, embedder_key):
+        with sessions() as session:
             rows = queries.embeddings_for_album(session, album_id, embedder_key, role=PhotoRole.reference)
         ids = np.array([r.photo_id for r in rows], dtype=np.int64)
         vectors = {r.photo_id: np.frombuffer(r.vector, dtype="<f4") for r in rows}

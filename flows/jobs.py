@@ -14,6 +14,9 @@ class Outcome(enum.StrEnum):
     CACHED = "cached"  # same job key already succeeded and its output is intact: no model work
     FAILED = "failed"  # recorded with its reason; the run went on
     NO_REFERENCE = "no-reference"  # the album has no reference candidate for it
+    # A live holder on another machine had the job when this run tried it; the run comes back to it
+    # at its end, so a finished run reports one of the outcomes above instead.
+    ELSEWHERE = "elsewhere"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class JobContext:
     index_path: str
     device: str
     amp_dtype: Precision | None
+    # The machine whose file index_path is ("" = any); a worker on another one builds the index from the
+    # database's vectors instead, so workers need no copy of the flow machine's REFSR_HOME.
+    index_host: str = ""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -63,8 +63,12 @@ def _rows(ranked: Sequence[RankedReference]) -> list[tuple[int, int, str, float,
 
 def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str, params: EnhanceParams,
                    retrieval_key: str | None, result: EnhanceResult, timings: dict[str, float],
-                   ranked: Sequence[RankedReference]) -> int:
-    """Record what `result` wrote, with its references; returns the enhancement's id."""
+                   ranked: Sequence[RankedReference], settle: Callable[[Session], None] | None = None) -> int:
+    """Record what `result` wrote, with its references; returns the enhancement's id.
+
+    `settle(session)` runs inside the same transaction (marking the job's claim done), so the
+    record and the end of the claim commit together or not at all.
+    """
     st = result.output_path.stat()
     written = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     with sessions.begin() as session:
@@ -78,6 +82,8 @@ def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: i
             attention_path=result.attention_path.resolve() if result.attention_path else None,
             references=_rows(ranked),
         )
+        if settle is not None:
+            settle(session)
         # Crash-test hook: dying here leaves the flushed rows uncommitted, i.e. not there.
         fault_point("record")
         return enhancement.id

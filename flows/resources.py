@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import init_db, make_session_factory
+from db.locks import file_lock
 from flows.settings import DeviceChoice, Settings
 from pipeline.embedders import Embedder, EmbedderKind, EmbedderSettings, make_embedder
 from ttsr_core.config import Precision
@@ -36,6 +39,15 @@ class DeviceSpec:
 
     name: str  # "cpu", "cuda"
     amp_dtype: Precision | None
+
+
+def _gpu_lock_path() -> Path:
+    """This machine's lock file for the current CUDA device, by UUID (indexes change with CUDA_VISIBLE_DEVICES)."""
+    import torch
+
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    name = str(props.uuid)
+    return Path(tempfile.gettempdir()) / "refsr-gpu-locks" / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}.lock"
 
 
 def resolve_device(choice: DeviceChoice) -> DeviceSpec:
@@ -81,6 +93,7 @@ class Resources:
         # one big inference best, so more model calls at once would only add memory and contention.
         self._slots = threading.BoundedSemaphore(spec.device_slots)
         self._indexes: dict[Path, tuple[tuple[int, int], VectorIndex]] = {}
+        self._db_indexes: dict[tuple[int, str], tuple[object, VectorIndex | None]] = {}
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -123,9 +136,18 @@ class Resources:
 
     @contextlib.contextmanager
     def device_slot(self) -> Iterator[None]:
-        """Hold one of the process's model slots for the block."""
+        """Hold one of the process's model slots for the block; on a GPU, the device itself too.
+
+        Several worker processes (Dask's `--nworkers`, or two `refsr` runs) may share one GPU; a
+        flock named after the device's UUID lets one model call at a time onto it across all of
+        them, which the GPU runs best and which keeps its memory for one enhancement.
+        """
         with self._slots:
-            yield
+            if self.device.name != "cuda":
+                yield
+                return
+            with file_lock(_gpu_lock_path()):
+                yield
 
     def vector_index(self, path: Path, embedder_key: str) -> VectorIndex | None:
         """The album's FAISS index as saved now (read again when the file is replaced), or None if absent."""
@@ -148,6 +170,35 @@ class Resources:
             return None
         with self._lock:
             self._indexes[path] = (version, index)
+        return index
+
+
+    def database_index(self, album_id: int, embedder_key: str, version: object) -> VectorIndex | None:
+        """The album's reference vectors as an in-memory index, built from the database once per `version`.
+
+        For a worker that cannot read the flow machine's index file: the database is the source of
+        truth, and `version` (the run) tells when the album may have changed.
+        """
+        import numpy as np
+
+        from db import queries
+        from db.models import PhotoRole
+        from pipeline.vector_index import VectorIndex
+
+        slot = (album_id, embedder_key)
+        with self._lock:
+            cached = self._db_indexes.get(slot)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+        with self.sessions() as session:
+            rows = queries.embeddings_for_album(session, album_id, embedder_key, role=PhotoRole.reference)
+        index = None
+        if rows:
+            ids = np.array([r.photo_id for r in rows], dtype=np.int64)
+            index = VectorIndex.build(ids, np.stack([np.frombuffer(r.vector, dtype="<f4") for r in rows]),
+                                      embedder_key)
+        with self._lock:
+            self._db_indexes[slot] = (version, index)
         return index
 
 

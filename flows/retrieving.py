@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +23,9 @@ from pipeline.enhance import stable_hash
 from pipeline.params import RetrievalSettings
 from pipeline.roles import RelativeRoles, no_reference_reason
 from pipeline.retrieval import Candidate, RankedReference, cosine_candidates, rank_references
+
+if TYPE_CHECKING:
+    from pipeline.vector_index import VectorIndex
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,13 @@ class RerankMemo:
         self._cache.put(key, [asdict(r) for r in ranked])
 
 
+def _cosine_index(res: Resources, job: JobContext) -> VectorIndex | None:
+    """The album's index file where the run saved it; on another machine (a Dask worker), one from the database."""
+    if not job.index_host or job.index_host == socket.gethostname():
+        return res.vector_index(Path(job.index_path), job.embedder_key)
+    return res.database_index(job.album_id, job.embedder_key, version=job.run_id)
+
+
 def choose_references(res: Resources, job: JobContext, target: TargetPhoto, settings: Settings) -> Retrieval:
     """Cosine top-k from the album's vector index, re-ranked by the model's own texture relevance.
 
@@ -103,7 +115,7 @@ def choose_references(res: Resources, job: JobContext, target: TargetPhoto, sett
     `settings.force`; re-ranking takes one of the process's model slots.
     """
     t0 = time.perf_counter()
-    index = res.vector_index(Path(job.index_path), job.embedder_key)
+    index = _cosine_index(res, job)
     if target.vector is None:
         raise ValueError(f"{target.rel_path}: no {job.embedder_key} embedding (it failed at indexing)")
     scan = scan_settings(settings, Path(job.album_root))

@@ -30,6 +30,8 @@ HOME_ENV = "REFSR_HOME"
 DATABASE_ENV = "REFSR_DATABASE_URL"
 MODEL_ENV = "REFSR_MODEL"
 DEVICE_ENV = "REFSR_DEVICE"
+DASK_ENV = "REFSR_DASK"  # address of a Dask scheduler, e.g. tcp://scheduler:8786
+LEASE_ENV = "REFSR_CLAIM_LEASE_S"
 ALBUM_CONFIG_NAME = "refsr.toml"
 DEFAULT_OUT_NAME = "enhanced"  # inside the album; ScanSettings excludes it by default
 MODEL_RELPATH = Path("models/ttsr-lite/ttsr-lite-x4.safetensors")
@@ -101,6 +103,13 @@ class Settings:
     retries: int = 2  # on transient errors (database busy, CUDA out of memory)
     retry_delay_s: float = 2.0
     progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
+    # Task engine (flows/runners.py): None and processes=False keep Prefect's threads in this process.
+    dask: str | None = None  # a running Dask scheduler's address: its workers run the photo tasks
+    processes: bool = False  # a temporary local Dask cluster of `workers` worker processes
+    # Job claims on a server database (flows/locks.py): a holder's lease, renewed by a heartbeat every
+    # third of it; a dead holder's job is taken over this long after its last renewal.
+    claim_lease_s: float = 60.0
+    claim_attempts: int = 3  # a job whose last N holders all died is not claimed again (it kills workers)
     report: bool = True  # build the HTML gallery (and its Prefect artifact) at the end of a run
 
     def __post_init__(self) -> None:
@@ -120,7 +129,7 @@ class Settings:
         for name in ("min_ref_side", "max_target_side", "tile"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
-        for name in ("top_k", "refs", "workers", "device_slots"):
+        for name in ("top_k", "refs", "workers", "device_slots", "claim_attempts"):
             _positive_int(name, getattr(self, name))
         _positive_int("retries", self.retries, 0)
         if self.ref_ratio is not None:
@@ -133,6 +142,13 @@ class Settings:
             raise ValueError(f"Settings.refs ({self.refs!r}) cannot exceed top_k ({self.top_k!r})")
         if not isinstance(self.retry_delay_s, (int, float)) or self.retry_delay_s < 0:
             raise ValueError(f"Settings.retry_delay_s must be >= 0, got {self.retry_delay_s!r}")
+        if isinstance(self.claim_lease_s, bool) or not isinstance(self.claim_lease_s, (int, float)) \
+                or not 0 < self.claim_lease_s < 86400:
+            raise ValueError(f"Settings.claim_lease_s must be a number of seconds in (0, 86400), "
+                             f"got {self.claim_lease_s!r}")
+        if self.dask is not None and self.processes:
+            raise ValueError(f"Settings: give a Dask scheduler address ({self.dask!r}) or a local cluster of "
+                             "processes, not both")
         # Validated by the objects built from these values, so errors name the same fields.
         self.retrieval()
         self.enhance_params()
@@ -150,6 +166,13 @@ class Settings:
         model = overrides.pop("model_path", None) or env.get(MODEL_ENV, "").strip() or default_model_path()
         device = overrides.pop("device", None) or env.get(DEVICE_ENV, "").strip() or DeviceChoice.AUTO
         clip_weights = overrides.pop("clip_weights", None) or env.get(CLIP_WEIGHTS_ENV, "").strip() or None
+        if overrides.get("dask") is None and env.get(DASK_ENV, "").strip() and not overrides.get("processes"):
+            overrides["dask"] = env[DASK_ENV].strip()
+        if overrides.get("claim_lease_s") is None and env.get(LEASE_ENV, "").strip():
+            try:
+                overrides["claim_lease_s"] = float(env[LEASE_ENV])
+            except ValueError:
+                raise ValueError(f"${LEASE_ENV} must be a number of seconds, got {env[LEASE_ENV]!r}") from None
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:

@@ -13,5 +13,5 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
 echo "setup: installing refsr-album and its dependencies"
-.venv/bin/python -m pip install -q -e ".[dev,postgres]"
+.venv/bin/python -m pip install -q -e ".[dev,postgres,dask]"
 echo "setup: done (.venv/bin/refsr is ready)"

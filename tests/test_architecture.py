@@ -17,7 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "ttsr_core": {"torch", "numpy", "PIL", "safetensors", "tqdm"},
     "pipeline": {"torch", "numpy", "PIL", "faiss", "open_clip", "huggingface_hub", "pillow_heif", "safetensors"},
     "db": {"sqlalchemy", "alembic", "psycopg"},
-    "flows": {"prefect", "torch", "numpy", "PIL", "sqlalchemy", "tqdm"},
+    "flows": {"prefect", "prefect_dask", "torch", "numpy", "PIL", "sqlalchemy", "tqdm"},  # prefect_dask: [dask]
 }
 PROJECT_DEPS = {"ttsr_core": set(), "pipeline": {"ttsr_core"}, "db": set(), "flows": {"pipeline", "ttsr_core", "db"}}
 # Single modules of another room that a room may import beyond PROJECT_DEPS: the database stores the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import uuid
@@ -45,6 +46,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'refsr.db'}"
         return
+    with postgres_schema() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL to a fresh schema of the test PostgreSQL, dropped afterwards; skips the test when unreachable."""
     problem = _postgres_problem()
     if problem is not None:
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {problem}")

@@ -267,3 +267,37 @@ def test_served_deployment_carries_settings_as_json_and_validates_back(tmp_path:
     assert restored == s.with_(progress=False)
     with pytest.raises(ValueError, match="exactly one"):
         deployment(tmp_path, s)
+
+
+def test_a_job_taken_over_while_the_model_ran_is_left_to_its_new_holder(make_album, settings_for,
+                                                                        monkeypatch) -> None:
+    """This process stalled past its lease and another took the job: nothing recorded here, the hold let go."""
+    import contextlib
+
+    from db.claims import ClaimLost
+    from flows import enhancing
+
+    album = make_album(1)
+    settings = settings_for(embedder="fallback")
+    job, target = _indexed_target(album, settings)
+    gave_up: list[bool] = []
+
+    class LostHold:
+        def settle(self, session: object) -> None:
+            raise AssertionError("a job taken over must not be recorded here")
+
+        def check(self) -> None:
+            raise ClaimLost("taken over")
+
+        def give_up(self) -> None:
+            gave_up.append(True)
+
+    @contextlib.contextmanager
+    def lost_claim(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        yield LostHold()
+
+    monkeypatch.setattr(enhancing, "job_claim", lost_claim)
+    outcome = _enhance(target, job, settings)
+    assert outcome.status is Outcome.ELSEWHERE and gave_up == [True]
+    with resources_for(settings).sessions() as session:
+        assert session.scalars(select(Enhancement)).all() == []
