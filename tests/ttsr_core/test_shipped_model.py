@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ttsr_core.checkpoint import CheckpointLayout, load_checkpoint
@@ -22,6 +23,17 @@ def test_shipped_checkpoint_loads_and_describes_itself() -> None:
     assert loaded.config == preset("ttsr-lite")
     assert loaded.meta["step"] == 3500 and loaded.meta["stage"] == "sr" and loaded.meta["holdout"]
     assert SHIPPED.stat().st_size <= 20 * 2**20
+
+
+@pytest.mark.parametrize(("name", "step", "degradation"), [
+    ("ttsr-lite-x4-clean.safetensors", 600, "bicubic"),  # the community-protocol variant
+    ("ttsr-lite-x4-round1.safetensors", 6000, None),  # kept for comparison; predates degradation metadata
+])
+def test_the_other_shipped_variants_load_and_say_how_they_were_trained(name: str, step: int, degradation) -> None:
+    loaded = load_checkpoint(SHIPPED.parent / name)
+    assert loaded.config == preset("ttsr-lite")
+    assert loaded.meta["step"] == step and loaded.meta.get("degradation") == degradation
+    assert loaded.sha256 != load_checkpoint(SHIPPED).sha256
 
 
 def test_shipped_model_beats_bicubic_with_a_related_reference() -> None:
