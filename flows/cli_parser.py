@@ -100,7 +100,9 @@ def _model_args(p: argparse.ArgumentParser, *, album: bool) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", type=Path, default=None, metavar="PATH",
                    help="TTSR checkpoint (.safetensors/.pt, ours or the authors'); default $REFSR_MODEL or "
-                        "the shipped models/ttsr-lite/ttsr-lite-x4.safetensors")
+                        "the shipped models/ttsr-lite/ttsr-lite-x4.safetensors, trained for album photos (JPEG, "
+                        "noise, resized copies); ttsr-lite-x4-clean.safetensors beside it suits photos that were "
+                        "only downscaled")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="auto = CUDA with mixed precision when present, else CPU (default auto)")
     g.add_argument("--search", choices=["fast", "exact"], default=None,
