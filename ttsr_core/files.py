@@ -1,8 +1,10 @@
 """Durable file writes and content hashes: what checkpoints need, shared by the rooms above."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -55,13 +57,21 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes, streamed in ``chunk``-byte reads (constant memory)."""
+    """Hex SHA-256 of a regular file's bytes, streamed in ``chunk``-byte reads (constant memory).
+
+    Anything else (FIFO, socket, device, directory) is an OSError, raised without blocking.
+    """
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     digest = hashlib.sha256()
     buffer = bytearray(chunk)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with open(fd, "rb", buffering=0) as handle:
         while n := handle.readinto(view):
             digest.update(view[:n])
     return digest.hexdigest()

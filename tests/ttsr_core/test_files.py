@@ -45,3 +45,13 @@ def test_sha256_file_streams_in_chunks(tmp_path: Path) -> None:
     assert sha256_file(path, chunk=7) == expected
     with pytest.raises(ValueError, match="chunk"):
         sha256_file(path, chunk=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_sha256_file_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        sha256_file(fifo)  # a blocking open() would hang here forever
+    with pytest.raises(OSError, match="not a regular file"):
+        sha256_file(tmp_path)
