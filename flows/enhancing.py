@@ -21,7 +21,7 @@ from flows.faults import fault_point
 from flows.indexing import IndexSummary, index_steps
 from flows.jobs import JobContext, Outcome, TargetOutcome
 from flows.locks import job_lock
-from flows.records import record_failure, record_success, refuse_album_photo, reusable
+from flows.records import claim_output, record_failure, record_success, reusable
 from flows.resources import Resources, resources_for
 from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target
 from flows.settings import Settings
@@ -109,7 +109,7 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
     with job_lock(settings, key):
         if not settings.force and (hit := reusable(res.sessions, key, out_path)) is not None:
             return outcome(Outcome.CACHED, hit.output_path, hit.id)
-        refuse_album_photo(res.sessions, out_path)
+        claim_output(res.sessions, job.out_dir, out_path, attention_path_for(job.out_dir, key))
         ckpt = res.model()
         if ckpt.sha256 != job.model_sha256:
             raise RuntimeError(f"checkpoint {res.spec.model_path} changed during the run")

@@ -118,6 +118,7 @@ def _store_scan(session: Session, album_id: int, result: ScanResult) -> ScanCoun
     counts = {s: 0 for s in ScanStatus}
     unreadable: list[tuple[str, str]] = []
     roles = {PhotoRole.target: 0, PhotoRole.reference: 0}
+    generated = queries.output_hashes(session)
     for entry in result.entries:
         if entry.status is ScanStatus.GONE:
             continue
@@ -129,6 +130,10 @@ def _store_scan(session: Session, album_id: int, result: ScanResult) -> ScanCoun
                                  status=PhotoStatus.unreadable, error=entry.error)
             continue
         role = entry.role or PhotoRole.neither
+        if entry.sha256 in generated:
+            # An output of ours copied or written into the album: never a target, never anyone's texture.
+            logger.info("%s is an output of refsr-album, neither target nor reference", entry.rel_path)
+            role = PhotoRole.neither
         if role in roles:
             roles[role] += 1
         queries.upsert_photo(session, album_id, entry.rel_path, sha256=entry.sha256,

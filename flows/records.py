@@ -13,6 +13,7 @@ from db.models import Enhancement, EnhancementStatus, Photo
 from flows.common import one_line
 from flows.faults import fault_point
 from flows.jobs import JobContext
+from pipeline import outputs
 from pipeline.enhance import EnhanceResult
 from pipeline.params import EnhanceParams
 from pipeline.retrieval import RankedReference
@@ -55,6 +56,19 @@ def refuse_album_photo(sessions: sessionmaker[Session], out_path: str) -> None:
         clash = queries.photo_by_path(session, Path(out_path).resolve())
     if clash is not None:
         raise ValueError(f"refusing to write {str(out_path)!r}: it is an album photo ({clash.rel_path})")
+
+
+def claim_output(sessions: sessionmaker[Session], out_dir: str, out_path: str, attention_path: Path) -> None:
+    """Refuse, by name, a write onto an album photo, outside the resolved output folder, or over a file
+    refsr did not write (pipeline.outputs keeps the ledger; the database knows older outputs)."""
+    refuse_album_photo(sessions, out_path)
+
+    def recorded(real: Path) -> bool:
+        with sessions() as session:
+            return bool(queries.enhancements_for_output(session, real))
+
+    outputs.claim_output(out_dir, out_path, recorded=recorded)
+    outputs.resolve_inside(out_dir, attention_path)
 
 
 def _rows(ranked: Sequence[RankedReference]) -> list[tuple[int, int, str, float, float]]:

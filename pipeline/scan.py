@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import images
+from pipeline import images, outputs
 from pipeline.vocabulary import PhotoRole
 from ttsr_core import files
 
@@ -174,10 +174,13 @@ def _iter_files(root: Path, settings: ScanSettings) -> Iterator[tuple[str, Path]
                 dirnames[:] = []
                 continue
             seen_dirs.add((st.st_dev, st.st_ino))
+        # A folder carrying refsr's output marker holds outputs or a gallery, wherever it lies and
+        # whatever its name: never photos of the album.
         dirnames[:] = sorted(
             name
             for name in dirnames
             if name not in excluded and not (settings.skip_hidden and name.startswith("."))
+            and not outputs.is_output_folder(Path(dirpath) / name)
         )
         for name in sorted(filenames):
             if settings.skip_hidden and name.startswith("."):

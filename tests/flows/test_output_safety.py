@@ -1,0 +1,41 @@
+"""Output safety through the task bodies: what refsr wrote never becomes input, and nothing else is replaced."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from db import queries
+from db.models import PhotoRole
+from flows.indexing import scan_task
+from flows.jobs import Outcome
+from flows.resources import resources_for
+from tests.flows.test_tasks import _enhance, _indexed_target
+
+
+def test_an_output_copied_into_the_album_is_neither_target_nor_reference(make_album, settings_for) -> None:
+    album = make_album(2)
+    settings = settings_for(embedder="fallback")
+    job, target = _indexed_target(album, settings)
+    done = _enhance(target, job, settings)
+    assert done.status is Outcome.ENHANCED
+    shutil.copy(done.output_path, album / "scene0" / "looks-like-a-great-reference.jpg")
+    counts = scan_task.fn(str(album), settings)
+    with resources_for(settings).sessions() as session:
+        copy = queries.photos_by_rel_path(session, counts.album_id)["scene0/looks-like-a-great-reference.jpg"]
+    assert copy.role is PhotoRole.neither and (counts.targets, counts.references) == (2, 2)
+
+
+def test_a_user_file_at_an_output_path_is_refused_by_name(make_album, settings_for) -> None:
+    album = make_album(1)
+    settings = settings_for(embedder="fallback")
+    job, target = _indexed_target(album, settings)
+    planned = Path(job.out_dir) / target.rel_path
+    planned.parent.mkdir(parents=True)
+    planned.write_bytes(b"the user's own file, put there by hand")
+    failed = _enhance(target, job, settings)
+    assert failed.status is Outcome.FAILED and "refsr did not write it" in (failed.error or "")
+    assert str(planned) in (failed.error or "") and planned.read_bytes().startswith(b"the user's")
+    planned.unlink()
+    assert _enhance(target, job, settings).status is Outcome.ENHANCED
+    assert _enhance(target, job, settings.with_(force=True)).status is Outcome.ENHANCED  # its own file: replaced
