@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,46 @@ def test_outputs_never_leave_their_folder_nor_come_back_as_photos(make_album, ti
                      tmp_path / "index")
     assert indexed.returncode == 0, indexed.stderr[-2000:]
     assert "nothing changed since the last scan" in indexed.stdout, indexed.stdout
+
+
+# Loaded by Python at start-up from PYTHONPATH: kills the process (like SIGKILL: no handler, no
+# rollback by us) at the n-th statement that builds the schema.
+_KILL_AT_SCHEMA_STATEMENT = """
+import os
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+_seen = [0]
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _kill(conn, cursor, statement, *args):
+    if statement.lstrip().upper().startswith(("CREATE", "INSERT INTO ALEMBIC", "UPDATE ALEMBIC")):
+        _seen[0] += 1
+        if _seen[0] == int(os.environ["KILL_AT"]):
+            os._exit(137)
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 6, 12, 17])  # first table … the version stamp (17 statements)
+def test_a_kill_during_the_first_database_creation_leaves_a_usable_database(kill_at: int, tmp_path: Path) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_KILL_AT_SCHEMA_STATEMENT)
+    home = tmp_path / "h"
+    pythonpath = os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])
+    killed = _refsr(["history", "--home", str(home)], _env(tmp_path, PYTHONPATH=pythonpath, KILL_AT=str(kill_at)),
+                    tmp_path / "killed")
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    again = _refsr(["history", "--home", str(home)], _env(tmp_path), tmp_path / "again")
+    assert again.returncode == 0, again.stderr[-2000:]
+    with sqlite3.connect(home / "refsr.db") as con:
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+
+
+def test_a_half_made_database_from_an_older_release_is_repaired(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    with sqlite3.connect(home / "refsr.db") as con:  # an older release killed after its first CREATE TABLE
+        con.execute("CREATE TABLE albums (id INTEGER NOT NULL PRIMARY KEY, root TEXT NOT NULL)")
+    done = _refsr(["history", "--home", str(home)], _env(tmp_path), tmp_path / "history")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "table albums already exists" not in done.stderr
