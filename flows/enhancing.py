@@ -31,6 +31,8 @@ from pipeline.params import EnhanceParams
 
 logger = logging.getLogger(__name__)
 
+_REFERENCE_VANISHED_RETRIES = 2
+
 
 @dataclass(frozen=True)
 class EnhanceSummary:
@@ -81,15 +83,23 @@ def process_target(photo_id: int, job: JobContext, settings: Settings, out_path:
     target = load_target(res.sessions, job, photo_id)
     params = settings.enhance_params(job.amp_dtype)
     found: Retrieval | None = None
-    try:
-        found = choose_references(res, job, target, settings)
-        if not found.ranked:
-            return TargetOutcome(photo_id, target.rel_path, Outcome.NO_REFERENCE, error=found.missing)
-        return enhance_target(res, job, target, found, params, settings, out_path)
-    except Exception as exc:
-        if is_transient(exc):
-            raise
-        return _failed(res, job, target, found, params, exc)
+    retries = _REFERENCE_VANISHED_RETRIES
+    while True:
+        try:
+            found = choose_references(res, job, target, settings)
+            if not found.ranked:
+                return TargetOutcome(photo_id, target.rel_path, Outcome.NO_REFERENCE, error=found.missing)
+            return enhance_target(res, job, target, found, params, settings, out_path)
+        except FileNotFoundError as exc:
+            # A reference deleted while this target was using it: choose again, without it.
+            vanished = {str(Path(job.album_root) / rel) for _, rel in target.references.values()}
+            if retries == 0 or str(exc.filename) not in vanished:
+                return _failed(res, job, target, found, params, exc)
+            retries -= 1
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            return _failed(res, job, target, found, params, exc)
 
 
 def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: Retrieval, params: EnhanceParams,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.flows.test_cli import _enhance_args, _env, _refsr
+from tests.flows.test_cli import _enhance_args, _env, _finish, _refsr, _start
 
 pytestmark = pytest.mark.slow
 
@@ -97,3 +98,20 @@ def test_a_half_made_database_from_an_older_release_is_repaired(tmp_path: Path) 
     done = _refsr(["history", "--home", str(home)], _env(tmp_path), tmp_path / "history")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "table albums already exists" not in done.stderr
+
+
+def test_a_reference_deleted_mid_run_fails_no_target(make_album, tiny_model: Path, tmp_path: Path) -> None:
+    album = make_album(3)
+    home = tmp_path / "h"
+    args = [*_enhance_args(album, home, tiny_model), "--top-k", "3"]  # every reference a candidate of every target
+    proc, out = _start(args, _env(tmp_path, REFSR_FAULT_INJECT="target:1:pause"), tmp_path / "run")
+    err = out.with_suffix(".err")
+    for _ in range(3000):
+        if "fault injection: pausing" in err.read_text() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, err.read_text()[-2000:]
+    (album / "scene0" / "ref.png").unlink()  # after the scan, while a target is under way
+    done = _finish(proc, out)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]  # exit 1 if any target failed
+    assert "gone since the scan" in done.stderr

@@ -1,4 +1,4 @@
-"""Output safety through the task bodies: what refsr wrote never becomes input, and nothing else is replaced."""
+"""Issue 14 through the task bodies: outputs never become input nor replace a user file; vanishing references."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from db.models import PhotoRole
 from flows.indexing import scan_task
 from flows.jobs import Outcome
 from flows.resources import resources_for
-from tests.flows.test_tasks import _enhance, _indexed_target
+from tests.flows.test_tasks import _enhance, _index, _indexed_target, _job, _targets
 
 
 def test_an_output_copied_into_the_album_is_neither_target_nor_reference(make_album, settings_for) -> None:
@@ -39,3 +39,33 @@ def test_a_user_file_at_an_output_path_is_refused_by_name(make_album, settings_f
     planned.unlink()
     assert _enhance(target, job, settings).status is Outcome.ENHANCED
     assert _enhance(target, job, settings.with_(force=True)).status is Outcome.ENHANCED  # its own file: replaced
+
+
+def test_a_reference_deleted_after_the_scan_is_dropped_not_the_target(make_album, settings_for, monkeypatch) -> None:
+    from flows import retrieving
+
+    album = make_album(3)
+    settings = settings_for(embedder="fallback", top_k=3)
+    album_id = _index(album, settings)
+    job = _job(album, settings, album_id)
+    first, second = _targets(settings, album_id)[:2]
+    (album / "scene0" / "ref.png").unlink()  # gone before this target's retrieval
+    done = _enhance(first, job, settings)
+    assert done.status is Outcome.ENHANCED, done.error
+    assert "scene0/ref.png" not in done.ref_paths and len(done.references) >= 1
+
+    # Gone between retrieval and enhancement: the target chooses again without it.
+    real = retrieving.choose_references
+    calls = []
+
+    def choose_then_delete(res, job_, target, settings_):  # noqa: ANN001, ANN202
+        found = real(res, job_, target, settings_)
+        calls.append([target.references[r.photo_id][1] for r in found.ranked])
+        if len(calls) == 1:
+            (album / calls[0][0]).unlink()
+        return found
+
+    monkeypatch.setattr("flows.enhancing.choose_references", choose_then_delete)
+    done = _enhance(second, job, settings)
+    assert done.status is Outcome.ENHANCED, done.error
+    assert len(calls) == 2 and calls[0][0] not in calls[1]
