@@ -96,7 +96,9 @@ def claim_output(root: PathLike, path: PathLike, *, recorded: Callable[[Path], b
         st = None
     if st is not None:
         if not stat.S_ISREG(st.st_mode):
-            raise UnsafeOutputError(f"refusing to write {str(path)!r}: something other than a file is there")
+            raise UnsafeOutputError(
+                f"refusing to write {str(path)!r}: something other than a regular file is there (a folder?)"
+            )
         if rel in _ledger_names(real_root):
             return real
         if not recorded(real):

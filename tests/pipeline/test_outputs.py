@@ -52,7 +52,7 @@ def test_only_files_refsr_wrote_are_replaced(tmp_path: Path) -> None:
     # The database's record of an older output (written before the ledger existed) also counts.
     assert claim_output(out, out / "sub" / "b.jpg", recorded=lambda p: p == (out / "sub" / "b.jpg").resolve())
     os.mkfifo(out / "sub" / "c.jpg")
-    with pytest.raises(UnsafeOutputError, match="other than a file"):
+    with pytest.raises(UnsafeOutputError, match="other than a regular file"):
         claim_output(out, out / "sub" / "c.jpg", recorded=lambda p: True)
 
 
