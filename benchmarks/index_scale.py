@@ -48,7 +48,8 @@ def run_index(repo: Path, album: Path, home: Path) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFSR_")}
     env.update({"PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(home / "prefect"),
-                "PREFECT_LOGGING_LEVEL": "WARNING"})
+                "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"})
+    (home / "prefect").mkdir(parents=True, exist_ok=True)  # Prefect does not create its own home's parents
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "flows.cli", "index", str(album), "--home", str(home),
                            "--embedder", "fallback", "--no-progress"],

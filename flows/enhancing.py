@@ -21,13 +21,14 @@ from flows.faults import fault_point
 from flows.indexing import IndexSummary, index_steps
 from flows.jobs import JobContext, Outcome, TargetOutcome
 from flows.locks import job_lock
-from flows.records import claim_output, record_failure, record_success, reusable
+from flows.records import claim_output, record_failure, record_success, reuse_elsewhere, reusable
 from flows.resources import Resources, resources_for
 from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target
 from flows.settings import Settings
 from pipeline.attention import attention_path_for
 from pipeline.enhance import enhance_photo, job_key, plan_output_paths, stable_hash
 from pipeline.params import EnhanceParams
+from ttsr_core.files import remove_stale_temps
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
         if not settings.force and (hit := reusable(res.sessions, key, out_path)) is not None:
             return outcome(Outcome.CACHED, hit.output_path, hit.id)
         claim_output(res.sessions, job.out_dir, out_path, attention_path_for(job.out_dir, key))
+        if not settings.force and (hit := reuse_elsewhere(res.sessions, job, target.id, key, out_path)) is not None:
+            return outcome(Outcome.CACHED, hit.output_path, hit.id)
         ckpt = res.model()
         if ckpt.sha256 != job.model_sha256:
             raise RuntimeError(f"checkpoint {res.spec.model_path} changed during the run")
@@ -190,6 +193,8 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
     model_path = settings.check_model()
     res = resources_for(settings)
     out_dir = settings.output_dir(root)
+    for stale in remove_stale_temps(out_dir):
+        logger.info("removed %s, left by a killed run", stale)
     with recorded_run(res.sessions, RunKind.enhance, root, settings,
                       {"album": str(root), "out_dir": str(out_dir)}) as run:
         indexed = index_steps(root, settings)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
-from db.models import Enhancement, EnhancementStatus, Photo
+from db.models import Enhancement, EnhancementStatus, Photo, PhotoStatus
 from flows.common import one_line
 from flows.faults import fault_point
 from flows.jobs import JobContext
@@ -17,7 +19,7 @@ from pipeline import outputs
 from pipeline.enhance import EnhanceResult
 from pipeline.params import EnhanceParams
 from pipeline.retrieval import RankedReference
-from ttsr_core.files import sha256_file
+from ttsr_core.files import atomic_write, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +39,60 @@ def reusable(sessions: sessionmaker[Session], key: str, out_path: str) -> Enhanc
     if out != Path(out_path).resolve():
         logger.info("job %s was written to %s, not %s; doing it there", key[:12], out, out_path)
         return None
+    if _intact(hit):
+        return hit
+    logger.info("output %s of job %s is missing or was replaced; redoing it", out, key[:12])
+    return None
+
+
+def _intact(hit: Enhancement) -> bool:
+    """Whether the file `hit` wrote still holds it: same size and mtime, else the same content hash."""
     try:
+        out = Path(hit.output_path or "")
         st = out.stat()
         recorded = (hit.params or {}).get("output_stat") or {}
         if recorded.get("size") == st.st_size and recorded.get("mtime_ns") == st.st_mtime_ns:
-            return hit
-        if sha256_file(out) == hit.output_sha256:
-            return hit
+            return True
+        return sha256_file(out) == hit.output_sha256
     except OSError:
-        pass
-    logger.info("output %s of job %s is missing or was replaced; redoing it", out, key[:12])
-    return None
+        return False
+
+
+def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str,
+                    out_path: str) -> Enhancement | None:
+    """The job done already under another output path (the photo renamed or copied): its output, put at `out_path`.
+
+    Same content, same references, same model: the pixels would be the same, so no model work. The old
+    output is moved when its photo is gone from the album (a rename) and lies in this run's output
+    folder, and copied otherwise (a copy of the photo, or another --out, keeps its own). A new record
+    for `out_path` carries the old one's provenance. None when there is no intact output to reuse.
+    """
+    with sessions() as session:
+        hit = queries.latest_succeeded_enhancement(session, key)
+        if hit is None or not hit.output_path or not _intact(hit):
+            return None
+        source = session.get(Photo, hit.target_photo_id)
+        gone = source is None or source.status is PhotoStatus.gone
+        references = [(r.rank, r.ref_photo_id, r.ref_sha256, r.cosine, r.relevance) for r in hit.references]
+    old, new = Path(hit.output_path), Path(out_path).resolve()
+    moved = gone and old.is_relative_to(Path(job.out_dir).resolve())
+    new.parent.mkdir(parents=True, exist_ok=True)
+    if moved:
+        os.replace(old, new)
+    else:
+        atomic_write(new, lambda tmp: shutil.copyfile(old, tmp))
+    st = new.stat()
+    how = "moved_from" if moved else "copied_from"
+    logger.info("%s: job %s done before; output %s %s", new, key[:12], how.replace("_", " "), old)
+    with sessions.begin() as session:
+        return queries.record_enhancement(
+            session, job.run_id, session.get(Photo, photo_id), key, status=EnhancementStatus.succeeded,
+            model_name=hit.model_name, model_sha256=hit.model_sha256, embedder=hit.embedder, device=hit.device,
+            params={**(hit.params or {}), "output_stat": {"size": st.st_size, "mtime_ns": st.st_mtime_ns},
+                    how: str(old)},
+            timings={}, output_path=new, output_sha256=hit.output_sha256, attention_path=hit.attention_path,
+            references=references,
+        )
 
 
 def refuse_album_photo(sessions: sessionmaker[Session], out_path: str) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -17,8 +19,9 @@ def atomic_write(path: PathLike, write: Callable[[Path], object], *, mode: int |
 
     ``write(tmp)`` fills a hidden temp file beside ``path`` (same directory, so the rename is atomic;
     hidden, so an album scan never takes a crash's leftover for a photo). The file is fsynced, given
-    ``mode`` (default: the mode of the file it replaces, else 0o644, not mkstemp's 0o600), renamed over
-    ``path``, and the directory is fsynced so that the rename itself survives a power cut. Returns ``path``.
+    ``mode`` (default: the mode of the file it replaces, else 0o666 less the umask as open() gives, not
+    mkstemp's 0o600), renamed over ``path``, and the directory is fsynced so that the rename itself
+    survives a power cut; :func:`remove_stale_temps` clears what a killed process left. Returns ``path``.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -30,7 +33,7 @@ def atomic_write(path: PathLike, write: Callable[[Path], object], *, mode: int |
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         if mode is None:
-            mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
+            mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask()
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
@@ -38,6 +41,48 @@ def atomic_write(path: PathLike, write: Callable[[Path], object], *, mode: int |
         raise
     _fsync_dir(target.parent)
     return target
+
+
+# mkstemp's names: ".<target name>.<8 random characters>.tmp" (see atomic_write).
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temps(directory: PathLike, older_than_s: float = 3600.0) -> list[Path]:
+    """Delete the temp files that killed ``atomic_write`` calls left under ``directory``; returns them.
+
+    Only names that atomic_write makes, and only when untouched for ``older_than_s`` seconds: a
+    live write holds its temp file for the seconds an encode and an fsync take, so an hour-old one
+    belongs to a process that died (SIGKILL or a power cut skip atomic_write's own clean-up).
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if not _TEMP_NAME.fullmatch(name):
+                continue
+            path = Path(dirpath) / name
+            try:
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue  # another process cleaned it first
+    return removed
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for every thread) where Linux allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -69,3 +69,30 @@ def test_a_reference_deleted_after_the_scan_is_dropped_not_the_target(make_album
     done = _enhance(second, job, settings)
     assert done.status is Outcome.ENHANCED, done.error
     assert len(calls) == 2 and calls[0][0] not in calls[1]
+
+
+def test_a_renamed_photo_reuses_its_job_and_its_output_moves_with_it(make_album, settings_for) -> None:
+    album = make_album(2)
+    settings = settings_for(embedder="fallback")
+    job, target = _indexed_target(album, settings)
+    first = _enhance(target, job, settings)
+    assert first.status is Outcome.ENHANCED
+    old_output = Path(first.output_path)
+    (album / target.rel_path).rename(album / "scene0" / "small" / "renamed.jpg")
+    _index(album, settings)
+    (renamed,) = [t for t in _targets(settings, job.album_id) if t.rel_path.endswith("renamed.jpg")]
+    again = _enhance(renamed, job, settings)
+    assert again.status is Outcome.CACHED and again.job_key == first.job_key  # no model work
+    assert Path(again.output_path) == (Path(job.out_dir) / "scene0" / "small" / "renamed.jpg").resolve()
+    assert Path(again.output_path).is_file() and not old_output.exists()  # moved, not left behind
+    with resources_for(settings).sessions() as session:
+        (row,) = queries.enhancements_for_output(session, again.output_path)
+        assert row.target_photo_id == renamed.id and row.params["moved_from"] == str(old_output)
+        assert [r.ref_sha256 for r in row.references] == [r.sha256 for r in first.references]
+    # A copy under a second name (the first still there) gets a copy of the output.
+    shutil.copy(album / renamed.rel_path, album / "scene0" / "small" / "copy.jpg")
+    _index(album, settings)
+    (copy,) = [t for t in _targets(settings, job.album_id) if t.rel_path.endswith("copy.jpg")]
+    copied = _enhance(copy, job, settings)
+    assert copied.status is Outcome.CACHED and Path(copied.output_path).is_file()
+    assert Path(again.output_path).is_file()
