@@ -115,3 +115,33 @@ def test_a_reference_deleted_mid_run_fails_no_target(make_album, tiny_model: Pat
     done = _finish(proc, out)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]  # exit 1 if any target failed
     assert "gone since the scan" in done.stderr
+
+
+def test_small_faults_temps_modes_a_dot_and_a_rename(make_album, tiny_model: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    album = make_album(2)
+    home = tmp_path / "h"
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(album / "dot.png")  # a 1×1 target
+    attention = album / "enhanced" / ".refsr" / "attention"
+    attention.mkdir(parents=True)
+    stale = attention / ".0f.npz.k3j_9x2q.tmp"  # what a run killed inside save_attention leaves
+    stale.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+
+    first = _refsr(_enhance_args(album, home, tiny_model), _env(tmp_path), tmp_path / "first")
+    assert first.returncode == 1, first.stderr[-2000:]  # the dot failed, the rest went on
+    assert "the target is too small to enhance (1×1 px)" in first.stdout, first.stdout
+    assert not stale.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    output = album / "enhanced" / "scene1" / "small" / "scene1.jpg"
+    modes = {p.suffix: p.stat().st_mode & 0o777 for p in (output, *attention.glob("*.npz"))}
+    assert modes == {".jpg": 0o666 & ~umask, ".npz": 0o666 & ~umask}
+
+    (album / "scene1" / "small" / "scene1.jpg").rename(album / "scene1" / "small" / "renamed.jpg")
+    second = _refsr(_enhance_args(album, home, tiny_model), _env(tmp_path), tmp_path / "second")
+    assert second.returncode == 1, second.stderr[-2000:]
+    row = next(line for line in second.stdout.splitlines() if "renamed.jpg" in line)
+    assert "cached" in row, second.stdout  # same content: its job is reused, no model work
+    assert (album / "enhanced" / "scene1" / "small" / "renamed.jpg").is_file() and not output.exists()
