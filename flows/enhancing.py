@@ -93,8 +93,8 @@ def process_target(photo_id: int, job: JobContext, settings: Settings, out_path:
             return enhance_target(res, job, target, found, params, settings, out_path)
         except FileNotFoundError as exc:
             # A reference deleted while this target was using it: choose again, without it.
-            vanished = {str(Path(job.album_root) / rel) for _, rel in target.references.values()}
-            if retries == 0 or str(exc.filename) not in vanished:
+            references = {str(Path(job.album_root) / rel) for _, rel in target.references.values()}
+            if retries == 0 or str(exc.filename) not in references:
                 return _failed(res, job, target, found, params, exc)
             retries -= 1
         except Exception as exc:

@@ -26,8 +26,9 @@ from pipeline.vector_index import IndexMismatch, VectorIndex
 
 logger = logging.getLogger(__name__)
 
-# Photos per embedding task: large enough that Prefect's per-task cost (~20 ms) vanishes beside the
-# embedding, small enough that two workers share a small album and progress moves.
+# Photos per embedding task: large enough that Prefect's per-task cost (about 11 ms of CPU each,
+# benchmarks/README.md) vanishes beside the embedding, small enough that two workers share a small
+# album and progress moves.
 EMBED_CHUNK = 32
 
 _STATUS_FROM_DB = {PhotoStatus.ok: ScanStatus.UNCHANGED, PhotoStatus.unreadable: ScanStatus.UNREADABLE,
