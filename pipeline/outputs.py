@@ -1,4 +1,4 @@
-"""Folders this project writes into: a marker that keeps scans out, writes kept inside the folder, and a ledger of them."""
+"""Folders refsr writes into: a marker that keeps scans out, writes kept inside the folder, a ledger of them."""
 
 from __future__ import annotations
 
