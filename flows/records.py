@@ -62,10 +62,11 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
                     out_path: str) -> Enhancement | None:
     """The job done already under another output path (the photo renamed or copied): its output, put at `out_path`.
 
-    Same content, same references, same model: the pixels would be the same, so no model work. The old
-    output is moved when its photo is gone from the album (a rename) and lies in this run's output
-    folder, and copied otherwise (a copy of the photo, or another --out, keeps its own). A new record
-    for `out_path` carries the old one's provenance. None when there is no intact output to reuse.
+    Same content, same references, same model: the pixels would be the same, so no model work. Only an
+    output in this run's output folder is reused (another --out folder is left alone, and the job
+    is done again here): moved when its photo is gone from the album (a rename), copied when that
+    photo is still there (a copy). A new record for `out_path` carries the old one's provenance.
+    None when there is no intact output to reuse.
     """
     with sessions() as session:
         hit = queries.latest_succeeded_enhancement(session, key)
@@ -75,7 +76,9 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
         gone = source is None or source.status is PhotoStatus.gone
         references = [(r.rank, r.ref_photo_id, r.ref_sha256, r.cosine, r.relevance) for r in hit.references]
     old, new = Path(hit.output_path), Path(out_path).resolve()
-    moved = gone and old.is_relative_to(Path(job.out_dir).resolve())
+    if not old.is_relative_to(Path(job.out_dir).resolve()):
+        return None
+    moved = gone
     new.parent.mkdir(parents=True, exist_ok=True)
     if moved:
         os.replace(old, new)
