@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
+# The whole command's time, interpreter start and imports included: what `history` and the summary report.
+_T0 = time.time()
+
 import argparse
 import json
 import logging
@@ -9,157 +14,215 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from flows.cli_parser import build_parser
+from flows.cli_output import jsonable as _jsonable
+from flows.cli_runtime import configure_logging, end_at_exit, prefect_home, workspace_environment
+from flows.cli_output import print_table as _print_table
+from flows.preflight import NoPhotosError, UsageError, shown
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-# -- settings ----------------------------------------------------------------------------------
+# -- settings and environment ------------------------------------------------------------------
 
 
 def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untyped-def]
+    from flows.preflight import UsageError
     from flows.settings import Settings
 
     def get(name: str) -> Any:
         return getattr(args, name, None)
 
-    return Settings.from_env(
-        home=get("home"), database_url=get("database_url"), model_path=get("model"), device=get("device"),
-        search=get("search"), embedder=get("embedder"), min_ref_side=get("min_ref_side"),
-        max_target_side=get("max_target_side"), top_k=get("top_k"), refs=get("refs"), outscale=get("outscale"),
-        output_format=get("output_format"), out_dir=get("out"), force=get("force") or None,
-        workers=get("workers"), **extra,
-    )
+    try:
+        settings = Settings.from_env(
+            home=get("home"), database_url=get("database_url"), model_path=get("model"), device=get("device"),
+            search=get("search"), embedder=get("embedder"), min_ref_side=get("min_ref_side"),
+            max_target_side=get("max_target_side"), ref_ratio=get("ref_ratio"), top_k=get("top_k"),
+            refs=get("refs"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),
+            force=get("force") or None, workers=get("workers"), **extra,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    workspace_environment(settings.home, verbose=args.verbose)
+    return settings
 
 
-def _configure_logging(verbose: bool) -> None:
-    # Must run before prefect is imported: Prefect reads its logging level at import time.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+def _status(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
 
 
-def _print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-    print(line)
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+def _start_flow(args: argparse.Namespace) -> None:
+    from flows.prefect_server import die_with_this_process
+    from flows.shortcut import prefect_server_configured
+
+    prefect_home()
+    if not prefect_server_configured():
+        die_with_this_process()
+        _status(args, "refsr: starting Prefect's local server (a few seconds; set PREFECT_API_URL to use a running one)")
 
 
-def _jsonable(obj: Any) -> Any:
-    import dataclasses
-    import enum
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return obj
+def _process_start() -> float:
+    """When this process started (epoch seconds), from /proc where there is one; else when this module loaded."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return min(_T0, time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return _T0
 
 
-# -- commands ----------------------------------------------------------------------------------
+_clock = {"start": _T0}  # set by main(): the process's start for the console script, else the call's
+
+
+def _started_at() -> datetime:
+    return datetime.fromtimestamp(_clock["start"], UTC)
+
+
+def _elapsed() -> float:
+    return time.time() - _clock["start"]
+
+
+# -- album commands ----------------------------------------------------------------------------
+
+
+def _known(sessions, root: Path) -> dict[str, tuple[int, int, int | None, int | None]]:  # type: ignore[no-untyped-def]
+    from db import queries
+
+    with sessions() as session:
+        album = queries.get_album(session, str(root))
+        if album is None:
+            return {}
+        return {rel: (p.size_bytes or 0, p.mtime_ns or 0, p.width, p.height)
+                for rel, p in queries.photos_by_rel_path(session, album.id).items()}
+
+
+def _neither(sessions, root: Path) -> int:  # type: ignore[no-untyped-def]
+    from db import queries
+    from db.models import PhotoRole
+
+    with sessions() as session:
+        album = queries.get_album(session, str(root))
+        return 0 if album is None else len(queries.photos(session, album.id, role=PhotoRole.neither))
+
+
+def _shortcut(args: argparse.Namespace, settings, kind, found, digest: str):  # type: ignore[no-untyped-def]
+    """The remembered summary when this run has nothing to do and may skip Prefect; else None."""
+    from flows import shortcut
+    from flows.resources import resources_for
+
+    # No crash recovery here: a run left "running" by a dead process is the album's latest run,
+    # which sends this one down the flow's path, and the flow recovers and reports it.
+    if settings.force or shortcut.prefect_server_configured():
+        return None
+    return shortcut.remembered(resources_for(settings).sessions, found.root, kind, digest)
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from flows.indexing import index_album
+    from db.models import RunKind
+    from flows import shortcut
+    from flows.cli_output import as_unchanged_index, jsonable, print_index
+    from flows.preflight import check_album_command
+    from flows.resources import resources_for
 
     settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty())
-    summary = index_album(str(args.album), settings)
+    found = check_album_command(settings, args.album)
+    digest = shortcut.fingerprint(RunKind.index, found, settings)
+    sessions = resources_for(settings).sessions
+    if (state := _shortcut(args, settings, RunKind.index, found, digest)) is not None:
+        data = as_unchanged_index(state["summary"])
+        counts = {**{k: data["scan"][k] for k in ("new", "changed", "unchanged", "unreadable", "gone", "targets",
+                                                    "references")}, "embedded": 0, "embed_failed": 0}
+        data["run_id"] = shortcut.record_shortcut(sessions, found.root, RunKind.index, settings, state, counts,
+                                                  _started_at())
+    else:
+        ran: dict[str, int] = {}
+        end_at_exit(sessions, ran)
+        from flows.indexing import index_album
+
+        _start_flow(args)
+        summary = index_album(str(found.root), settings)
+        if summary.run_id is not None:
+            ran["id"] = summary.run_id
+        data = {**jsonable(summary), "neither": _neither(sessions, found.root)}
+        if summary.run_id is not None and not summary.embed_failures:  # a failed embedding is retried next time
+            files = [summary.index.path] if summary.index else []
+            shortcut.remember(sessions, summary.run_id, digest, data, files, _started_at())
+    data["wall_s"] = round(_elapsed(), 3)
     if args.json:
-        print(json.dumps(_jsonable(summary), indent=1))
-        return EXIT_OK
-    scan = summary.scan
-    print(f"album {summary.album}")
-    print(f"  new {scan.new}  changed {scan.changed}  unchanged {scan.unchanged}  "
-          f"unreadable {scan.unreadable}  gone {scan.gone}")
-    print(f"  targets {scan.targets}  references {scan.references}  embedded {summary.embedded}"
-          + (f"  index {summary.index.size} vectors ({summary.index.embedder_key})" if summary.index else ""))
-    for rel, reason in scan.unreadable_paths:
-        print(f"  unreadable: {rel}: {reason}")
-    for failure in summary.embed_failures:
-        print(f"  not embedded: {failure.rel_path}: {failure.error}")
-    if not (scan.new or scan.changed or scan.gone):
-        print("  nothing changed since the last scan (no pixels read)")
+        print(json.dumps(data, indent=1))
+    else:
+        print_index(data)
     return EXIT_OK
 
 
 def _cmd_enhance(args: argparse.Namespace) -> int:
-    from flows.enhancing import Outcome, enhance_album
-    from flows.settings import ModelNotFoundError
+    from db.models import RunKind
+    from flows import shortcut
+    from flows.cli_output import as_cached_enhance, enhance_counts, jsonable, print_enhance
+    from flows.preflight import check_enhance_command, check_output_folder, planned_bytes, target_sizes
+    from flows.resources import resources_for
 
     settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty(),
                          report=not args.no_report)
-    try:
-        settings.check_model()
-    except ModelNotFoundError as exc:
-        print(f"refsr enhance: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    from prefect.task_runners import ThreadPoolTaskRunner
+    found = check_enhance_command(settings, args.album)
+    digest = shortcut.fingerprint(RunKind.enhance, found, settings, {"report": settings.report})
+    sessions = resources_for(settings).sessions
+    if (state := _shortcut(args, settings, RunKind.enhance, found, digest)) is not None:
+        data = {**as_cached_enhance(state["summary"]), "recovered_runs": []}
+        data["run_id"] = shortcut.record_shortcut(sessions, found.root, RunKind.enhance, settings, state,
+                                                  enhance_counts(data), _started_at())
+    else:
+        ran: dict[str, int] = {}
+        end_at_exit(sessions, ran)
+        sizes = target_sizes(found, _known(sessions, found.root))
+        check_output_folder(settings.output_dir(found.root), [found.root],
+                            planned_bytes(sizes, settings.outscale, settings.output_format))
+        from flows.enhancing import enhance_album  # Prefect and torch: only once the checks passed
 
-    flow = enhance_album.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.workers))
-    summary = flow(str(args.album), settings)
-    gallery = summary.gallery
+        _start_flow(args)
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        flow = enhance_album.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.workers))
+        summary = flow(str(found.root), settings)
+        ran["id"] = summary.run_id
+        data = {**jsonable(summary), "gallery": summary.gallery, "neither": _neither(sessions, found.root)}
+        if not summary.failed:
+            outputs = [Path(o.output_path) for o in summary.outcomes if o.output_path]
+            files = outputs + ([Path(summary.gallery)] if summary.gallery else [])
+            shortcut.remember(sessions, summary.run_id, digest, data, files, _started_at())
+    data["wall_s"] = round(_elapsed(), 3)
     if args.json:
-        data = _jsonable(summary)
-        data["gallery"] = str(gallery) if gallery else None
         print(json.dumps(data, indent=1))
-        return EXIT_FAILED if summary.failed else EXIT_OK
-    scan = summary.index.scan
-    print(f"album {summary.album} -> {summary.out_dir}")
-    print(f"  scan: new {scan.new}  changed {scan.changed}  unchanged {scan.unchanged}  "
-          f"unreadable {scan.unreadable}  gone {scan.gone}  ({scan.targets} targets, {scan.references} references)")
-    print(f"  model {Path(summary.model_path).name} ({summary.model_sha256[:12]}) on {summary.device}; "
-          f"run #{summary.run_id}")
-    if summary.recovered_runs:
-        print(f"  earlier runs {list(summary.recovered_runs)} had been killed; marked crashed, picking up")
-    rows = []
-    for o in summary.outcomes:
-        refs = ", ".join(f"{p} (cos {r.cosine:.2f}, rel {r.relevance:.2f})" for p, r in zip(o.ref_paths, o.references))
-        detail = o.error if o.status in (Outcome.FAILED, Outcome.NO_REFERENCE) else refs
-        rows.append([o.rel_path, o.status.value, f"{o.timings.get('sr_s', 0.0):.1f}s" if o.timings.get("sr_s") else "-",
-                     detail or "-"])
-    if rows:
-        print()
-        _print_table(rows, ["target", "status", "sr", "references (cosine, relevance) / reason"])
-    counts = summary.counts()
-    print()
-    print("  " + "  ".join(f"{k} {v}" for k, v in counts.items()) + f"  in {summary.wall_s:.1f}s")
-    if not summary.model_work and summary.outcomes:
-        print("  nothing to do: every target is already enhanced with its best reference and this model")
-    if gallery is not None:
-        print(f"  gallery: {gallery}")
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    else:
+        print_enhance(data, wall_s=data["wall_s"])
+    return EXIT_FAILED if enhance_counts(data)["failed"] else EXIT_OK
 
 
 def _cmd_sr(args: argparse.Namespace) -> int:
-    from flows.resources import resources_for
-    from flows.settings import ModelNotFoundError
-    from pipeline.enhance import enhance_photo
+    from flows.preflight import check_device, check_model
+    from flows.sr_checks import check_sr_paths, small_references
 
     settings = _settings(args)
-    try:
-        settings.check_model()
-    except ModelNotFoundError as exc:
-        print(f"refsr sr: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    check_sr_paths(args.lr, args.ref, args.out, args.attention)
+    check_device(settings.device)
+    check_model(settings)
+    for warning in small_references(args.lr, args.ref):
+        if not args.quiet:
+            print(f"refsr sr: warning: {warning}", file=sys.stderr)
+    from flows.resources import resources_for
+    from pipeline.enhance import enhance_photo
+
     res = resources_for(settings)
     ckpt = res.model()
     result = enhance_photo(ckpt.model, args.lr, args.ref, args.out, settings.enhance_params(res.device.amp_dtype),
                            attention_path=args.attention, device=res.device.name)
-    print(f"{result.output_path}  {result.width}x{result.height} {result.format}  "
+    print(f"{shown(result.output_path)}  {result.width}x{result.height} {result.format}  "
           f"sr {result.timings['sr_s']:.1f}s on {result.device}  (model {ckpt.name} {ckpt.sha256[:12]})")
     return EXIT_OK
 
@@ -173,20 +236,20 @@ def _cmd_which_ref(args: argparse.Namespace) -> int:
         print(json.dumps(_jsonable(answer), indent=1))
         return EXIT_OK if answer.enhancements else EXIT_FAILED
     if not answer.enhancements:
-        print(f"{answer.path}: {answer.note}", file=sys.stderr)
+        print(f"{shown(answer.path)}: {shown(answer.note)}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{answer.path} ({answer.kind})")
+    print(f"{shown(answer.path)} ({answer.kind})")
     if answer.note:
-        print(f"  {answer.note}")
+        print(f"  {shown(answer.note)}")
     for e in answer.enhancements:
-        print(f"- enhancement #{e.id} of {e.target}  [{e.status}]{'  (current file)' if e.current else ''}")
+        print(f"- enhancement #{e.id} of {shown(e.target)}  [{e.status}]{'  (current file)' if e.current else ''}")
         for r in e.references:
-            print(f"    reference #{r.rank}: {r.path}  cosine {r.cosine:.3f}  relevance {r.relevance:.3f}")
-        print(f"    model {e.model_name} ({e.model_sha256[:12]}) on {e.device}; run #{e.run_id} at {e.created_at}")
+            print(f"    reference #{r.rank + 1}: {shown(r.path)}  cosine {r.cosine:.3f}  relevance {r.relevance:.3f}")
+        print(f"    model {shown(e.model_name)} ({e.model_sha256[:12]}) on {e.device}; run #{e.run_id} at {e.created_at}")
         if e.output_path:
-            print(f"    output {e.output_path}")
+            print(f"    output {shown(e.output_path)}")
         if e.error:
-            print(f"    error {e.error}")
+            print(f"    error {shown(e.error)}")
     return EXIT_OK
 
 
@@ -204,21 +267,24 @@ def _cmd_history(args: argparse.Namespace) -> int:
     rows = []
     for r in runs:
         counts = r.counts or {}
-        shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v and not k.startswith("scan_"))
+        counted = ", ".join(f"{k} {v}" for k, v in counts.items() if v and not k.startswith("scan_"))
         rows.append([f"#{r.id}", r.kind, r.album or "-", r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                     f"{r.duration_s:.1f}s" if r.duration_s is not None else "-", r.status, shown or "-"])
+                     f"{r.duration_s:.1f}s" if r.duration_s is not None else "-", r.status, counted or "-"])
     _print_table(rows, ["run", "kind", "album", "started (UTC)", "took", "status", "counts"])
     return EXIT_OK
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from flows.preflight import check_enhance_command
+
+    settings = _settings(args)  # before Prefect is imported: it reads PREFECT_HOME at import
+    check_enhance_command(settings, args.album)
+    prefect_home()
     from prefect import serve
     from prefect.settings import PREFECT_API_URL
 
     from flows.enhancing import deployment
 
-    settings = _settings(args)
-    settings.check_model()
     if not PREFECT_API_URL.value():
         # The temporary API a plain `refsr enhance` uses runs no scheduler: nothing would ever start.
         print("refsr serve: schedules need a Prefect server. In another terminal run `prefect server start`, "
@@ -226,7 +292,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     served = deployment(args.album, settings, name=args.name, cron=args.cron, interval=args.interval)
-    print(f"serving deployment {served.name!r} for {args.album} (Ctrl-C stops it)", file=sys.stderr)
+    print(f"serving deployment {served.name!r} for {shown(args.album)} (Ctrl-C stops it)", file=sys.stderr)
     serve(served)
     return EXIT_OK
 
@@ -235,6 +301,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from flows.resources import resources_for
 
     settings = _settings(args)
+    args.home_resolved = settings.home
     with resources_for(settings).sessions() as session:
         return int(args.handler(args, session))
 
@@ -255,9 +322,11 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `refsr` console script; returns the exit status."""
+    # The console script passes no argv: its time starts with the interpreter. Embedded calls start now.
+    _clock["start"] = _process_start() if argv is None else time.time()
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose, args.quiet)
     # With Python's default SIGTERM action nothing is cleaned up: Prefect's engine records the
     # crash, then re-sends the signal to the previous handler, and the local Prefect server it
     # started lived on as an orphan. As an exception, exit handlers (which stop it) run.
@@ -279,10 +348,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by it
+    except NoPhotosError as exc:
+        print(f"refsr {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (ValueError, FileNotFoundError) as exc:
         if args.verbose:
             raise
-        print(f"refsr {args.command}: {exc}", file=sys.stderr)
+        print(f"refsr {args.command}: {shown(' '.join(str(exc).split()))}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        if args.verbose or type(exc).__name__ != "CheckpointError":  # ttsr_core's, named so torch stays unimported
+            raise
+        print(f"refsr {args.command}: {shown(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         if previous is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from pathlib import Path
+from typing import NoReturn
 
 from pipeline.embedders import EMBEDDERS
 
@@ -17,7 +18,17 @@ environment:
   REFSR_MODEL         TTSR checkpoint; default the compact model shipped in models/ttsr-lite/
   REFSR_DEVICE        auto | cpu | cuda
   REFSR_CLIP_WEIGHTS  local open_clip weights; without them a built-in embedder is used
+  PREFECT_API_URL     a Prefect server of yours (every run shows there); unset, a temporary
+                      local server starts when there is work, its state in $REFSR_HOME/prefect
+  DO_NOT_TRACK        telemetry is off unless you set this (or Prefect's own settings) otherwise
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line (the bad value and where to read more), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -51,12 +62,34 @@ def _workspace_args(p: argparse.ArgumentParser) -> None:
                    help="database URL (overrides $REFSR_DATABASE_URL)")
 
 
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 1 < value <= 64:
+        raise argparse.ArgumentTypeError(f"expected a number in (1, 64], got {text!r}")
+    return value
+
+
+_ROLES = """\
+A photo lends texture to a target when its long side is at least --ref-ratio times the target's
+(default 2: the output is x4, and a reference twice the target's size still holds detail at half
+the output's scale or finer; a photo of about the same size lends nothing bicubic would not). A
+photo with a photo that many times larger in the album is a target, a photo that many times
+larger than another is a reference. Fixed thresholds (--min-ref-side/--max-target-side, or
+[scan] in the album's refsr.toml) replace the rule when given."""
+
+
 def _scan_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("album roles (default: the album's refsr.toml, else 1600 / 1024)")
+    g = p.add_argument_group("album roles", _ROLES)
+    g.add_argument("--ref-ratio", type=_ratio, default=None, metavar="R",
+                   help="relative rule: a reference is at least R times its target's long side (default 2, "
+                        "or refsr.toml's [scan] ref_ratio)")
     g.add_argument("--min-ref-side", type=_positive_int, default=None, metavar="PX",
-                   help="a photo whose long side is at least PX is a reference candidate")
+                   help="fixed threshold: a photo whose long side is at least PX is a reference candidate")
     g.add_argument("--max-target-side", type=_positive_int, default=None, metavar="PX",
-                   help="a photo whose long side is at most PX is an enhancement target")
+                   help="fixed threshold: a photo whose long side is at most PX is an enhancement target")
     g.add_argument("--embedder", choices=[kind.value for kind in EMBEDDERS], default=None,
                    help="auto = CLIP when its weights are on disk, else the built-in descriptor")
 
@@ -84,7 +117,7 @@ def _model_args(p: argparse.ArgumentParser, *, album: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="refsr",
         formatter_class=_Formatter,
         description=textwrap.dedent("""\
@@ -97,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="first steps:\n  refsr enhance examples/album      # index + enhance the sample album\n"
                "  refsr which-ref examples/album/enhanced/<photo>\n  refsr history\n\n" + _COMMON_EPILOG,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's and refsr's own logs")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true",
+                       help="show Prefect's and refsr's own logs, and tracebacks of errors")
+    noise.add_argument("-q", "--quiet", action="store_true", help="no warnings or status lines; errors and results only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -202,4 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.report import add_report_parser
 
     _workspace_args(add_report_parser(sub))
+    for command in sub.choices.values():
+        # Also after the command (`refsr enhance ALBUM -q`); SUPPRESS keeps a value given before it.
+        noise = command.add_mutually_exclusive_group()
+        noise.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        noise.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser

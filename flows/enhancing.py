@@ -221,7 +221,7 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
             ),
         )
         if settings.report:
-            summary = replace(summary, gallery=_gallery(res.sessions, root, run.album_id))
+            summary = replace(summary, gallery=_gallery(res.sessions, root, run.album_id, settings.home))
         counts = {**summary.counts(), **{f"scan_{k}": v for k, v in indexed.scan.as_dict().items()}}
         error = f"{len(summary.failed)} photo(s) failed" if summary.failed else None
         finish_run(res.sessions, run.run_id, RunStatus.completed, counts, error=error)
@@ -268,7 +268,7 @@ def _enhance_targets(res: Resources, job: JobContext, settings: Settings) -> tup
     return tuple(sorted(outcomes, key=lambda o: o.rel_path))
 
 
-def _gallery(sessions: sessionmaker[Session], root: Path, album_id: int) -> str | None:
+def _gallery(sessions: sessionmaker[Session], root: Path, album_id: int, home: Path) -> str | None:
     """Build the album's gallery and link it from a markdown artifact of this flow run.
 
     The gallery is a convenience: its failure is logged and never fails the run.
@@ -277,7 +277,7 @@ def _gallery(sessions: sessionmaker[Session], root: Path, album_id: int) -> str 
 
     try:
         with sessions() as session:
-            index = build_gallery(session, album_root=root)
+            index = build_gallery(session, album_root=root, home=home)
         create_markdown_artifact(markdown=gallery_markdown(index), key=f"gallery-album-{album_id}",
                                  description=f"before/after gallery of {root}")
         return str(index)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import queries
@@ -24,8 +27,6 @@ from pipeline.images import UnreadableImageError, read_header
 logger = logging.getLogger(__name__)
 
 GALLERY_FOLDER = "galleries"
-# Without a SQLite file to sit beside, galleries go here (relative to the working directory).
-FALLBACK_GALLERY_ROOT = Path("refsr-galleries")
 
 REPORT_DESCRIPTION = """\
 Write a static HTML gallery of enhancement results and print the path of its index.html.
@@ -46,12 +47,13 @@ page still shows everything.
 
 REPORT_EPILOG = """\
 examples:
+  refsr report                           the last run that enhanced photos
   refsr report examples/album            newest attempt of every target in the album
   refsr report --run 12                  exactly what run 12 did (see `refsr history`)
   refsr report examples/album --out /tmp/g   write the gallery somewhere else
 
 Without --out the gallery goes to <folder of the SQLite database>/galleries/album-<id> or
-run-<id>; re-running the command refreshes it and only makes images for what changed.
+run-<id> (with a server database: $REFSR_HOME/galleries/<database>/...); re-running the command refreshes it and only makes images for what changed.
 """
 
 
@@ -102,17 +104,29 @@ def report_command(args: argparse.Namespace, session: Session, *, stdout: TextIO
     Raises ValueError for a wrong combination of arguments or an unknown album/run.
     """
     album, run_id = getattr(args, "album", None), getattr(args, "run_id", None)
-    if (album is None) == (run_id is None):
-        raise ValueError(f"give either ALBUM or --run RUN_ID (got album={album!r}, run={run_id!r})")
+    if album is not None and run_id is not None:
+        raise ValueError(f"give either ALBUM or --run RUN_ID, not both (got album={album!r}, run={run_id!r})")
+    if album is None and run_id is None:
+        run_id = _last_enhance_run(session)
     index = build_gallery(
         session,
         album_root=album,
         run_id=run_id,
         out_dir=getattr(args, "out_dir", None),
         latest_only=not getattr(args, "all_attempts", False),
+        home=getattr(args, "home_resolved", None),
     )
     print(index, file=stdout or sys.stdout)
     return 0
+
+
+def _last_enhance_run(session: Session) -> int:
+    """The newest run that recorded enhancements: what `refsr report` alone shows."""
+    newest = session.scalars(select(Enhancement.run_id).where(Enhancement.run_id.is_not(None))
+                             .order_by(Enhancement.run_id.desc()).limit(1)).first()
+    if newest is None:
+        raise ValueError("no enhancement recorded yet: run `refsr enhance ALBUM` first")
+    return int(newest)
 
 
 def gallery_markdown(path: str | os.PathLike[str]) -> str:
@@ -141,13 +155,24 @@ def _backtick_runs(text: str) -> list[str]:
     return runs
 
 
-def default_gallery_dir(session: Session, *, album_id: int | None = None, run_id: int | None = None) -> Path:
-    """<SQLite database folder>/galleries/run-<id> or album-<id>; ./refsr-galleries/... otherwise."""
+def default_gallery_dir(session: Session, *, album_id: int | None = None, run_id: int | None = None,
+                        home: str | os.PathLike[str] | None = None) -> Path:
+    """<SQLite database folder>/galleries/run-<id> or album-<id>.
+
+    A server database has no folder: its galleries go under the workspace (`home`, REFSR_HOME),
+    in a folder named after the database so that two databases never share an `album-1`.
+    """
     name = f"run-{run_id}" if run_id is not None else f"album-{album_id}"
-    db_file = sqlite_file(session.get_bind().engine.url)
+    url = session.get_bind().engine.url
+    db_file = sqlite_file(url)
     if db_file is not None:
         return db_file.parent / GALLERY_FOLDER / name
-    return Path(os.path.abspath(FALLBACK_GALLERY_ROOT / name))
+    if home is None:
+        raise ValueError("a gallery of a server database needs the workspace folder (REFSR_HOME) or --out")
+    shown_url = url.render_as_string(hide_password=True)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{url.host or 'local'}-{url.database or ''}").strip("-")[:40]
+    digest = hashlib.sha256(shown_url.encode()).hexdigest()[:8]
+    return Path(os.path.abspath(home)) / GALLERY_FOLDER / f"{slug}-{digest}" / name
 
 
 def _find_album(session: Session, album_root: str | os.PathLike[str]) -> Album:
@@ -225,6 +250,7 @@ def build_gallery(
     out_dir: str | os.PathLike[str] | None = None,
     latest_only: bool = True,
     settings: GallerySettings | None = None,
+    home: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the gallery for a run (``run_id``) or an album (``album_root``) and return its index.html.
 
@@ -264,7 +290,7 @@ def build_gallery(
     out = (
         Path(os.path.abspath(out_dir))
         if out_dir is not None
-        else default_gallery_dir(session, album_id=album.id if album is not None else None, run_id=run_id)
+        else default_gallery_dir(session, album_id=album.id if album is not None else None, run_id=run_id, home=home)
     )
     ordered = sorted(
         enhancements,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +16,11 @@ from db.models import Photo, PhotoRole
 from flows.common import JsonCache
 from flows.jobs import JobContext
 from flows.resources import Resources
-from flows.settings import Settings
+from flows.settings import Settings, scan_settings
 from pipeline import images
 from pipeline.enhance import stable_hash
 from pipeline.params import RetrievalSettings
+from pipeline.roles import RelativeRoles, no_reference_reason
 from pipeline.retrieval import Candidate, RankedReference, cosine_candidates, rank_references
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class TargetPhoto:
     sha256: str
     vector: np.ndarray | None  # its stored embedding; None when embedding it failed
     references: dict[int, tuple[str, str]]  # reference photo id → (sha256, rel_path)
+    long_side: int = 0  # of the displayed photo; 0 when unknown
+    reference_sides: dict[int, int] = field(default_factory=dict)  # reference photo id → long side
 
 
 def load_target(sessions: sessionmaker[Session], job: JobContext, photo_id: int) -> TargetPhoto:
@@ -43,10 +46,15 @@ def load_target(sessions: sessionmaker[Session], job: JobContext, photo_id: int)
         if photo is None or photo.sha256 is None:
             raise ValueError(f"photo id {photo_id!r} is not a readable photo in the database")
         stored = queries.get_embedding(session, photo.sha256, job.embedder_key)
-        refs = {p.id: (p.sha256, p.rel_path) for p in queries.photos(session, job.album_id, role=PhotoRole.reference)
-                if p.sha256}
+        found = [p for p in queries.photos(session, job.album_id, role=PhotoRole.reference) if p.sha256]
+        refs = {p.id: (p.sha256, p.rel_path) for p in found}
+        sides = {p.id: _long_side(p) for p in found}
         vector = None if stored is None else np.frombuffer(stored.vector, dtype="<f4")
-        return TargetPhoto(photo.id, photo.rel_path, photo.sha256, vector, refs)
+        return TargetPhoto(photo.id, photo.rel_path, photo.sha256, vector, refs, _long_side(photo), sides)
+
+
+def _long_side(photo: Photo) -> int:
+    return max(photo.width or 0, photo.height or 0)
 
 
 @dataclass(frozen=True)
@@ -101,13 +109,21 @@ def choose_references(res: Resources, job: JobContext, target: TargetPhoto, sett
     index = res.vector_index(Path(job.index_path), job.embedder_key)
     if target.vector is None:
         raise ValueError(f"{target.rel_path}: no {job.embedder_key} embedding (it failed at indexing)")
+    scan = scan_settings(settings, Path(job.album_root))
+    eligible = {pid: sha for pid, (sha, _) in target.references.items()
+                if scan.ref_ratio is None or RelativeRoles(scan.ref_ratio).can_lend(target.reference_sides.get(pid, 0),
+                                                                                    target.long_side)}
+    if not eligible:
+        return Retrieval((), missing=no_reference_reason(scan.ref_ratio, target.long_side,
+                                                         list(target.reference_sides.values()), scan.min_ref_side))
     if index is None or len(index) == 0:
-        return Retrieval((), missing="the album has no reference photos")
-    candidates = cosine_candidates(index, target.vector, settings.top_k, target_id=target.id,
-                                   target_sha256=target.sha256,
-                                   sha256_by_id={pid: sha for pid, (sha, _) in target.references.items()})
+        return Retrieval((), missing="the album's references have no vectors yet (see `refsr index`)")
+    # Ask for enough neighbours that the pair rule's exclusions still leave top_k candidates.
+    k = min(len(index), settings.top_k + len(target.references) - len(eligible))
+    candidates = cosine_candidates(index, target.vector, k, target_id=target.id, target_sha256=target.sha256,
+                                   sha256_by_id=eligible)[: settings.top_k]
     if not candidates:
-        return Retrieval((), missing="no reference candidate")
+        return Retrieval((), missing="no reference candidate in the album's vector index (run `refsr index` again)")
     root = Path(job.album_root)
     # A reference deleted (or moved) since the scan is dropped, not the target with it.
     present = [c for c in candidates if (root / target.references[c.photo_id][1]).is_file()]

@@ -20,6 +20,7 @@ from pipeline.clip_embedder import WEIGHTS_ENV_VAR as CLIP_WEIGHTS_ENV
 from pipeline.clip_embedder import ClipSettings
 from pipeline.embedders import EmbedderKind, EmbedderSettings
 from pipeline.params import EnhanceParams, RerankSettings, RetrievalSettings
+from pipeline.roles import DEFAULT_REF_RATIO, RelativeRoles
 from pipeline.scan import ScanSettings
 from ttsr_core.config import Precision, SearchConfig, SearchMode
 
@@ -83,6 +84,9 @@ class Settings:
     # Scan thresholds: None = the album's refsr.toml, else pipeline.scan's defaults.
     min_ref_side: int | None = None
     max_target_side: int | None = None
+    # Relative role rule (pipeline.roles); None: the album's refsr.toml, else DEFAULT_REF_RATIO
+    # unless thresholds are given (flags or refsr.toml), which then decide roles instead.
+    ref_ratio: float | None = None
     top_k: int = 4
     refs: int = 1
     rerank_target_side: int = 64
@@ -119,6 +123,12 @@ class Settings:
         for name in ("top_k", "refs", "workers", "device_slots"):
             _positive_int(name, getattr(self, name))
         _positive_int("retries", self.retries, 0)
+        if self.ref_ratio is not None:
+            RelativeRoles(self.ref_ratio)
+            if self.min_ref_side is not None or self.max_target_side is not None:
+                raise ValueError("give either --ref-ratio or the thresholds --min-ref-side/--max-target-side, "
+                                 f"not both (got ref_ratio={self.ref_ratio!r}, min_ref_side={self.min_ref_side!r}, "
+                                 f"max_target_side={self.max_target_side!r})")
         if self.refs > self.top_k:
             raise ValueError(f"Settings.refs ({self.refs!r}) cannot exceed top_k ({self.top_k!r})")
         if not isinstance(self.retry_delay_s, (int, float)) or self.retry_delay_s < 0:
@@ -229,11 +239,14 @@ class AlbumConfig:
     [scan]
     min_ref_side = 480     # long side ≥ this: a reference candidate
     max_target_side = 320  # long side ≤ this: an enhancement target
+    # or, instead of the thresholds:
+    ref_ratio = 3.0        # a reference is at least 3x its target's long side
     ```
     """
 
     min_ref_side: int | None = None
     max_target_side: int | None = None
+    ref_ratio: float | None = None
 
     @classmethod
     def read(cls, album_root: Path) -> AlbumConfig:
@@ -247,19 +260,43 @@ class AlbumConfig:
         scan = data.get("scan", {})
         if not isinstance(scan, dict):
             raise ValueError(f"{str(path)!r}: [scan] must be a table, got {scan!r}")
-        unknown = set(scan) - {"min_ref_side", "max_target_side"}
+        unknown = set(scan) - {"min_ref_side", "max_target_side", "ref_ratio"}
         if unknown:
             raise ValueError(f"{str(path)!r}: unknown [scan] keys {sorted(unknown)}")
+        if "ref_ratio" in scan and len(scan) > 1:
+            raise ValueError(f"{str(path)!r}: [scan] sets ref_ratio and thresholds; keep one rule")
         for key, value in scan.items():
-            _positive_int(key, value)
+            if key == "ref_ratio":
+                try:
+                    RelativeRoles(value)
+                except ValueError as exc:
+                    raise ValueError(f"{str(path)!r}: {exc}") from None
+            else:
+                try:
+                    _positive_int(key, value)
+                except ValueError:
+                    raise ValueError(f"{str(path)!r}: [scan] {key} must be a whole number >= 1, "
+                                     f"got {value!r}") from None
         return cls(**scan)
 
 
 def scan_settings(settings: Settings, album_root: Path) -> ScanSettings:
-    """ScanSettings for one album: flags over refsr.toml over defaults; our output folder excluded."""
+    """ScanSettings for one album: flags over refsr.toml over defaults; our output folder excluded.
+
+    Roles: thresholds when any is given (flag or refsr.toml) and no --ref-ratio flag is; else the
+    relative rule with --ref-ratio, refsr.toml's ref_ratio or DEFAULT_REF_RATIO.
+    """
     album_root = Path(album_root).resolve()
     config = AlbumConfig.read(album_root)
     base = ScanSettings()
+    flag_thresholds = settings.min_ref_side is not None or settings.max_target_side is not None
+    toml_thresholds = config.min_ref_side is not None or config.max_target_side is not None
+    if settings.ref_ratio is not None:
+        ratio: float | None = settings.ref_ratio
+    elif flag_thresholds or toml_thresholds:
+        ratio = None
+    else:
+        ratio = config.ref_ratio or DEFAULT_REF_RATIO
     min_ref = settings.min_ref_side or config.min_ref_side or base.min_ref_side
     max_target = settings.max_target_side or config.max_target_side or base.max_target_side
     exclude = list(base.exclude)
@@ -269,7 +306,7 @@ def scan_settings(settings: Settings, album_root: Path) -> ScanSettings:
     if out.is_relative_to(album_root) and out.name not in exclude:
         # Scans exclude by directory name at any depth; the output folder must never be read back.
         exclude.append(out.name)
-    return ScanSettings(min_ref_side=min_ref, max_target_side=max_target, exclude=tuple(exclude))
+    return ScanSettings(min_ref_side=min_ref, max_target_side=max_target, ref_ratio=ratio, exclude=tuple(exclude))
 
 
 def index_file(settings: Settings, album_id: int, embedder_key: str) -> Path:

@@ -35,13 +35,11 @@ def _auto(settings: EmbedderSettings) -> Embedder:
     try:
         return ClipEmbedder(settings.clip)
     except ClipWeightsNotFound as exc:
-        logger.warning(
-            "CLIP weights not found (%s); using the built-in fallback embedder %s, which retrieves "
-            "same-scene photos less reliably. To use CLIP, set the weights path setting or $%s to a "
-            ".safetensors/.bin file or a directory holding %s, or place %s/%s in the Hugging Face cache.",
-            exc, FallbackEmbedder.VERSION, WEIGHTS_ENV_VAR, HF_WEIGHT_FILES[0],
-            settings.clip.model_name, settings.clip.pretrained,
-        )
+        # Short, once per process: the README's CLIP section says where weights go.
+        logger.warning("CLIP weights not found; using the built-in embedder %s (set $%s to use CLIP)",
+                       FallbackEmbedder.VERSION, WEIGHTS_ENV_VAR)
+        logger.info("CLIP lookup: %s; expected %s or %s/%s in the Hugging Face cache", exc, HF_WEIGHT_FILES[0],
+                    settings.clip.model_name, settings.clip.pretrained)
         return FallbackEmbedder(settings.fallback)
 
 

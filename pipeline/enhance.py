@@ -223,6 +223,11 @@ def enhance_photo(
     dev = resolve_device(device)
     out = Path(output_path)
     guarded = [Path(target_path), *map(Path, ref_paths), *map(Path, protected)]
+    if attention_path is not None:
+        # Checked before any work: the attention archive must never replace an input or the output.
+        for other in [*guarded, out]:
+            if images.same_file(Path(attention_path), other):
+                raise ValueError(f"refusing to write the attention maps over {str(other)!r}; give another path")
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()

@@ -356,7 +356,8 @@ def _resolve_format(path: Path, format: str | None) -> str:
     return name
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (symlinks, hard links and case-insensitive file systems included)."""
     if os.path.realpath(a) == os.path.realpath(b):
         return True
     try:
@@ -412,7 +413,7 @@ def save_atomic(
         protected = (protected,)
     target = Path(path)
     for guarded in protected:
-        if _same_file(target, Path(guarded)):
+        if same_file(target, Path(guarded)):
             raise ValueError(f"refusing to overwrite input image {str(target)!r}")
     fmt = _resolve_format(target, format)
     params = _save_params(fmt, meta, quality)

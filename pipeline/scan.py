@@ -7,10 +7,11 @@ import logging
 import os
 import stat as stat_mode
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline import images, outputs
+from pipeline.roles import RelativeRoles, long_side
 from pipeline.vocabulary import PhotoRole
 from ttsr_core import files
 
@@ -37,6 +38,8 @@ class ScanSettings:
 
     min_ref_side: int = 1600  # long side ≥ this → reference candidate
     max_target_side: int = 1024  # long side ≤ this → enhancement target
+    # Set: roles come from the relative rule (pipeline.roles) and the two thresholds are unused.
+    ref_ratio: float | None = None
     extensions: frozenset[str] = field(default_factory=default_extensions)
     follow_symlinks: bool = False
     max_pixels: int | None = images.DEFAULT_MAX_PIXELS
@@ -58,6 +61,8 @@ class ScanSettings:
                 "ScanSettings.max_target_side must be below min_ref_side so no photo is both, got "
                 f"max_target_side={self.max_target_side!r}, min_ref_side={self.min_ref_side!r}"
             )
+        if self.ref_ratio is not None:
+            RelativeRoles(self.ref_ratio)  # validates
         if self.max_pixels is not None:
             _positive_int("ScanSettings", "max_pixels", self.max_pixels)
         if isinstance(self.extensions, str) or not isinstance(self.extensions, Iterable):
@@ -316,8 +321,23 @@ def scan_album(
             ScanEntry(rel_path=rel, path=root_path / rel, status=ScanStatus.GONE, sha256=photo.sha256)
         )
 
+    if settings.ref_ratio is not None:
+        entries = _relative_roles(entries, RelativeRoles(settings.ref_ratio))
     result = ScanResult(root=root_path, entries=tuple(entries))
     logger.info(
         "scanned %s: %s", root_path, ", ".join(f"{s.value}={n}" for s, n in result.summary().items())
     )
     return result
+
+
+def candidate_files(root: str | os.PathLike[str], settings: ScanSettings) -> list[tuple[str, Path]]:
+    """(posix rel_path, absolute path) of every file a scan would consider, sorted; no file is opened."""
+    return sorted(_iter_files(Path(root).absolute(), settings))
+
+
+def _relative_roles(entries: list[ScanEntry], rule: RelativeRoles) -> list[ScanEntry]:
+    """Roles from the album as a whole: a photo's role depends on the sizes of the others."""
+    sides = {e.rel_path: long_side(e.width, e.height) for e in entries
+             if e.role is not None and e.width and e.height}
+    roles = rule.assign(sides)
+    return [replace(e, role=roles[e.rel_path]) if e.rel_path in roles else e for e in entries]

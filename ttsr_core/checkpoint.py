@@ -85,7 +85,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path} with weights_only=True: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {_refusal(exc)}") from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of tensors")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -94,6 +94,22 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if "model" in obj and isinstance(obj["model"], dict):
         return dict(obj["model"]), {k: v for k, v in obj.items() if k != "model"}
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, {}
+
+
+def _refusal(exc: Exception) -> str:
+    """Why torch refused a file, without torch's advice to retry with weights_only=False.
+
+    That advice means running whatever code the file carries; a checkpoint from an album tool
+    must never be unpickled, so the message says what the file holds and stops there.
+    """
+    text = " ".join(str(exc).split())
+    if "weights_only" in text or "Weights only load failed" in text:
+        found = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|WeightsUnpickler error: [^.]*)",
+                          text)
+        detail = f" ({found.group(1)})" if found else ""
+        return ("it holds Python objects besides tensors, and only plain tensors are ever loaded" + detail
+                + "; use a .safetensors checkpoint or one saved as a plain dict of tensors")
+    return f"not a readable checkpoint ({type(exc).__name__}: {text[:200]})"
 
 
 def _clean_authors_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -29,6 +29,13 @@ class Precision(StrEnum):
             raise ValueError(f"{what} must be one of {[p.value for p in cls]} or None, got {value!r}") from None
 
 
+class Backend(StrEnum):
+    """How the main network runs at inference; the eager ``MainNet`` is the reference."""
+
+    EAGER = "eager"  # MainNet.forward, as trained
+    FUSED = "fused"  # ttsr_core.fused: in-place, 1×1 convs before upsampling, GEMM bicubic (no autograd)
+
+
 class SearchMode(StrEnum):
     """How hard attention finds, for each query patch, its most relevant reference patch."""
 

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from .arrays import check_rgb, resize_bicubic
-from .config import MIN_REF_SIDE, SCALE, Precision, SearchConfig, TileConfig
+from .config import MIN_REF_SIDE, SCALE, Backend, Precision, SearchConfig, TileConfig
 from .device import autocast, resolve_device
+from .heap import retained_heap
 from .net import TTSR
 from .tiling import tiled_forward
 
@@ -95,6 +96,7 @@ def super_resolve(
     amp_dtype: Precision | None = None,
     tile: int | None = None,
     tile_overlap: int = 16,
+    backend: Backend | str | None = None,
 ) -> SRResult:
     """×4 super-resolution of one uint8 RGB image with one or more uint8 RGB references.
 
@@ -103,6 +105,7 @@ def super_resolve(
     blended (see :mod:`ttsr_core.tiling`); the references are encoded once and searched whole by
     every tile, so memory is one tile's network plus the references' features. None = one pass.
     ``model`` is used as it is when ready for ``device`` (:func:`inference_model`), else through a copy.
+    ``backend``: how the main network runs; None = ``Backend.FUSED``, ``"eager"`` = the reference.
     """
     check_rgb(lr, "LR image")
     if isinstance(refs, np.ndarray):
@@ -115,16 +118,16 @@ def super_resolve(
     h, w = lr.shape[:2]
     lr_up = resize_bicubic(lr, w * SCALE, h * SCALE)
     model = inference_model(model, dev)
-    with torch.inference_mode(), autocast(dev, amp_dtype):
+    with retained_heap(dev.type == "cpu"), torch.inference_mode(), autocast(dev, amp_dtype):
         ref_t = [to_tensor(p.ref, dev) for p in prepared]
         ref_du_t = [to_tensor(p.ref_down_up, dev) for p in prepared]
         if tiles.tile is None:
             out = model(to_tensor(lr, dev), to_tensor(lr_up, dev), ref_t, ref_du_t, search=search,
-                        return_attention=True)
+                        return_attention=True, backend=backend)
         else:
             encoded = model.encode_references(ref_t, ref_du_t)
             del ref_t, ref_du_t  # only their features are needed from here on
-            out = tiled_forward(model, to_tensor(lr, dev), to_tensor(lr_up, dev), encoded, tiles, search)
+            out = tiled_forward(model, to_tensor(lr, dev), to_tensor(lr_up, dev), encoded, tiles, search, backend)
     return SRResult(
         to_uint8(out.sr),
         out.soft_attention[0, 0].float().cpu().numpy(),

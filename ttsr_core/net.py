@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import SearchConfig, TTSRConfig
+from .config import Backend, SearchConfig, TTSRConfig
+from .fused import fused_forward
 from .lte import LTE
 from .relevance import relevance_at
 from .search import TextureTransfer, search_and_transfer, search_indices
@@ -191,6 +192,19 @@ class MainNet(nn.Module):
         return self.merge_tail(x31, x32, x33)
 
 
+def resolve_backend(backend: Backend | str | None) -> Backend:
+    """None → fused without autograd, eager with it (training); a name → that backend, if it can run now."""
+    if backend is None:
+        return Backend.EAGER if torch.is_grad_enabled() else Backend.FUSED
+    try:
+        resolved = Backend(backend)
+    except ValueError:
+        raise ValueError(f"backend must be one of {[b.value for b in Backend]} or None, got {backend!r}") from None
+    if resolved is Backend.FUSED and torch.is_grad_enabled():
+        raise ValueError("the fused backend is for inference only: run it under torch.no_grad or inference_mode")
+    return resolved
+
+
 @dataclass
 class EncodedReferences:
     """LTE features of the references: what search and transfer need of them.
@@ -289,10 +303,12 @@ class TTSR(nn.Module):
         *,
         search: SearchConfig | None = None,
         return_attention: bool = False,
+        backend: Backend | str | None = None,
     ) -> torch.Tensor | TTSROutput:
         """:meth:`forward` with the references already encoded by :meth:`encode_references`."""
         t = self.transfer(lr_up, encoded, search)
-        out = self.MainNet(lr, t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
+        main = fused_forward if resolve_backend(backend) is Backend.FUSED else MainNet.__call__
+        out = main(self.MainNet, lr, t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
         if self.config.global_skip:
             out = out + lr_up
         sr = torch.clamp(out, -1.0, 1.0)
@@ -309,12 +325,15 @@ class TTSR(nn.Module):
         *,
         search: SearchConfig | None = None,
         return_attention: bool = False,
+        backend: Backend | str | None = None,
     ) -> torch.Tensor | TTSROutput:
         """lr (N,3,h,w), lr_up (N,3,4h,4w), ref / ref_down_up (N,3,H,W) or lists of them → sr (N,3,4h,4w).
 
         With ``return_attention`` a :class:`TTSROutput` carries soft/hard attention and the textures.
+        ``backend``: how the main network runs (:func:`resolve_backend`).
         """
         refs = list(ref) if isinstance(ref, (list, tuple)) else [ref]
         refs_du = list(ref_down_up) if isinstance(ref_down_up, (list, tuple)) else [ref_down_up]
         encoded = self.encode_references(refs, refs_du)
-        return self.forward_encoded(lr, lr_up, encoded, search=search, return_attention=return_attention)
+        return self.forward_encoded(lr, lr_up, encoded, search=search, return_attention=return_attention,
+                                    backend=backend)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .config import SearchConfig
 from .device import torch_dtype
+from .gemm import matmul_nt
 
 NORM_EPS = 1e-12  # F.normalize's default: x / max(||x||, eps)
 
@@ -32,8 +33,15 @@ def _band_rows(positions: int, width: int) -> int:
     return max(1, min(math.ceil(positions / max(width, 1)), 1 << 30))
 
 
+def _block_max(qn: torch.Tensor, kn: torch.Tensor, onednn: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best key of a block for each query: qn (qc, D), kn (kc, D) → (value, index) (qc,)."""
+    if onednn:
+        return matmul_nt(qn, kn).max(dim=1)  # relevance block (qc, kc)
+    return (kn @ qn.t()).max(dim=0)  # (kc, qc): torch's product, the order the fast search has always used
+
+
 def exact_search(
-    q: torch.Tensor, keys: list[torch.Tensor], config: SearchConfig
+    q: torch.Tensor, keys: list[torch.Tensor], config: SearchConfig, onednn: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard attention by exhaustive search, never materialising the full relevance matrix.
 
@@ -41,6 +49,8 @@ def exact_search(
     union of key positions, in list order then row-major; relevance (h*w,) float32, detached).
     Queries and keys are processed in row bands under ``config.memory_budget_mb`` with a running
     max/argmax; the first position wins ties, as a single ``max`` over the whole matrix does.
+    ``onednn``: products through :func:`ttsr_core.gemm.matmul_nt` (faster on CPU; another rounding,
+    which can flip a match between two patches whose relevance ties to ~1e-7).
     """
     c, h, w = q.shape
     d = c * 9
@@ -71,10 +81,10 @@ def exact_search(
     best_idx = torch.zeros(h * w, dtype=torch.long, device=q.device)
     for y0 in range(0, h, q_rows):
         y1 = min(h, y0 + q_rows)
-        qn = normalised_patches(qpad, y0, y1, dtype).t()  # (D, qc)
+        qn = normalised_patches(qpad, y0, y1, dtype)  # (qc, D)
         sl = slice(y0 * w, y1 * w)
         if key_mat is not None:
-            val, arg = (key_mat @ qn).max(dim=0)  # relevance block (K, qc) → (qc,)
+            val, arg = _block_max(qn, key_mat, onednn)
             best_val[sl], best_idx[sl] = val.float(), arg
             continue
         bv, bi = best_val[sl], best_idx[sl]
@@ -84,7 +94,7 @@ def exact_search(
             for r0 in range(0, hk, rows):
                 r1 = min(hk, r0 + rows)
                 kn = normalised_patches(kp, r0, r1, dtype)  # (kc, D)
-                val, arg = (kn @ qn).max(dim=0)  # (kc, qc) → (qc,)
+                val, arg = _block_max(qn, kn, onednn)
                 val = val.float()
                 better = val > bv  # strict: the first position wins ties, as a single max does
                 bv = torch.where(better, val, bv)

@@ -23,7 +23,7 @@ from .relevance import exact_search, relevance_at, split_index
 
 
 __all__ = [
-    "TextureTransfer", "exact_search", "full_matrix_search_transfer", "relevance_at", "search_and_transfer",
+    "TextureTransfer", "block_sources", "exact_search", "full_matrix_search_transfer", "relevance_at", "search_and_transfer",
     "search_indices", "split_index", "texture_table", "transfer_texture",
 ]
 
@@ -53,51 +53,74 @@ def texture_table(values: list[torch.Tensor], keys_shape: list[tuple[int, int]],
     return torch.cat(rows + [values[0].new_zeros(1, block)])
 
 
-def transfer_texture(
-    table: torch.Tensor, keys_shape: list[tuple[int, int]], index: torch.Tensor, h: int, w: int, scale: int,
-    budget_mb: float = 256.0,
-) -> torch.Tensor:
-    """Texture at one scale, gathered directly from the reference features.
+def _gather_sum(table: torch.Tensor, srcs: torch.Tensor) -> torch.Tensor:
+    """Σ_k table[srcs[:, k]], added in column order: srcs (n, 9) → (n, block).
 
-    table: :func:`texture_table` of the references' features at scale s ∈ {1, 2, 4} relative to lv3;
-    keys_shape: per reference (Hk, Wk) lv3 grid; index (h*w,) global hard attention → (C, s*h, s*w).
+    Without autograd, one ``embedding_bag`` gathers and adds the rows in a single pass (same order,
+    so the same sums); 9 index_selects and adds wrote and re-read 9 (n, block) tensors.
+    """
+    if not (torch.is_grad_enabled() and table.requires_grad) and table.dtype == torch.float32:
+        return F.embedding_bag(srcs, table, mode="sum")
+    acc = table.index_select(0, srcs[:, 0])
+    for k in range(1, srcs.shape[1]):
+        acc = acc.add_(table.index_select(0, srcs[:, k]))
+    return acc
 
-    Equivalent to the authors' unfold (kernel 3s, stride s, padding s) → gather → fold → /9. The
-    s×s output block of query cell (t, u) is covered by the patches of its 3×3 neighbours
+
+def block_sources(index: torch.Tensor, keys_shape: list[tuple[int, int]], h: int, w: int) -> torch.Tensor:
+    """For each query cell, the :func:`texture_table` rows its 3×3 neighbours' patches put there: (h*w, 9).
+
+    The s×s output block of query cell (t, u) is covered by the patches of its 3×3 neighbours
     q = (t+oy, u+ox); the patch of q, matched to key (i, j), puts there the reference's s×s block
     at lv3 position (i−oy, j−ox) — an aligned block, because every displacement is a multiple of s.
-    So the transfer is a sum of 9 gathers of whole blocks (zero outside the reference or the query
-    grid, as the unfold's zero padding), done at query-grid resolution.
+    Outside the reference or the query grid the row is the table's last (zero) one, as the authors'
+    zero padding. The rows do not depend on s, so one computation serves all three scales.
     """
     dev = index.device
-    block = table.shape[1]
-    c = block // (scale * scale)
-    zero_row = table.shape[0] - 1
+    zero_row = sum(hk * wk for hk, wk in keys_shape)
     which, ki, kj = split_index(index, keys_shape)  # reference, row, col of each query's match
     sizes = torch.tensor([hk * wk for hk, wk in keys_shape], device=dev)
     start = (torch.cumsum(sizes, 0) - sizes)[which].view(h, w)  # first table row of that reference
     kh = torch.tensor([hk for hk, _ in keys_shape], device=dev)[which].view(h, w)
     kw = torch.tensor([wk for _, wk in keys_shape], device=dev)[which].view(h, w)
     ki, kj = ki.view(h, w), kj.view(h, w)
+    t = torch.arange(h, device=dev)[:, None]
+    u = torch.arange(w, device=dev)[None, :]
+    srcs = []
+    for oy in (-1, 0, 1):
+        for ox in (-1, 0, 1):
+            qy, qx = t + oy, u + ox  # the neighbour query whose patch covers cell (t, u)
+            inside = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+            sel = (qy.clamp(0, h - 1), qx.clamp(0, w - 1))
+            sy, sx = ki[sel] - oy, kj[sel] - ox  # the reference block that lands on (t, u)
+            ok = inside & (sy >= 0) & (sy < kh[sel]) & (sx >= 0) & (sx < kw[sel])
+            srcs.append(torch.where(ok, start[sel] + sy * kw[sel] + sx, zero_row).reshape(-1))
+    return torch.stack(srcs, dim=1)
 
+
+def transfer_texture(
+    table: torch.Tensor, keys_shape: list[tuple[int, int]], index: torch.Tensor, h: int, w: int, scale: int,
+    budget_mb: float = 256.0, sources: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Texture at one scale, gathered directly from the reference features.
+
+    table: :func:`texture_table` of the references' features at scale s ∈ {1, 2, 4} relative to lv3;
+    keys_shape: per reference (Hk, Wk) lv3 grid; index (h*w,) global hard attention → (C, s*h, s*w).
+    ``sources``: :func:`block_sources` of ``index`` when already computed (the scales share it).
+
+    Equivalent to the authors' unfold (kernel 3s, stride s, padding s) → gather → fold → /9: the
+    fold of the gathered patches is a sum of 9 gathers of whole blocks (:func:`block_sources`), done
+    at query-grid resolution.
+    """
+    block = table.shape[1]
+    c = block // (scale * scale)
+    if sources is None:
+        sources = block_sources(index, keys_shape, h, w)
     out = table.new_empty(h * w, block)
     band = max(1, int(budget_mb * 2**20 / (4 * w * (block + 16))))
     for t0 in range(0, h, band):
         t1 = min(h, t0 + band)
-        t = torch.arange(t0, t1, device=dev)[:, None]
-        u = torch.arange(w, device=dev)[None, :]
-        acc: torch.Tensor | None = None
-        for oy in (-1, 0, 1):
-            for ox in (-1, 0, 1):
-                qy, qx = t + oy, u + ox  # the neighbour query whose patch covers cell (t, u)
-                inside = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
-                sel = (qy.clamp(0, h - 1), qx.clamp(0, w - 1))
-                sy, sx = ki[sel] - oy, kj[sel] - ox  # the reference block that lands on (t, u)
-                ok = inside & (sy >= 0) & (sy < kh[sel]) & (sx >= 0) & (sx < kw[sel])
-                src = torch.where(ok, start[sel] + sy * kw[sel] + sx, zero_row)
-                picked = table.index_select(0, src.reshape(-1))
-                acc = picked if acc is None else acc.add_(picked)
-        out[t0 * w : t1 * w] = acc
+        out[t0 * w : t1 * w] = _gather_sum(table, sources[t0 * w : t1 * w])
     # (h*w, C*s*s) → (C, s*h, s*w); the authors divide by 9 everywhere, borders included.
     out = out.view(h, w, c, scale, scale).permute(2, 0, 3, 1, 4).reshape(c, h * scale, w * scale)
     return out / 9.0
@@ -139,13 +162,14 @@ def search_and_transfer(
         soft.append(relevance_at(q_lv3[i], keys, idx).view(1, h, w))
         hard.append(idx)
         shapes = [(k.shape[-2], k.shape[-1]) for k in keys]
+        sources = block_sources(idx, shapes, h, w)
         for out, values, scale in ((t3, v_lv3, 1), (t2, v_lv2, 2), (t1, v_lv1, 4)):
             table = None if tables is None else tables.get((i, scale))
             if table is None:
                 table = texture_table([v[i] for v in values], shapes, scale)
                 if tables is not None:
                     tables[(i, scale)] = table
-            out.append(transfer_texture(table, shapes, idx, h, w, scale, config.memory_budget_mb))
+            out.append(transfer_texture(table, shapes, idx, h, w, scale, config.memory_budget_mb, sources))
     return TextureTransfer(torch.stack(soft), torch.stack(hard), torch.stack(t3), torch.stack(t2), torch.stack(t1))
 
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .config import SCALE, SearchConfig, TileConfig
+from .config import SCALE, Backend, SearchConfig, TileConfig
 from .net import TTSR, EncodedReferences, TTSROutput
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ def tiled_forward(
     encoded: EncodedReferences,
     tiles: TileConfig,
     search: SearchConfig | None = None,
+    backend: Backend | str | None = None,
 ) -> TTSROutput:
     """×4 super-resolution of lr (N, 3, h, w) in overlapping tiles, blended; lr_up (N, 3, 4h, 4w) of the whole image.
 
@@ -78,7 +79,7 @@ def tiled_forward(
     if lr_up.shape[-2:] != (SCALE * h, SCALE * w):
         raise ValueError(f"lr_up {tuple(lr_up.shape[-2:])} is not ×{SCALE} of lr {(h, w)}")
     if tiles.tile is None or (tiles.tile >= h and tiles.tile >= w):
-        return model.forward_encoded(lr, lr_up, encoded, search=search, return_attention=True)
+        return model.forward_encoded(lr, lr_up, encoded, search=search, return_attention=True, backend=backend)
     rows = tile_spans(h, tiles.tile, tiles.overlap)
     cols = tile_spans(w, tiles.tile, tiles.overlap)
     logger.debug("tiling %d×%d LR into %d×%d tiles", w, h, len(cols), len(rows))
@@ -94,7 +95,7 @@ def tiled_forward(
             wx_hr, wx_lr = blend_weights(cols, j, SCALE).to(lr.device), blend_weights(cols, j, 1).to(lr.device)
             out = model.forward_encoded(
                 lr[:, :, y0:y1, x0:x1], lr_up[:, :, SCALE * y0 : SCALE * y1, SCALE * x0 : SCALE * x1], encoded,
-                search=search, return_attention=True,
+                search=search, return_attention=True, backend=backend,
             )
             w_hr = (wy_hr[:, None] * wx_hr[None, :])[None, None]  # (1, 1, 4th, 4tw)
             w_lr = (wy_lr[:, None] * wx_lr[None, :])[None, None]  # (1, 1, th, tw)

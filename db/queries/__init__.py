@@ -28,7 +28,7 @@ from db.queries.photos import (
     photos_by_rel_path,
     upsert_photo,
 )
-from db.queries.runs import RunSummary, finish_run, run_history, start_run
+from db.queries.runs import RunSummary, annotate_run, finish_run, latest_run, run_history, start_run
 
 __all__ = [
     "PHOTO_FIELDS",
@@ -41,7 +41,9 @@ __all__ = [
     "enhancements_for_output",
     "enhancements_for_run",
     "enhancements_for_target",
+    "annotate_run",
     "finish_run",
+    "latest_run",
     "get_album",
     "get_embedding",
     "get_or_create_album",

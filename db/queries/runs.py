@@ -119,3 +119,25 @@ def run_history(
         )
         for run, succeeded, failed in session.execute(query)
     ]
+
+
+def annotate_run(session: Session, run_id: int, *, started_at: datetime | None = None,
+                 ended_at: datetime | None = None, **parameters: Any) -> Run | None:
+    """Add keys to a run's parameters; move its start back or its end on (the whole command's time)."""
+    run = session.get(Run, run_id)
+    if run is None:
+        return None
+    if parameters:
+        run.parameters = {**(run.parameters or {}), **parameters}  # a new dict: JSON columns track assignment
+    if started_at is not None:
+        run.started_at = started_at
+    if ended_at is not None and run.ended_at is not None:
+        run.ended_at = max(run.ended_at, ended_at)
+    session.flush()
+    return run
+
+
+def latest_run(session: Session, album_id: int) -> Run | None:
+    """The album's most recently started run, whatever its kind or status."""
+    query = select(Run).where(Run.album_id == album_id).order_by(Run.started_at.desc(), Run.id.desc()).limit(1)
+    return session.scalars(query).first()

@@ -88,7 +88,7 @@ def test_cli_in_process_enhance_which_ref_history_index(make_album, tiny_model: 
 
     assert main(["which-ref", str(album / summary["outcomes"][0]["rel_path"]), *common]) == 0
     text = capsys.readouterr().out
-    assert "(target)" in text and "reference #0" in text and "relevance" in text
+    assert "(target)" in text and "reference #1" in text and "reference #0" not in text and "relevance" in text
 
     assert main(["history", "--json", *common]) == 0
     runs = json.loads(capsys.readouterr().out)

@@ -361,9 +361,27 @@ def test_report_parser_arguments_and_handler(
     args = _parser().parse_args(["report", str(generated.album_root), "--run", "1"])
     with pytest.raises(ValueError, match="either ALBUM or --run"):
         args.handler(args, session)
-    args = _parser().parse_args(["report"])
-    with pytest.raises(ValueError, match="either ALBUM or --run"):
-        args.handler(args, session)
+    # No argument: the last run that enhanced photos.
+    args = _parser().parse_args(["report", "--out", str(tmp_path / "last")])
+    assert args.handler(args, session, stdout=io.StringIO()) == 0
+    assert (tmp_path / "last" / "index.html").is_file()
+
+
+def test_server_database_galleries_go_under_the_workspace(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from sqlalchemy.engine import make_url
+
+    def fake(url: str) -> Session:
+        engine = SimpleNamespace(url=make_url(url))
+        return SimpleNamespace(get_bind=lambda: SimpleNamespace(engine=engine))  # type: ignore[return-value]
+
+    one = report.default_gallery_dir(fake("postgresql+psycopg://u:secret@h/one"), album_id=1, home=tmp_path)
+    two = report.default_gallery_dir(fake("postgresql+psycopg://u:secret@h/two"), album_id=1, home=tmp_path)
+    assert one.is_relative_to(tmp_path) and two.is_relative_to(tmp_path) and one != two
+    assert one.name == "album-1" and "secret" not in str(one)
+    with pytest.raises(ValueError, match="REFSR_HOME"):
+        report.default_gallery_dir(fake("postgresql+psycopg://u@h/one"), album_id=1)
 
 
 def test_report_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:

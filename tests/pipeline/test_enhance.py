@@ -92,6 +92,13 @@ def test_enhance_photo_never_overwrites_an_input(model: TTSR, photos, tmp_path: 
     with pytest.raises(ValueError, match="refusing to overwrite"):
         enhance_photo(model, target, [ref], other, EnhanceParams(search=EXACT), protected=[other])
     assert target.read_bytes() == before
+    # 14.10: the attention archive never replaces an input (nor the output), checked before any work.
+    ref_before = ref.read_bytes()
+    for victim in (target, ref, tmp_path / "out.png"):
+        with pytest.raises(ValueError, match="refusing to write the attention maps over"):
+            enhance_photo(model, target, [ref], tmp_path / "out.png", EnhanceParams(search=EXACT), attention_path=victim)
+    assert target.read_bytes() == before and ref.read_bytes() == ref_before
+    assert not (tmp_path / "out.png").exists()
     with pytest.raises(ValueError, match="at least one reference"):
         enhance_photo(model, target, [], tmp_path / "x.jpg")
 

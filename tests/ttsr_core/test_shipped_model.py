@@ -20,7 +20,7 @@ def test_shipped_checkpoint_loads_and_describes_itself() -> None:
     loaded = load_checkpoint(SHIPPED)
     assert loaded.layout is CheckpointLayout.OWN
     assert loaded.config == preset("ttsr-lite")
-    assert loaded.meta["step"] == 6000 and loaded.meta["holdout"]
+    assert loaded.meta["step"] == 3500 and loaded.meta["stage"] == "sr" and loaded.meta["holdout"]
     assert SHIPPED.stat().st_size <= 20 * 2**20
 
 

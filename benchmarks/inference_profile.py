@@ -1,0 +1,449 @@
+"""Where a TTSR enhancement's time goes, against this CPU's measured peak; before/after comparisons.
+
+    .venv/bin/python benchmarks/inference_profile.py --part peak      # mm and 3×3-conv peaks, fp32/bf16
+    .venv/bin/python benchmarks/inference_profile.py --part stages    # cost model + time per stage
+    .venv/bin/python benchmarks/inference_profile.py --part compare --baseline-root ../main
+    .venv/bin/python benchmarks/inference_profile.py --part paper     # paper preset vs full-matrix baseline
+    .venv/bin/python benchmarks/inference_profile.py --part bf16      # bf16 autocast: Y-PSNR cost, speed
+
+``stages``: shipped compact model (``--model ttsr``: paper preset, random weights), LR 480×360 + a
+1920×1440 reference, one untiled pass; multiply-adds from ``ttsr_core.cost``; the main network by
+stage, both backends. ``compare``: ``refsr sr``'s computation (``enhance_arrays``, default settings)
+of another checkout against this one, interleaved, float outputs compared. ``paper``: paper preset,
+LR 160×120 + Ref 640×480, full-matrix baseline (three LTE passes, ``full_matrix_search_transfer``,
+eager main network: the authors' pipeline) against ours, exact and fast. Each measurement runs in a
+fresh subprocess reporting its ``ru_maxrss``; ``--threads`` sets torch's threads there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONV_SHAPES = ((32, 32), (64, 64), (96, 32))  # (in, out) channels of the compact model's ×4 convolutions
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(args: list, threads: int | None, root: Path = ROOT) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, __file__, "--child", json.dumps(args)] + (["--threads", str(threads)] if threads else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+    if res.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _best(fn, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
+    fn()  # warm-up: oneDNN picks its kernel, the heap grows
+    return min(_timed(fn) for _ in range(repeat))
+
+
+def _timed(fn) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------------------- children
+
+
+def child_peak() -> dict:
+    """Matrix products (torch.mm and oneDNN, best of 1024², 2048²) and 3×3 convolutions (channel-last, at a 256-px tile's ×4 size), fp32 and bf16."""
+    import torch
+
+    from ttsr_core.gemm import matmul_nt
+    from ttsr_core.heap import retained_heap
+
+    out: dict = {"threads": torch.get_num_threads(), "conv": {}}
+    with retained_heap(), torch.inference_mode():
+        for dtype in (torch.float32, torch.bfloat16):
+            rates, onednn = [], []
+            for n in (1024, 2048):
+                a = torch.randn(n, n).to(dtype)
+                o = torch.empty(n, n, dtype=dtype)
+                rates.append(2 * n**3 / _best(lambda: torch.mm(a, a, out=o), 5) / 1e9)
+                if dtype == torch.float32:
+                    onednn.append(2 * n**3 / _best(lambda: matmul_nt(a, a), 5) / 1e9)
+            out[f"torch_mm_{str(dtype)[6:]}"] = max(rates)
+            out[f"mm_{str(dtype)[6:]}"] = max(rates + onednn)  # the best product this CPU gave
+            if onednn:
+                out["onednn_mm_float32"] = max(onednn)
+        x = torch.randn(1, 96, 4 * 188, 4 * 248).contiguous(memory_format=torch.channels_last)
+        for cin, cout in CONV_SHAPES:
+            conv = torch.nn.Conv2d(cin, cout, 3, padding=1).to(memory_format=torch.channels_last)
+            xi = x[:, :cin].contiguous(memory_format=torch.channels_last)
+            flops = 2 * xi.shape[2] * xi.shape[3] * cin * cout * 9
+            fp32 = flops / _best(lambda: conv(xi)) / 1e9
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16 = flops / _best(lambda: conv(xi)) / 1e9
+            out["conv"][f"{cin}→{cout}"] = {"float32": fp32, "bfloat16": bf16}
+    return out
+
+
+def _load(model_name: str):  # type: ignore[no-untyped-def]
+    import torch
+
+    from ttsr_core.checkpoint import load_checkpoint
+    from ttsr_core.config import preset
+    from ttsr_core.net import TTSR
+
+    ckpt = ROOT / "models" / "ttsr-lite" / "ttsr-lite-x4.safetensors"
+    if model_name == "ttsr-lite" and ckpt.exists():
+        return load_checkpoint(ckpt).model.eval(), "shipped checkpoint"
+    torch.manual_seed(0)
+    return TTSR(preset(model_name)).eval(), "random weights"
+
+
+def _stage_marks(net, names: dict[str, list[str]], marks: dict[str, float]) -> list:  # type: ignore[no-untyped-def]
+    """Pre-hooks that record when each stage's first module runs (the earliest of its listed modules)."""
+    handles = []
+    for stage, modules in names.items():
+        for name in modules:
+            def hook(module, args, stage=stage):  # type: ignore[no-untyped-def]
+                marks.setdefault(stage, time.perf_counter())
+            handles.append(net.get_submodule(name).register_forward_pre_hook(hook))
+    return handles
+
+
+STAGE_STARTS = {"main ×1": ["SFE.conv_head"], "main ×2": ["conv12"], "main ×4": ["conv23"],
+                "main merge tail": ["merge_tail", "merge_tail.conv13"]}
+
+
+def child_stages(model_name: str, lr_size: list[int], ref_size: list[int], mode: str, heap: bool) -> dict:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from search_speed import _enhance_case
+    from ttsr_core.arrays import resize_bicubic
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.cost import coarse_search_macs, exact_search_macs, lte_macs, main_net_macs
+    from ttsr_core.fast_search import refinement_jobs, refinement_macs
+    from ttsr_core.fused import fused_forward
+    from ttsr_core.heap import retained_heap
+    from ttsr_core.inference import prepare_for_inference, prepare_reference, to_tensor
+    from ttsr_core.relevance import exact_search
+    from ttsr_core.search import search_and_transfer, search_indices
+
+    model, weights = _load(model_name)
+    model = prepare_for_inference(model, torch.device("cpu"))
+    lr_full, ref_full = _enhance_case()
+    lr = np.ascontiguousarray(lr_full[: lr_size[1], : lr_size[0]])
+    ref = np.ascontiguousarray(ref_full[: ref_size[1], : ref_size[0]])
+    cfg = SearchConfig(mode=SearchMode(mode))
+    times: dict[str, float] = {}
+
+    def timed(name, fn):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        result = fn()
+        times[name] = time.perf_counter() - t0
+        return result
+
+    with retained_heap(heap), torch.inference_mode():
+        h, w = lr.shape[:2]
+        t0 = time.perf_counter()
+        prep = prepare_reference(ref)
+        lr_t, lr_up_t = to_tensor(lr), to_tensor(resize_bicubic(lr, 4 * w, 4 * h))
+        ref_t, ref_du_t = to_tensor(prep.ref), to_tensor(prep.ref_down_up)
+        times["prepare (bicubic ↓↑, tensors)"] = time.perf_counter() - t0
+        values = timed("LTE Ref (values)", lambda: model.LTE(ref_t))
+        keys = timed("LTE Ref↓↑ (keys)", lambda: model.LTE(ref_du_t)[2])
+        q = timed("LTE LR↑ (queries)", lambda: model.LTE(lr_up_t)[2])
+        timed(f"{mode} search", lambda: search_indices(q[0], [keys[0]], cfg))
+        t = timed("search + transfer", lambda: search_and_transfer(q, [keys], [values[0]], [values[1]], [values[2]], cfg))
+        times["transfer (soft attention, 3 textures)"] = times.pop("search + transfer") - times[f"{mode} search"]
+        args = (lr_t, t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
+        backends = {}
+        # Twice each, alternating, the faster run kept: the first run of a process also grows its heap.
+        for name, fn in 2 * (("eager", model.MainNet), ("fused", lambda *a: fused_forward(model.MainNet, *a))):
+            marks: dict[str, float] = {}
+            handles = _stage_marks(model.MainNet, STAGE_STARTS, marks)
+            t0 = time.perf_counter()
+            fn(*args)
+            end = time.perf_counter()
+            for hd in handles:
+                hd.remove()
+            order = sorted(marks, key=marks.get) + ["end"]
+            marks["end"] = end
+            run = {s: marks[order[i + 1]] - marks[s] for i, s in enumerate(order[:-1])}
+            run["total"] = end - t0
+            if name not in backends or run["total"] < backends[name]["total"]:
+                backends[name] = run
+        kh, kw = keys.shape[2:]
+        c3 = model.config.lte_channels[2]
+        macs = {"LTE Ref (values)": lte_macs(model.config.lte_channels, *prep.ref.shape[:2]),
+                "LTE Ref↓↑ (keys)": lte_macs(model.config.lte_channels, *prep.ref.shape[:2]),
+                "LTE LR↑ (queries)": lte_macs(model.config.lte_channels, 4 * h, 4 * w)}
+        if mode == "exact":
+            macs["exact search"] = exact_search_macs(c3, h, w, [(kh, kw)])
+        else:
+            f = cfg.coarse_factor
+            qc, kc = F.avg_pool2d(q, f, ceil_mode=True)[0], F.avg_pool2d(keys, f, ceil_mode=True)[0]
+            jobs = refinement_jobs(exact_search(qc, [kc], cfg)[0], tuple(qc.shape[1:]), [tuple(kc.shape[1:])],
+                                   [(kh, kw)], cfg)
+            macs["fast search"] = coarse_search_macs(c3, h, w, [(kh, kw)], cfg) + refinement_macs(len(jobs), c3, cfg)
+        macs.update(main_net_macs(model.config, h, w))
+    return {"model": model_name, "weights": weights, "lr": [w, h], "ref": list(prep.ref.shape[1::-1]), "mode": mode,
+            "heap": heap, "times": times, "main": backends, "macs": macs, "threads": torch.get_num_threads(),
+            "peak_rss_mb": _peak_mb()}
+
+
+def child_compare(out_path: str) -> dict:
+    """The whole ``refsr sr`` computation with the default settings, on whatever code PYTHONPATH holds."""
+    import numpy as np
+    import torch
+
+    import ttsr_core.inference as inference
+    from pipeline.enhance import enhance_arrays
+    from pipeline.params import EnhanceParams
+    from search_speed import _enhance_case
+
+    model, weights = _load("ttsr-lite")
+    lr, ref = _enhance_case()
+    captured = []
+    to_uint8 = inference.to_uint8
+    inference.to_uint8 = lambda t: (captured.append(t.float().clone()), to_uint8(t))[1]  # the [-1, 1] output
+    wall = _timed(lambda: enhance_arrays(model, lr, [ref], EnhanceParams()))
+    np.save(out_path, captured[0][0].numpy())
+    return {"wall_s": wall, "peak_rss_mb": _peak_mb(), "threads": torch.get_num_threads(), "weights": weights}
+
+
+def child_paper(kind: str, lr_size: list[int], ref_size: list[int], out_path: str) -> dict:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.heap import retained_heap
+    from ttsr_core.inference import prepare_for_inference
+    from ttsr_core.search import full_matrix_search_transfer
+
+    model, weights = _load("ttsr")
+    g = torch.Generator().manual_seed(1)
+    (w, h), (rw, rh) = lr_size, ref_size
+    lr = torch.rand(1, 3, h, w, generator=g) * 2 - 1
+    ref = torch.rand(1, 3, rh, rw, generator=g) * 2 - 1
+    lr_up = F.interpolate(lr, scale_factor=4, mode="bicubic")
+    ref_du = F.interpolate(F.avg_pool2d(ref, 4), scale_factor=4, mode="bicubic")
+    idle = _peak_mb()
+    t0 = time.perf_counter()
+    if kind == "full":
+        with torch.inference_mode():
+            v1, v2, v3 = model.LTE(ref)
+            k3, q3 = model.LTE(ref_du)[2], model.LTE(lr_up)[2]
+            t = full_matrix_search_transfer(q3, k3, v1, v2, v3)
+            sr = model.MainNet(lr, t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1).clamp(-1, 1)
+    else:
+        model = prepare_for_inference(model, torch.device("cpu"))
+        with retained_heap(), torch.inference_mode():
+            sr = model(lr, lr_up, ref, ref_du, search=SearchConfig(mode=SearchMode(kind)))
+    wall = time.perf_counter() - t0
+    np.save(out_path, sr[0].float().numpy())
+    return {"kind": kind, "wall_s": wall, "peak_rss_mb": _peak_mb(), "idle_rss_mb": idle, "weights": weights,
+            "threads": torch.get_num_threads()}
+
+
+def child_bf16(max_side: int) -> dict:
+    """Shipped model on data/validation pairs: float32 vs bf16 autocast, Y-PSNR against the HR target."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ttsr_core.arrays import resize_bicubic
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.inference import prepare_for_inference, super_resolve
+    from ttsr_core.metrics import psnr_y
+
+    model, weights = _load("ttsr-lite")
+    model = prepare_for_inference(model, torch.device("cpu"))
+    data = ROOT / "data" / "validation"
+    rows = []
+    for line in (data / "pairs.tsv").read_text().strip().splitlines():
+        names = line.split("\t")[:2]
+        photos = []
+        for name in names:
+            im = Image.open(data / name).convert("RGB")
+            s = min(1.0, max_side / max(im.size))
+            if s < 1.0:  # both photos of a pair by the same factor
+                im = im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC)
+            photos.append(np.asarray(im))
+        hr = photos[0][: photos[0].shape[0] // 4 * 4, : photos[0].shape[1] // 4 * 4]
+        lr = resize_bicubic(hr, hr.shape[1] // 4, hr.shape[0] // 4)
+        row = {"pair": f"{names[0]} ← {names[1]}", "lr": f"{lr.shape[1]}×{lr.shape[0]}"}
+        for amp in (None, "bfloat16"):
+            out = []
+            row[f"s_{amp or 'float32'}"] = _timed(lambda: out.append(super_resolve(
+                model, lr, [photos[1]], search=SearchConfig(mode=SearchMode.FAST), amp_dtype=amp)))
+            sr = out[0]
+            row[f"psnr_{amp or 'float32'}"] = psnr_y(sr.image, hr)
+            row[f"image_{amp or 'float32'}"] = sr.image
+        row["max_grey_diff"] = int(np.abs(row.pop("image_float32").astype(int) - row.pop("image_bfloat16").astype(int)).max())
+        rows.append(row)
+    return {"weights": weights, "rows": rows, "threads": torch.get_num_threads()}
+
+
+# ------------------------------------------------------------------------------------------- parent
+
+
+def _cpu() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = info.split("flags", 1)[1].split("\n", 1)[0].split()
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+    return f"{name}, {os.cpu_count()} CPUs, flags {' '.join(f for f in wanted if f in flags)}, load {os.getloadavg()[0]:.1f}"
+
+
+def part_peak(threads: int | None) -> dict:
+    r = _child(["peak"], threads)
+    print(f"{_cpu()}; {r['threads']} threads")
+    print(f"matrix product, best of 1024² and 2048², 5 runs each: float32 torch.mm (MKL) {r['torch_mm_float32']:.0f} "
+          f"GFLOP/s, oneDNN inner product (ttsr_core.gemm) {r['onednn_mm_float32']:.0f} GFLOP/s; "
+          f"bfloat16 torch.mm {r['mm_bfloat16']:.0f} GFLOP/s")
+    for shape, v in r["conv"].items():
+        print(f"3×3 conv {shape} at 992×752, channel-last, best of 3: float32 {v['float32']:.0f} GFLOP/s, "
+              f"bfloat16 {v['bfloat16']:.0f} GFLOP/s")
+    return r
+
+
+def part_stages(threads: int | None, model: str, lr: list[int], ref: list[int], mode: str) -> None:
+    peak = part_peak(threads)
+    conv_peak = max(v["float32"] for v in peak["conv"].values())
+    mm_peak = peak["mm_float32"]
+    r = _child(["stages", model, lr, ref, mode, True], threads)
+    print(f"\n{r['model']} ({r['weights']}), LR {r['lr'][0]}×{r['lr'][1]}, ref {r['ref'][0]}×{r['ref'][1]}, "
+          f"{r['mode']} search, untiled, {r['threads']} threads, peak RSS {r['peak_rss_mb']:.0f} MB\n")
+    print("| stage | multiply-adds | s | G MAC/s | % of fp32 mm peak | % of fp32 conv peak |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    rows = list(r["times"].items()) + [(f"{s} (eager / fused)", (r["main"]["eager"].get(s, 0), r["main"]["fused"].get(s, 0)))
+                                       for s in STAGE_STARTS]
+    for name, secs in rows:
+        macs = r["macs"].get(name.split(" (eager")[0])
+        shown = secs if isinstance(secs, tuple) else (secs,)
+        cells = " / ".join(f"{s:.2f}" for s in shown)
+        if macs:
+            rate = [macs / s / 1e9 if s else 0 for s in shown]
+            rates = " / ".join(f"{x:.0f}" for x in rate)
+            of_mm = " / ".join(f"{2 * x / mm_peak:.0%}" for x in rate)
+            of_conv = " / ".join(f"{2 * x / conv_peak:.0%}" for x in rate)
+            print(f"| {name} | {macs:.2e} | {cells} | {rates} | {of_mm} | {of_conv} |")
+        else:
+            print(f"| {name} | — | {cells} | | | |")
+    total_main = sum(v for k, v in r["macs"].items() if k.startswith("main"))
+    e, f = r["main"]["eager"]["total"], r["main"]["fused"]["total"]
+    print(f"| **main network total (eager / fused)** | {total_main:.2e} | {e:.2f} / {f:.2f} | "
+          f"{total_main / e / 1e9:.0f} / {total_main / f / 1e9:.0f} | "
+          f"{2 * total_main / e / 1e9 / mm_peak:.0%} / {2 * total_main / f / 1e9 / mm_peak:.0%} | "
+          f"{2 * total_main / e / 1e9 / conv_peak:.0%} / {2 * total_main / f / 1e9 / conv_peak:.0%} |")
+
+
+def part_compare(threads: int | None, baseline: Path, repeat: int) -> None:
+    import numpy as np
+
+    print(f"{_cpu()}\nbaseline {baseline} ({_git_head(baseline)}) vs this tree ({_git_head(ROOT)}), "
+          f"interleaved, {repeat} runs each")
+    runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
+    for i in range(repeat):
+        for name, root in (("baseline", baseline), ("this tree", ROOT)):
+            out = f"/tmp/refsr_compare_{os.getpid()}_{name.replace(' ', '_')}.npy"
+            r = _child(["compare", out], threads, root)
+            r["out"] = out
+            runs[name].append(r)
+            print(f"run {i + 1} {name}: {r['wall_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    a, b = np.load(runs["baseline"][-1]["out"]), np.load(runs["this tree"][-1]["out"])
+    med = {k: sorted(x["wall_s"] for x in v)[len(v) // 2] for k, v in runs.items()}
+    print("\n| code | median s | runs s | peak RSS MB |\n| --- | ---: | --- | ---: |")
+    for k, v in runs.items():
+        walls = ", ".join(f"{x['wall_s']:.1f}" for x in v)
+        print(f"| {k} | {med[k]:.1f} | {walls} | {max(x['peak_rss_mb'] for x in v):.0f} |")
+    print(f"\nspeed-up {med['baseline'] / med['this tree']:.2f}×; output max |Δ| {np.abs(a - b).max():.2e} in [-1, 1], "
+          f"mean |Δ| {np.abs(a - b).mean():.2e}; {runs['this tree'][0]['threads']} threads")
+
+
+def part_paper(threads: int | None, lr: list[int], ref: list[int]) -> None:
+    import numpy as np
+
+    print(f"{_cpu()}\npaper preset (random weights), LR {lr[0]}×{lr[1]} + Ref {ref[0]}×{ref[1]}\n")
+    rows = {}
+    for kind in ("full", "exact", "fast"):
+        rows[kind] = _child(["paper", kind, lr, ref, f"/tmp/refsr_paper_{os.getpid()}_{kind}.npy"], threads)
+    full = np.load(f"/tmp/refsr_paper_{os.getpid()}_full.npy")
+    print("| path | wall s | peak RSS MB | peak − idle MB | × faster than full | peak RSS / full | max |Δ| vs full |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for kind, r in rows.items():
+        diff = np.abs(np.load(f"/tmp/refsr_paper_{os.getpid()}_{kind}.npy") - full).max()
+        print(f"| {kind} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['idle_rss_mb']:.0f} | "
+              f"{rows['full']['wall_s'] / r['wall_s']:.2f} | {r['peak_rss_mb'] / rows['full']['peak_rss_mb']:.2f} | "
+              f"{diff:.1e} |")
+
+
+def part_bf16(threads: int | None, max_side: int) -> None:
+    r = _child(["bf16", max_side], threads)
+    print(f"{_cpu()}\nttsr-lite ({r['weights']}), fast search, untiled, photos capped at {max_side} px, {r['threads']} threads\n")
+    print("| pair | LR | Y-PSNR fp32 | Y-PSNR bf16 | Δ dB | max grey-level diff | s fp32 | s bf16 |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for x in r["rows"]:
+        print(f"| {x['pair']} | {x['lr']} | {x['psnr_float32']:.3f} | {x['psnr_bfloat16']:.3f} | "
+              f"{x['psnr_bfloat16'] - x['psnr_float32']:+.3f} | {x['max_grey_diff']} | {x['s_float32']:.1f} | "
+              f"{x['s_bfloat16']:.1f} |")
+    n = len(r["rows"])
+    mean = {k: sum(x[k] for x in r["rows"]) / n for k in ("psnr_float32", "psnr_bfloat16", "s_float32", "s_bfloat16")}
+    print(f"| **mean** | | {mean['psnr_float32']:.3f} | {mean['psnr_bfloat16']:.3f} | "
+          f"{mean['psnr_bfloat16'] - mean['psnr_float32']:+.3f} | | {mean['s_float32']:.1f} | {mean['s_bfloat16']:.1f} |")
+
+
+def _git_head(root: Path) -> str:
+    return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("peak", "stages", "compare", "paper", "bf16"), default="stages")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in the measuring processes")
+    parser.add_argument("--model", default="ttsr-lite", help="stages: preset (ttsr-lite = the shipped checkpoint)")
+    parser.add_argument("--mode", default="fast", choices=("fast", "exact"), help="stages: search mode")
+    parser.add_argument("--lr", default="480x360", help="stages/paper: LR size WxH")
+    parser.add_argument("--ref", default="1920x1440", help="stages/paper: reference size WxH")
+    parser.add_argument("--baseline-root", type=Path, help="compare: a checkout of the code to compare against")
+    parser.add_argument("--repeat", type=int, default=2, help="compare: runs of each")
+    parser.add_argument("--max-side", type=int, default=640, help="bf16: cap the validation photos' long side")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        __import__("torch").set_num_threads(args.threads)
+    if args.child:
+        kind, *rest = json.loads(args.child)
+        fn = {"peak": child_peak, "stages": child_stages, "compare": child_compare, "paper": child_paper,
+              "bf16": child_bf16}[kind]
+        print(json.dumps(fn(*rest)))
+        return
+    size = lambda s: [int(v) for v in s.split("x")]  # noqa: E731
+    if args.part == "peak":
+        part_peak(args.threads)
+    elif args.part == "stages":
+        part_stages(args.threads, args.model, size(args.lr), size(args.ref), args.mode)
+    elif args.part == "bf16":
+        part_bf16(args.threads, args.max_side)
+    elif args.part == "compare":
+        if args.baseline_root is None:
+            parser.error("--part compare needs --baseline-root")
+        part_compare(args.threads, args.baseline_root.resolve(), args.repeat)
+    else:  # the paper case has its own default sizes
+        part_paper(args.threads, size(args.lr) if args.lr != "480x360" else [160, 120],
+                   size(args.ref) if args.ref != "1920x1440" else [640, 480])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Nothing to do, known before Prefect starts: a run whose inputs match the album's last complete run.
+
+Starting Prefect's local server costs several seconds, most of a no-op run. A completed run
+records a fingerprint of everything that decides its result (the album's files by path, size
+and mtime; the settings; the checkpoint, CLIP weights and code version; whether an NVIDIA driver
+is present) and what it printed. When the album's latest run carries the same fingerprint, the
+outputs it names are intact and no Prefect server was asked for (PREFECT_API_URL unset), the
+command records a completed run of its own and reprints that summary without starting a flow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import queries
+from db.models import Run, RunKind, RunStatus, utcnow
+from flows.identity import process_identity
+from flows.preflight import AlbumCheck
+from flows.settings import Settings
+
+KEY = "nothing_to_do"  # the run parameter that holds the fingerprint and the summary
+# Settings that change neither the album's records nor its outputs.
+_IRRELEVANT = {"progress", "workers", "force", "retries", "retry_delay_s", "device_slots"}
+
+
+def _stat(path: Path | None) -> list[Any] | None:
+    if path is None:
+        return None
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def _version() -> list[Any]:
+    """The installed version and the code's own files (a checkout being edited changes with them)."""
+    try:
+        version = metadata.version("refsr-album")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    code = Path(__file__).resolve().parents[1]
+    stamps = sorted((str(p.relative_to(code)), p.stat().st_mtime_ns)
+                    for room in ("flows", "pipeline", "ttsr_core", "db") for p in (code / room).rglob("*.py"))
+    return [version, hashlib.sha256(repr(stamps).encode()).hexdigest()]
+
+
+def fingerprint(kind: RunKind, found: AlbumCheck, settings: Settings, extra: Mapping[str, Any] | None = None) -> str:
+    """A digest of everything that decides what a run of `kind` on this album would do."""
+    scan = found.scan
+    record = {k: v for k, v in settings.to_record().items() if k not in _IRRELEVANT}
+    files = []
+    for rel, path in found.files:
+        st = path.stat()
+        files.append([rel, st.st_size, st.st_mtime_ns])
+    payload = {
+        "kind": kind.value, "root": str(found.root), "settings": record, "version": _version(),
+        "scan": [scan.min_ref_side, scan.max_target_side, scan.ref_ratio, sorted(scan.extensions),
+                 list(scan.exclude), scan.max_pixels, scan.follow_symlinks, scan.skip_hidden],
+        "model": _stat(settings.model_path.resolve()), "clip": _stat(settings.clip_weights),
+        "cuda": any(os.path.exists(n) for n in ("/dev/nvidiactl", "/dev/nvidia0")),
+        "files": files, "extra": dict(extra or {}),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prefect_server_configured() -> bool:
+    """A Prefect server the user runs: every run must then show up there, so no shortcut."""
+    return bool(os.environ.get("PREFECT_API_URL", "").strip())
+
+
+def remembered(sessions: sessionmaker[Session], root: Path, kind: RunKind, digest: str) -> dict[str, Any] | None:
+    """The summary of the album's latest run when it completed with this fingerprint and its files are intact."""
+    with sessions() as session:
+        album = queries.get_album(session, str(root))
+        if album is None:
+            return None
+        run = queries.latest_run(session, album.id)
+        if run is None or run.kind is not kind or run.status is not RunStatus.completed or run.error:
+            return None
+        state = (run.parameters or {}).get(KEY)
+        if not isinstance(state, dict) or state.get("fingerprint") != digest:
+            return None
+        origin = session.get(Run, state["summary_run"]) if "summary_run" in state else run
+        summary = (origin.parameters or {}).get(KEY, {}).get("summary") if origin is not None else None
+    if not isinstance(summary, dict):
+        return None
+    for kept in state.get("files", []):
+        if _stat(Path(kept[0])) != kept:
+            return None
+    return {**state, "summary": summary, "summary_run": state.get("summary_run", run.id)}
+
+
+def remember(sessions: sessionmaker[Session], run_id: int, digest: str, summary: Mapping[str, Any],
+             files: Sequence[Path], started_at: datetime) -> None:
+    """Store the fingerprint and summary on a completed run; its start moves back to when the command began."""
+    state = {"fingerprint": digest, "summary": dict(summary), "files": [s for f in files if (s := _stat(f))]}
+    with sessions.begin() as session:
+        queries.annotate_run(session, run_id, started_at=started_at, **{KEY: state})
+
+
+def record_shortcut(sessions: sessionmaker[Session], root: Path, kind: RunKind, settings: Settings,
+                    state: Mapping[str, Any], counts: Mapping[str, Any], started_at: datetime) -> int:
+    """A completed run that did nothing, with the whole command's time; returns its id."""
+    from flows.common import versions
+
+    # The summary stays on the run that produced it; this run points there.
+    kept = {"fingerprint": state["fingerprint"], "files": state["files"], "summary_run": state["summary_run"]}
+    params = {**settings.to_record(), "album": str(root), "process": process_identity(),
+              "prefect": "not started: nothing to do", KEY: kept}
+    with sessions.begin() as session:
+        album = queries.get_or_create_album(session, str(root))
+        run = queries.start_run(session, kind, album.id, params, versions())
+        run.started_at = started_at
+        queries.finish_run(session, run, RunStatus.completed, counts=dict(counts))
+        return run.id
+
+
+def now() -> datetime:
+    return utcnow()
