@@ -12,12 +12,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.locks import file_lock, sqlite_file
+from db.models import Base
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def init_db(target: str | URL | Engine, **engine_kwargs: Any) -> Engine:
     engine = target if isinstance(target, Engine) else make_engine(target, **engine_kwargs)
     try:
         with migration_transaction(engine) as connection:
+            _clear_half_made_schema(connection)
             command.upgrade(alembic_config(connection), "head")
     except DBAPIError as exc:
         # Other backends get no lock: two processes racing on a fresh database, one wins the
@@ -121,6 +123,41 @@ def init_db(target: str | URL | Engine, **engine_kwargs: Any) -> Engine:
         logger.info("another process migrated %s first (%s)", engine.url, type(exc).__name__)
     logger.debug("database %s at revision %s", engine.url.render_as_string(), head_revision())
     return engine
+
+
+class HalfMadeDatabaseError(ValueError):
+    """Tables of ours with rows in them, but no schema version: not safe to repair by ourselves."""
+
+
+def _clear_half_made_schema(connection: Connection) -> None:
+    """Drop the empty tables an interrupted first creation left without a schema version.
+
+    Releases before migrations ran in one transaction could be killed between two CREATE TABLEs,
+    leaving tables but no ``alembic_version`` row; every later upgrade then failed with "table
+    albums already exists". Such tables are empty (rows come only after creation finished), so
+    they are dropped here, inside the migration's own transaction, and the upgrade recreates them.
+    Tables that hold rows are never dropped: the database is named with what to do instead.
+    """
+    if MigrationContext.configure(connection).get_current_revision() is not None:
+        return
+    ours = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    present = set(inspect(connection).get_table_names())
+    leftovers = [name for name in ours if name in present]
+    if not leftovers:
+        return
+    quote = connection.dialect.identifier_preparer.quote
+    filled = [name for name in leftovers
+              if connection.exec_driver_sql(f"SELECT 1 FROM {quote(name)} LIMIT 1").first() is not None]
+    where = connection.engine.url.render_as_string()
+    if filled:
+        raise HalfMadeDatabaseError(
+            f"the database {where} holds refsr tables with rows ({', '.join(sorted(filled))}) but no schema "
+            "version; refsr will not guess what it is: move it aside (for SQLite, rename the file) and run again"
+        )
+    logger.warning("database %s was left half-created by an interrupted run; recreating its tables (%s)",
+                   where, ", ".join(leftovers))
+    for name in leftovers:
+        connection.exec_driver_sql(f"DROP TABLE {quote(name)}")
 
 
 @contextlib.contextmanager

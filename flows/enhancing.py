@@ -24,7 +24,7 @@ from flows.faults import fault_point
 from flows.indexing import IndexSummary, index_steps
 from flows.jobs import JobContext, Outcome, TargetOutcome
 from flows.locks import job_claim
-from flows.records import record_failure, record_success, refuse_album_photo, reusable
+from flows.records import claim_output, record_failure, record_success, reuse_elsewhere, reusable
 from flows.resources import Resources, resources_for
 from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target
 from flows.runners import Submit, photo_tasks
@@ -32,8 +32,11 @@ from flows.settings import Settings
 from pipeline.attention import attention_path_for
 from pipeline.enhance import enhance_photo, job_key, plan_output_paths, stable_hash
 from pipeline.params import EnhanceParams
+from ttsr_core.files import remove_stale_temps
 
 logger = logging.getLogger(__name__)
+
+_REFERENCE_VANISHED_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -87,15 +90,23 @@ def process_target(photo_id: int, job: JobContext, settings: Settings, out_path:
     target = load_target(res.sessions, job, photo_id)
     params = settings.enhance_params(job.amp_dtype)
     found: Retrieval | None = None
-    try:
-        found = choose_references(res, job, target, settings)
-        if not found.ranked:
-            return TargetOutcome(photo_id, target.rel_path, Outcome.NO_REFERENCE, error=found.missing)
-        return enhance_target(res, job, target, found, params, settings, out_path, wait=wait)
-    except Exception as exc:
-        if is_transient(exc):
-            raise
-        return _failed(res, job, target, found, params, exc)
+    retries = _REFERENCE_VANISHED_RETRIES
+    while True:
+        try:
+            found = choose_references(res, job, target, settings)
+            if not found.ranked:
+                return TargetOutcome(photo_id, target.rel_path, Outcome.NO_REFERENCE, error=found.missing)
+            return enhance_target(res, job, target, found, params, settings, out_path, wait=wait)
+        except FileNotFoundError as exc:
+            # A reference deleted while this target was using it: choose again, without it.
+            references = {str(Path(job.album_root) / rel) for _, rel in target.references.values()}
+            if retries == 0 or str(exc.filename) not in references:
+                return _failed(res, job, target, found, params, exc)
+            retries -= 1
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            return _failed(res, job, target, found, params, exc)
 
 
 def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: Retrieval, params: EnhanceParams,
@@ -121,7 +132,9 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
             return outcome(Outcome.ELSEWHERE, None, None)
         if not settings.force and (hit := reusable(res.sessions, key, out_path)) is not None:
             return outcome(Outcome.CACHED, hit.output_path, hit.id)
-        refuse_album_photo(res.sessions, out_path)
+        claim_output(res.sessions, job.out_dir, out_path, attention_path_for(job.out_dir, key))
+        if not settings.force and (hit := reuse_elsewhere(res.sessions, job, target.id, key, out_path)) is not None:
+            return outcome(Outcome.CACHED, hit.output_path, hit.id)
         ckpt = res.model()
         if ckpt.sha256 != job.model_sha256:
             raise RuntimeError(f"checkpoint {res.spec.model_path} changed during the run")
@@ -202,6 +215,8 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
     model_path = settings.check_model()
     res = resources_for(settings)
     out_dir = settings.output_dir(root)
+    for stale in remove_stale_temps(out_dir):
+        logger.info("removed %s, left by a killed run", stale)
     with recorded_run(res.sessions, RunKind.enhance, root, settings,
                       {"album": str(root), "out_dir": str(out_dir)}) as run:
         indexed = index_steps(root, settings)

@@ -26,6 +26,11 @@ from pipeline.vector_index import IndexMismatch, VectorIndex
 
 logger = logging.getLogger(__name__)
 
+# Photos per embedding task: large enough that Prefect's per-task cost (about 11 ms of CPU each,
+# benchmarks/README.md) vanishes beside the embedding, small enough that two workers share a small
+# album and progress moves.
+EMBED_CHUNK = 32
+
 _STATUS_FROM_DB = {PhotoStatus.ok: ScanStatus.UNCHANGED, PhotoStatus.unreadable: ScanStatus.UNREADABLE,
                    PhotoStatus.gone: ScanStatus.GONE}
 
@@ -118,6 +123,7 @@ def _store_scan(session: Session, album_id: int, result: ScanResult) -> ScanCoun
     counts = {s: 0 for s in ScanStatus}
     unreadable: list[tuple[str, str]] = []
     roles = {PhotoRole.target: 0, PhotoRole.reference: 0}
+    generated = queries.output_hashes(session)
     for entry in result.entries:
         if entry.status is ScanStatus.GONE:
             continue
@@ -129,6 +135,10 @@ def _store_scan(session: Session, album_id: int, result: ScanResult) -> ScanCoun
                                  status=PhotoStatus.unreadable, error=entry.error)
             continue
         role = entry.role or PhotoRole.neither
+        if entry.sha256 in generated:
+            # An output of ours copied or written into the album: never a target, never anyone's texture.
+            logger.info("%s is an output of refsr-album, neither target nor reference", entry.rel_path)
+            role = PhotoRole.neither
         if role in roles:
             roles[role] += 1
         queries.upsert_photo(session, album_id, entry.rel_path, sha256=entry.sha256,
@@ -172,6 +182,17 @@ def embed_photo(photo_id: int, album_root: str, settings: Settings) -> EmbedOutc
       retry_condition_fn=retry_if_transient, task_run_name="embed {photo_id}")
 def embed_task(photo_id: int, album_root: str, settings: Settings) -> EmbedOutcome:
     return embed_photo(photo_id, album_root, settings)
+
+
+@task(name="embed-photos", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+      retry_condition_fn=retry_if_transient)
+def embed_chunk_task(photo_ids: list[int], album_root: str, settings: Settings) -> list[EmbedOutcome]:
+    """Embed a chunk of photos in one task: Prefect's per-task cost is paid once per chunk, not per photo.
+
+    A transient error retries the chunk; a vector already stored is keyed by content hash, so a
+    retry adds nothing twice.
+    """
+    return [embed_photo(pid, album_root, settings) for pid in photo_ids]
 
 
 @task(name="sync-index", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
@@ -226,18 +247,22 @@ def index_steps(album_root: Path, settings: Settings) -> IndexSummary:
             and queries.get_embedding(session, p.sha256, emb.key) is None
         ]
     opts = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_s}
-    futures = [embed_task.with_options(**opts).submit(pid, str(album_root), settings) for pid in todo]
+    chunks = [todo[i:i + EMBED_CHUNK] for i in range(0, len(todo), EMBED_CHUNK)]
+    futures = {
+        embed_chunk_task.with_options(task_run_name=f"embed {len(chunk)} photos from id {chunk[0]}", **opts)
+        .submit(chunk, str(album_root), settings): chunk
+        for chunk in chunks
+    }
     failures: list[EmbedOutcome] = []
-    bar = _bar(settings, "embed", total=len(futures), unit="photo") if futures else None
-    for future in as_completed(futures):
+    bar = _bar(settings, "embed", total=len(todo), unit="photo") if futures else None
+    for future in as_completed(list(futures)):
         try:
-            outcome = future.result()
+            outcomes = future.result()
         except Exception as exc:  # retries exhausted on a transient error
-            outcome = EmbedOutcome(-1, "?", one_line(exc))
-        if outcome.error:
-            failures.append(outcome)
+            outcomes = [EmbedOutcome(pid, "?", one_line(exc)) for pid in futures[future]]
+        failures.extend(o for o in outcomes if o.error)
         if bar is not None:
-            bar.update(1)
+            bar.update(len(outcomes))
     if bar is not None:
         bar.close()
     state = sync_index_task(scan.album_id, emb.key, settings)

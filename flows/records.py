@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
-from db.models import Enhancement, EnhancementStatus, Photo
+from db.models import Enhancement, EnhancementStatus, Photo, PhotoStatus
 from flows.common import one_line
 from flows.faults import fault_point
 from flows.jobs import JobContext
+from pipeline import outputs
 from pipeline.enhance import EnhanceResult
 from pipeline.params import EnhanceParams
 from pipeline.retrieval import RankedReference
-from ttsr_core.files import sha256_file
+from ttsr_core.files import atomic_write, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +39,63 @@ def reusable(sessions: sessionmaker[Session], key: str, out_path: str) -> Enhanc
     if out != Path(out_path).resolve():
         logger.info("job %s was written to %s, not %s; doing it there", key[:12], out, out_path)
         return None
+    if _intact(hit):
+        return hit
+    logger.info("output %s of job %s is missing or was replaced; redoing it", out, key[:12])
+    return None
+
+
+def _intact(hit: Enhancement) -> bool:
+    """Whether the file `hit` wrote still holds it: same size and mtime, else the same content hash."""
     try:
+        out = Path(hit.output_path or "")
         st = out.stat()
         recorded = (hit.params or {}).get("output_stat") or {}
         if recorded.get("size") == st.st_size and recorded.get("mtime_ns") == st.st_mtime_ns:
-            return hit
-        if sha256_file(out) == hit.output_sha256:
-            return hit
+            return True
+        return sha256_file(out) == hit.output_sha256
     except OSError:
-        pass
-    logger.info("output %s of job %s is missing or was replaced; redoing it", out, key[:12])
-    return None
+        return False
+
+
+def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str,
+                    out_path: str) -> Enhancement | None:
+    """The job done already under another output path (the photo renamed or copied): its output, put at `out_path`.
+
+    Same content, same references, same model: the pixels would be the same, so no model work. Only an
+    output in this run's output folder is reused (another --out folder is left alone, and the job
+    is done again here): moved when its photo is gone from the album (a rename), copied when that
+    photo is still there (a copy). A new record for `out_path` carries the old one's provenance.
+    None when there is no intact output to reuse.
+    """
+    with sessions() as session:
+        hit = queries.latest_succeeded_enhancement(session, key)
+        if hit is None or not hit.output_path or not _intact(hit):
+            return None
+        source = session.get(Photo, hit.target_photo_id)
+        gone = source is None or source.status is PhotoStatus.gone
+        references = [(r.rank, r.ref_photo_id, r.ref_sha256, r.cosine, r.relevance) for r in hit.references]
+    old, new = Path(hit.output_path), Path(out_path).resolve()
+    if not old.is_relative_to(Path(job.out_dir).resolve()):
+        return None
+    moved = gone
+    new.parent.mkdir(parents=True, exist_ok=True)
+    if moved:
+        os.replace(old, new)
+    else:
+        atomic_write(new, lambda tmp: shutil.copyfile(old, tmp))
+    st = new.stat()
+    how = "moved_from" if moved else "copied_from"
+    logger.info("%s: job %s done before; output %s %s", new, key[:12], how.replace("_", " "), old)
+    with sessions.begin() as session:
+        return queries.record_enhancement(
+            session, job.run_id, session.get(Photo, photo_id), key, status=EnhancementStatus.succeeded,
+            model_name=hit.model_name, model_sha256=hit.model_sha256, embedder=hit.embedder, device=hit.device,
+            params={**(hit.params or {}), "output_stat": {"size": st.st_size, "mtime_ns": st.st_mtime_ns},
+                    how: str(old)},
+            timings={}, output_path=new, output_sha256=hit.output_sha256, attention_path=hit.attention_path,
+            references=references,
+        )
 
 
 def refuse_album_photo(sessions: sessionmaker[Session], out_path: str) -> None:
@@ -55,6 +104,19 @@ def refuse_album_photo(sessions: sessionmaker[Session], out_path: str) -> None:
         clash = queries.photo_by_path(session, Path(out_path).resolve())
     if clash is not None:
         raise ValueError(f"refusing to write {str(out_path)!r}: it is an album photo ({clash.rel_path})")
+
+
+def claim_output(sessions: sessionmaker[Session], out_dir: str, out_path: str, attention_path: Path) -> None:
+    """Refuse, by name, a write onto an album photo, outside the resolved output folder, or over a file
+    refsr did not write (pipeline.outputs keeps the ledger; the database knows older outputs)."""
+    refuse_album_photo(sessions, out_path)
+
+    def recorded(real: Path) -> bool:
+        with sessions() as session:
+            return bool(queries.enhancements_for_output(session, real))
+
+    outputs.claim_output(out_dir, out_path, recorded=recorded)
+    outputs.resolve_inside(out_dir, attention_path)
 
 
 def _rows(ranked: Sequence[RankedReference]) -> list[tuple[int, int, str, float, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from pipeline.retrieval import Candidate, RankedReference, cosine_candidates, ra
 
 if TYPE_CHECKING:
     from pipeline.vector_index import VectorIndex
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,13 +136,21 @@ def choose_references(res: Resources, job: JobContext, target: TargetPhoto, sett
                                    sha256_by_id=eligible)[: settings.top_k]
     if not candidates:
         return Retrieval((), missing="no reference candidate in the album's vector index (run `refsr index` again)")
+    root = Path(job.album_root)
+    # A reference deleted (or moved) since the scan is dropped, not the target with it.
+    present = [c for c in candidates if (root / target.references[c.photo_id][1]).is_file()]
+    for gone in sorted(set(candidates) - set(present), key=lambda c: c.photo_id):
+        logger.warning("%s: reference candidate %s is gone since the scan; going on without it", target.rel_path,
+                       target.references[gone.photo_id][1])
+    if not present:
+        return Retrieval((), missing="every reference candidate is gone since the scan")
+    candidates = present
     retrieval = settings.retrieval()
     memo = RerankMemo(settings.home / "cache" / "rerank")
     key = memo.key(target.sha256, candidates, job.model_sha256, retrieval)
     ranked = () if settings.force else memo.get(key, candidates)
     reranked = not ranked
     if reranked:
-        root = Path(job.album_root)
         model = res.model().model
         lr = images.load_rgb(root / target.rel_path)[0]
         with res.device_slot():

@@ -20,7 +20,7 @@ from PIL import Image
 from pipeline import images
 from pipeline.attention import AttentionMaps, save_attention
 from pipeline.params import OUTPUT_EXTENSIONS, WRITE_FALLBACK, EnhanceParams
-from ttsr_core.config import SCALE
+from ttsr_core.config import MIN_REF_SIDE, SCALE
 from ttsr_core.device import resolve_device
 from ttsr_core.files import sha256_file
 from ttsr_core.inference import super_resolve
@@ -155,6 +155,15 @@ def enhance_arrays(
     """
     h, w = lr.shape[:2]
     fitted = [fit_reference(r, max(h, w), params.ref_side_factor) for r in refs]
+    for ref, fit in zip(refs, fitted):
+        too_small = (min(fit.shape[:2]) // SCALE) * SCALE < MIN_REF_SIDE
+        if too_small and (min(ref.shape[:2]) // SCALE) * SCALE >= MIN_REF_SIDE:
+            # The reference was big enough: shrinking it to the target's scale is what made it unusable.
+            raise ValueError(
+                f"the target is too small to enhance ({w}×{h} px): its references are fitted to "
+                f"{params.ref_side_factor:g}× its long side, {fit.shape[1]}×{fit.shape[0]} px here, less than one "
+                f"{MIN_REF_SIDE}×{MIN_REF_SIDE} texture patch"
+            )
     result = super_resolve(
         model, lr, fitted, search=params.search, device=device, amp_dtype=params.amp_dtype,
         **_tiling_kwargs(params, lr.shape),  # type: ignore[arg-type]

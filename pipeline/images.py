@@ -6,6 +6,7 @@ import functools
 import io
 import logging
 import os
+import stat
 import struct
 import warnings
 import zlib
@@ -130,11 +131,15 @@ def _decoding(path: Path, max_pixels: int | None) -> Iterator[None]:
 
 
 def _check_file(path: Path) -> None:
-    """Missing paths are the caller's error; empty files are a property of the image."""
-    if path.stat().st_size == 0:  # FileNotFoundError / IsADirectoryError propagate as they are
-        raise UnreadableImageError(path, "empty file (0 bytes)")
-    if not path.is_file():
+    """Missing paths are the caller's error; empty files are a property of the image.
+
+    Checked before any open(): opening a FIFO would wait for a writer forever.
+    """
+    st = path.stat()  # FileNotFoundError propagates as it is
+    if not stat.S_ISREG(st.st_mode):
         raise UnreadableImageError(path, "not a regular file")
+    if st.st_size == 0:
+        raise UnreadableImageError(path, "empty file (0 bytes)")
 
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import stat as stat_mode
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline import images
+from pipeline import images, outputs
 from pipeline.roles import RelativeRoles, long_side
 from pipeline.vocabulary import PhotoRole
 from ttsr_core import files
@@ -178,10 +179,13 @@ def _iter_files(root: Path, settings: ScanSettings) -> Iterator[tuple[str, Path]
                 dirnames[:] = []
                 continue
             seen_dirs.add((st.st_dev, st.st_ino))
+        # A folder carrying refsr's output marker holds outputs or a gallery, wherever it lies and
+        # whatever its name: never photos of the album.
         dirnames[:] = sorted(
             name
             for name in dirnames
             if name not in excluded and not (settings.skip_hidden and name.startswith("."))
+            and not outputs.is_output_folder(Path(dirpath) / name)
         )
         for name in sorted(filenames):
             if settings.skip_hidden and name.startswith("."):
@@ -202,6 +206,15 @@ def _unreadable(rel: str, path: Path, reason: str, **stat: object) -> ScanEntry:
     )
 
 
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat_mode.S_ISFIFO, "a FIFO"), (stat_mode.S_ISSOCK, "a socket"),
+                       (stat_mode.S_ISCHR, "a character device"), (stat_mode.S_ISBLK, "a block device"),
+                       (stat_mode.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
 def _scan_one(rel: str, path: Path, known: KnownPhoto | None, settings: ScanSettings) -> ScanEntry | None:
     """Verdict for one file; None when it vanished between listing and stat."""
     try:
@@ -210,6 +223,9 @@ def _scan_one(rel: str, path: Path, known: KnownPhoto | None, settings: ScanSett
         return None
     except OSError as exc:
         return _unreadable(rel, path, f"cannot stat: {exc.strerror or exc}")
+    if not stat_mode.S_ISREG(st.st_mode):
+        # Opening a FIFO blocks until a writer comes, a device may never end: read only regular files.
+        return _unreadable(rel, path, f"not a regular file ({_file_kind(st.st_mode)})")
     stat = {"size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     same_stat = known is not None and known.size_bytes == st.st_size and known.mtime_ns == st.st_mtime_ns
 

@@ -11,6 +11,7 @@ from db.queries.enhancements import (
     enhancements_for_run,
     enhancements_for_target,
     latest_succeeded_enhancement,
+    output_hashes,
     record_enhancement,
 )
 from db.queries.photos import (

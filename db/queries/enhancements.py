@@ -42,6 +42,12 @@ def latest_succeeded_enhancement(session: Session, job_key: str) -> Enhancement 
     return session.scalars(_with_references(_newest_first(query)).limit(1)).first()
 
 
+def output_hashes(session: Session) -> set[str]:
+    """Content hashes of every file an enhancement wrote: a photo with one of them was made by this project."""
+    query = select(Enhancement.output_sha256).where(Enhancement.output_sha256.is_not(None)).distinct()
+    return set(session.scalars(query))
+
+
 def record_enhancement(
     session: Session,
     run_id: int | None,

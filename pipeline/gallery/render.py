@@ -13,6 +13,7 @@ from pipeline.gallery.card_view import prepare_card
 from pipeline.gallery.cards import GalleryCard, GallerySettings
 from pipeline.gallery.page import page
 from pipeline.images import PathLike
+from pipeline.outputs import mark_output_folder
 from ttsr_core.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ def render_gallery(
     if not isinstance(settings, GallerySettings):
         raise TypeError(f"settings must be GallerySettings, got {type(settings).__name__}")
     out = Path(os.path.abspath(out_dir))
-    out.mkdir(parents=True, exist_ok=True)
+    # The marker keeps album scans out of a gallery written inside the album.
+    mark_output_folder(out)
     assets = Assets(out, settings)
     for sub in ("thumbs", "cards", "bicubic"):
         (assets.root / sub).mkdir(parents=True, exist_ok=True)

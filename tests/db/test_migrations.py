@@ -184,3 +184,39 @@ def test_alembic_command_line_path_migrates(db_url: str) -> None:
 @pytest.mark.parametrize("name", sorted(TABLES))
 def test_models_cover_table(name: str) -> None:
     assert name in Base.metadata.tables
+
+
+def _half_made(engine: Engine, keep: set[str]) -> None:
+    """What a release without one-transaction migrations left when killed between CREATE TABLEs."""
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name not in keep:
+                connection.exec_driver_sql(f"DROP TABLE {table.name}")
+
+
+def test_a_half_made_database_from_an_older_crash_is_repaired(db_url: str) -> None:
+    engine = init_db(db_url)
+    try:
+        _half_made(engine, keep={"albums", "photos"})
+        assert current_revision(engine) is None
+        init_db(engine)  # used to fail with "table albums already exists"
+        assert current_revision(engine) == head_revision() and _diff(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_a_versionless_database_with_rows_is_named_not_dropped(db_url: str) -> None:
+    from db.engine import HalfMadeDatabaseError
+
+    engine = init_db(db_url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            session.add(Album(root="/photos"))
+        _half_made(engine, keep={"albums"})
+        with pytest.raises(HalfMadeDatabaseError, match="albums.*move it aside"):
+            init_db(engine)
+        with make_session_factory(engine)() as session:
+            assert session.scalars(select(Album.root)).all() == ["/photos"]
+    finally:
+        engine.dispose()

@@ -109,12 +109,12 @@ def test_a_failing_photo_is_recorded_and_the_run_goes_on(make_album, settings_fo
     summary = enhance_album(str(album), settings)
     assert summary.counts()["failed"] == 1 and summary.counts()["enhanced"] == 1
     failed = summary.failed[0]
-    assert failed.rel_path == "scene0/small/scene0.jpg" and "IsADirectoryError" in failed.error
+    assert failed.rel_path == "scene0/small/scene0.jpg" and "other than a regular file" in failed.error
     with resources_for(settings).sessions() as session:
         run = session.get(Run, summary.run_id)
         assert run.status is RunStatus.completed and run.counts["failed"] == 1
         row = session.get(Enhancement, failed.enhancement_id)
-        assert row.status is EnhancementStatus.failed and "IsADirectoryError" in row.error
+        assert row.status is EnhancementStatus.failed and "other than a regular file" in row.error
     # Fixed by the user: the next run picks it up, the good one stays cached.
     (album / "enhanced" / "scene0" / "small" / "scene0.jpg").rmdir()
     again = enhance_album(str(album), settings)

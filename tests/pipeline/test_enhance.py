@@ -12,6 +12,7 @@ from PIL import Image, ImageCms
 from pipeline.attention import attention_path_for, load_attention
 from pipeline.enhance import (
     EnhanceParams,
+    enhance_arrays,
     enhance_photo,
     fit_reference,
     job_key,
@@ -198,3 +199,12 @@ def test_large_targets_are_tiled_by_ttsr_core(model: TTSR, photos, tmp_path: Pat
     seen.clear()
     enhance_photo(model, target, [ref], tmp_path / "whole.png", EnhanceParams(search=EXACT, tile=64))
     assert "tile" not in seen  # small enough for one pass
+
+
+def test_a_one_pixel_target_is_blamed_not_its_reference(model: TTSR) -> None:
+    ref = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    dot = np.full((1, 1, 3), 128, np.uint8)
+    with pytest.raises(ValueError, match=r"the target is too small to enhance \(1×1 px\)"):
+        enhance_arrays(model, dot, [ref], EnhanceParams(search=EXACT))
+    with pytest.raises(ValueError, match="reference 0 of 8×6 is smaller"):  # a truly tiny reference: its own fault
+        enhance_arrays(model, np.full((8, 8, 3), 128, np.uint8), [ref[:6, :8]], EnhanceParams(search=EXACT))

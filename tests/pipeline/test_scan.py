@@ -254,3 +254,35 @@ def test_scan_rejects_bad_root_and_mismatched_known(tmp_path):
         scan_album(tmp_path, bad, ScanSettings())
     with pytest.raises(TypeError, match="status"):
         KnownPhoto("a.jpg", 1, 1, None, None, None, None, status="unchanged")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifos_and_sockets_are_reported_and_never_opened(tmp_path: Path, photo: Callable[..., Path]) -> None:
+    import socket
+
+    root = tmp_path / "album"
+    photo(root / "real.jpg", 800, 600)
+    os.mkfifo(root / "x.jpg")  # opening it for reading would wait for a writer forever
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "s.png"))
+    try:
+        entries = _by_path(scan_album(root, {}, ScanSettings()))
+    finally:
+        sock.close()
+    assert entries["real.jpg"].status is ScanStatus.NEW
+    assert entries["x.jpg"].status is ScanStatus.UNREADABLE and "FIFO" in entries["x.jpg"].error
+    assert entries["s.png"].status is ScanStatus.UNREADABLE and "socket" in entries["s.png"].error
+    with pytest.raises(images.UnreadableImageError, match="not a regular file"):
+        images.load_rgb(root / "x.jpg")
+
+
+def test_folders_marked_as_outputs_are_skipped_wherever_they_lie(tmp_path: Path, photo: Callable[..., Path]) -> None:
+    from pipeline.outputs import mark_output_folder
+
+    root = tmp_path / "album"
+    photo(root / "trip" / "a.jpg", 800, 600)
+    photo(root / "trip" / "out2" / "a.jpg", 3200, 2400)  # an output written with --out ALBUM/trip/out2
+    photo(root / "gallery" / "assets" / "thumb.jpg", 200, 150)
+    mark_output_folder(root / "trip" / "out2")
+    mark_output_folder(root / "gallery")
+    assert [e.rel_path for e in scan_album(root, {}, ScanSettings()).entries] == ["trip/a.jpg"]

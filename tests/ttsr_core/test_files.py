@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +46,39 @@ def test_sha256_file_streams_in_chunks(tmp_path: Path) -> None:
     assert sha256_file(path, chunk=7) == expected
     with pytest.raises(ValueError, match="chunk"):
         sha256_file(path, chunk=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_sha256_file_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        sha256_file(fifo)  # a blocking open() would hang here forever
+    with pytest.raises(OSError, match="not a regular file"):
+        sha256_file(tmp_path)
+
+
+def test_stale_temp_files_of_killed_writes_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    from ttsr_core.files import remove_stale_temps
+
+    attention = tmp_path / ".refsr" / "attention"
+    attention.mkdir(parents=True)
+    stale = attention / ".abc.npz.k3j_9x2q.tmp"
+    live = tmp_path / ".photo.jpg.a1b2c3d4.tmp"
+    mine = tmp_path / ".notes.tmp"  # not a name atomic_write makes
+    for path in (stale, live, mine):
+        path.write_bytes(b"partial")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    os.utime(mine, (old, old))
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert live.exists() and mine.exists() and not stale.exists()
+
+
+def test_new_files_get_the_mode_open_would_give(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"x"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o640
