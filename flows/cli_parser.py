@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import textwrap
 from pathlib import Path
 from typing import NoReturn
@@ -47,14 +48,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 16:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 16], got {text!r}")
-    return value
+def _number_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number in the half-open range (low, high]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low < value <= high:
+            raise argparse.ArgumentTypeError(f"expected a number in ({low:g}, {high:g}], got {text!r}")
+        return value
+    return parse
+
+
+_positive_float = _number_in(0, 16)
 
 
 def _workspace_args(p: argparse.ArgumentParser) -> None:
@@ -64,14 +71,7 @@ def _workspace_args(p: argparse.ArgumentParser) -> None:
                    help="database URL (overrides $REFSR_DATABASE_URL)")
 
 
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 1 < value <= 64:
-        raise argparse.ArgumentTypeError(f"expected a number in (1, 64], got {text!r}")
-    return value
+_ratio = _number_in(1, 64)
 
 
 _ROLES = """\
