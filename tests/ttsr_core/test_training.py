@@ -120,7 +120,7 @@ def test_optional_losses_run(tmp_path: Path, rng: np.random.Generator) -> None:
     assert all(math.isfinite(x) for x in losses)
     batch = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ds[0]}
     loss, parts, _ = train_mod.step_loss(model, batch, settings, critic=None)
-    assert set(parts) == {"rec", "nce"} and float(loss) > parts["rec"]  # the contrastive term is added
+    assert set(parts) == {"rec", "nce"} and float(loss.detach()) > parts["rec"]  # the contrastive term is added
 
 
 def test_cli_trains_and_resumes(tmp_path: Path, rng: np.random.Generator) -> None:
