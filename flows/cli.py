@@ -164,7 +164,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     from db.models import RunKind
     from flows import shortcut
     from flows.cli_output import as_cached_enhance, enhance_counts, jsonable, print_enhance
-    from flows.preflight import check_enhance_command, check_output_folder, planned_bytes, target_sizes
+    from flows.preflight import check_enhance_command, check_room, planned_bytes, target_sizes
     from flows.resources import resources_for
 
     settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty(),
@@ -180,13 +180,13 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         ran: dict[str, int] = {}
         end_at_exit(sessions, ran)
         sizes = target_sizes(found, _known(sessions, found.root))
-        check_output_folder(settings.output_dir(found.root), [found.root],
-                            planned_bytes(sizes, settings.outscale, settings.output_format))
-        from flows.enhancing import enhance_album  # Prefect and torch: only once the checks passed
-
+        # check_enhance_command made sure the folder is writable and not an input; now its room.
+        check_room(settings.output_dir(found.root), planned_bytes(sizes, settings.outscale, settings.output_format))
         from flows.runners import check_engine
 
         check_engine(settings)
+        from flows.enhancing import enhance_album  # Prefect and torch: only once the checks passed
+
         _start_flow(args)
         from prefect.task_runners import ThreadPoolTaskRunner
 

@@ -127,9 +127,7 @@ def check_output_folder(out: Path, inputs: Iterable[Path] = (), planned_bytes: i
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UsageError(f"output folder is a file: {shown(out)} (give a folder with --out)")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
+    existing = _existing_ancestor(out)
     if not existing.is_dir():
         raise UsageError(f"output folder cannot be created: {shown(existing)} is a file, not a folder")
     resolved_inputs = {Path(p).resolve() for p in inputs}
@@ -141,11 +139,25 @@ def check_output_folder(out: Path, inputs: Iterable[Path] = (), planned_bytes: i
     except OSError as exc:
         raise UsageError(f"output folder is not writable: {shown(existing)} ({exc.strerror or exc}); "
                          "choose another with --out") from None
+    check_room(existing, planned_bytes)
+    return out
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_room(out: Path, planned_bytes: int) -> None:
+    """The file system that will hold `out` (or its nearest existing parent) has room for `planned_bytes`."""
+    if not planned_bytes:
+        return
+    existing = _existing_ancestor(Path(out).expanduser().resolve())
     free = shutil.disk_usage(existing).free
-    if planned_bytes and free < planned_bytes:
+    if free < planned_bytes:
         raise UsageError(f"not enough space for the outputs in {shown(existing)}: about {planned_bytes / _MB:.0f} MB "
                          f"planned, {free / _MB:.0f} MB free; free some space or choose another --out")
-    return out
 
 
 def planned_bytes(sizes: Iterable[tuple[int, int]], outscale: float, output_format: str | None) -> int:
