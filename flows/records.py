@@ -45,13 +45,17 @@ def reusable(sessions: sessionmaker[Session], key: str, out_path: str) -> Enhanc
     return None
 
 
+def _output_stat(path: Path) -> dict[str, int]:
+    """What a record keeps of the file it wrote, to tell cheaply whether it is still that file."""
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def _intact(hit: Enhancement) -> bool:
     """Whether the file `hit` wrote still holds it: same size and mtime, else the same content hash."""
     try:
         out = Path(hit.output_path or "")
-        st = out.stat()
-        recorded = (hit.params or {}).get("output_stat") or {}
-        if recorded.get("size") == st.st_size and recorded.get("mtime_ns") == st.st_mtime_ns:
+        if (hit.params or {}).get("output_stat") == _output_stat(out):
             return True
         return sha256_file(out) == hit.output_sha256
     except OSError:
@@ -78,20 +82,18 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
     old, new = Path(hit.output_path), Path(out_path).resolve()
     if not old.is_relative_to(Path(job.out_dir).resolve()):
         return None
-    moved = gone
     new.parent.mkdir(parents=True, exist_ok=True)
-    if moved:
+    if gone:
         os.replace(old, new)
     else:
         atomic_write(new, lambda tmp: shutil.copyfile(old, tmp))
-    st = new.stat()
-    how = "moved_from" if moved else "copied_from"
+    how = "moved_from" if gone else "copied_from"
     logger.info("%s: job %s done before; output %s %s", new, key[:12], how.replace("_", " "), old)
     with sessions.begin() as session:
         return queries.record_enhancement(
             session, job.run_id, session.get(Photo, photo_id), key, status=EnhancementStatus.succeeded,
             model_name=hit.model_name, model_sha256=hit.model_sha256, embedder=hit.embedder, device=hit.device,
-            params={**(hit.params or {}), "output_stat": {"size": st.st_size, "mtime_ns": st.st_mtime_ns},
+            params={**(hit.params or {}), "output_stat": _output_stat(new),
                     how: str(old)},
             timings={}, output_path=new, output_sha256=hit.output_sha256, attention_path=hit.attention_path,
             references=references,
@@ -131,8 +133,7 @@ def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: i
     `settle(session)` runs inside the same transaction (marking the job's claim done), so the
     record and the end of the claim commit together or not at all.
     """
-    st = result.output_path.stat()
-    written = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    written = _output_stat(result.output_path)
     with sessions.begin() as session:
         enhancement = queries.record_enhancement(
             session, job.run_id, session.get(Photo, photo_id), key, status=EnhancementStatus.succeeded,
