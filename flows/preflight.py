@@ -205,8 +205,7 @@ def target_sizes(found: AlbumCheck, known: dict[str, tuple[int, int, int | None,
     """(width, height) of the photos that will be targets: the database's record where the file is unchanged,
     else the image header (no pixels decoded); roles by this run's rule."""
     from pipeline import images
-    from pipeline.roles import RelativeRoles, long_side
-    from pipeline.scan import classify
+    from pipeline.scan import roles_for
     from pipeline.vocabulary import PhotoRole
 
     dims: dict[str, tuple[int, int]] = {}
@@ -221,8 +220,5 @@ def target_sizes(found: AlbumCheck, known: dict[str, tuple[int, int, int | None,
                 dims[rel] = (header.width, header.height)
         except (OSError, images.UnreadableImageError):
             continue  # the scan reports it
-    if found.scan.ref_ratio is not None:
-        roles = RelativeRoles(found.scan.ref_ratio).assign({rel: long_side(*wh) for rel, wh in dims.items()})
-    else:
-        roles = {rel: classify(w, h, found.scan) for rel, (w, h) in dims.items()}
+    roles = roles_for(dims, found.scan)
     return [dims[rel] for rel, role in roles.items() if role is PhotoRole.target]

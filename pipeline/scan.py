@@ -322,7 +322,7 @@ def scan_album(
         )
 
     if settings.ref_ratio is not None:
-        entries = _relative_roles(entries, RelativeRoles(settings.ref_ratio))
+        entries = _relative_roles(entries, settings)
     result = ScanResult(root=root_path, entries=tuple(entries))
     logger.info(
         "scanned %s: %s", root_path, ", ".join(f"{s.value}={n}" for s, n in result.summary().items())
@@ -335,9 +335,16 @@ def candidate_files(root: str | os.PathLike[str], settings: ScanSettings) -> lis
     return sorted(_iter_files(Path(root).absolute(), settings))
 
 
-def _relative_roles(entries: list[ScanEntry], rule: RelativeRoles) -> list[ScanEntry]:
-    """Roles from the album as a whole: a photo's role depends on the sizes of the others."""
-    sides = {e.rel_path: long_side(e.width, e.height) for e in entries
-             if e.role is not None and e.width and e.height}
-    roles = rule.assign(sides)
+def roles_for(sizes: Mapping[str, tuple[int, int]], settings: ScanSettings) -> dict[str, PhotoRole]:
+    """The role of each photo, given every photo's (width, height): the relative rule when
+    ``settings.ref_ratio`` is set (a photo's role depends on the sizes of the others), else the thresholds."""
+    if settings.ref_ratio is not None:
+        return RelativeRoles(settings.ref_ratio).assign({rel: long_side(*wh) for rel, wh in sizes.items()})
+    return {rel: classify(w, h, settings) for rel, (w, h) in sizes.items()}
+
+
+def _relative_roles(entries: list[ScanEntry], settings: ScanSettings) -> list[ScanEntry]:
+    """Roles from the album as a whole, once every entry's size is known."""
+    sizes = {e.rel_path: (e.width, e.height) for e in entries if e.role is not None and e.width and e.height}
+    roles = roles_for(sizes, settings)
     return [replace(e, role=roles[e.rel_path]) if e.rel_path in roles else e for e in entries]
