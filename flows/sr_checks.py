@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flows.preflight import UsageError, check_output_folder, shown
+from ttsr_core.config import SCALE  # torch-free
 
 # Extensions Pillow writes for us (pipeline.images keeps EXIF/ICC for the first four).
 WRITABLE = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
             ".bmp": "BMP"}
-MODEL_SCALE = 4
 
 
 def check_sr_paths(lr: Path, refs: Sequence[Path], out: Path, attention: Path | None) -> None:
@@ -49,7 +49,7 @@ def small_references(lr: Path, refs: Sequence[Path]) -> list[str]:
         target = images.read_header(lr)
     except images.UnreadableImageError as exc:
         raise UsageError(f"input photo is unreadable: {shown(lr)} ({exc.reason})") from None
-    out_w, out_h = target.width * MODEL_SCALE, target.height * MODEL_SCALE
+    out_w, out_h = target.width * SCALE, target.height * SCALE
     warnings = []
     for ref in refs:
         try:
