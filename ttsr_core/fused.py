@@ -8,7 +8,9 @@ computes the same function in another order, for ``Backend.FUSED`` under no-grad
 - the 1×1 convolutions that follow a bicubic upsampling run before it, at ¼ or 1/16 of the pixels
   (both are linear, and bicubic weights sum to one, so the bias passes through unchanged);
 - bicubic upsampling is :func:`ttsr_core.upsample.bicubic_up` (small GEMMs, channel-last output);
-- ``res_scale`` = 1 skips its multiplication.
+- ``res_scale`` = 1 skips its multiplication;
+- ReLUs and residual adds that follow a convolution, and the channel concatenations before one, are
+  fused into it (:func:`ttsr_core.conv_ops.conv_fused`: oneDNN post-ops, split weights).
 
 Only float rounding differs: ≤ 1e-4 against :class:`MainNet` on the tiny test models
 (tests/ttsr_core/test_fused.py), well under a grey level (7.8e-3) on the shipped one.
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv_ops import conv_fused
 from .upsample import bicubic_up
 
 # net.py dispatches here, so the modules (net.ResBlock, SFE, CSFI2, CSFI3, MergeTail, MainNet) are
@@ -26,10 +29,10 @@ from .upsample import bicubic_up
 
 
 def _resblock(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    y = block.conv2(block.conv1(x).relu_())
-    if block.res_scale != 1.0:
-        y.mul_(block.res_scale)
-    return y.add_(x)
+    y = conv_fused(block.conv1, [x], relu=True)
+    if block.res_scale == 1.0:
+        return conv_fused(block.conv2, [y], add=x)
+    return block.conv2(y).mul_(block.res_scale).add_(x)
 
 
 def _blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
@@ -39,8 +42,8 @@ def _blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
 
 
 def _sfe(sfe: nn.Module, lr: torch.Tensor) -> torch.Tensor:
-    x = sfe.conv_head(lr).relu_()
-    return sfe.conv_tail(_blocks(sfe.RBs, x)).add_(x)
+    x = conv_fused(sfe.conv_head, [lr], relu=True)
+    return conv_fused(sfe.conv_tail, [_blocks(sfe.RBs, x)], add=x)
 
 
 def _up_1x1(conv: torch.nn.Conv2d, x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -50,9 +53,9 @@ def _up_1x1(conv: torch.nn.Conv2d, x: torch.Tensor, factor: int) -> torch.Tensor
 
 def _csfi2(m: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x12 = _up_1x1(m.conv12, x1, 2)
-    x21 = m.conv21(x2).relu_()
-    x1 = m.conv_merge1(torch.cat((x1, x21), dim=1)).relu_()
-    x2 = m.conv_merge2(torch.cat((x2, x12), dim=1)).relu_()
+    x21 = conv_fused(m.conv21, [x2], relu=True)
+    x1 = conv_fused(m.conv_merge1, [x1, x21], relu=True)
+    x2 = conv_fused(m.conv_merge2, [x2, x12], relu=True)
     return x1, x2
 
 
@@ -61,26 +64,26 @@ def _csfi3(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x12 = _up_1x1(m.conv12, x1, 2)
     x13 = _up_1x1(m.conv13, x1, 4)
-    x21 = m.conv21(x2).relu_()
+    x21 = conv_fused(m.conv21, [x2], relu=True)
     x23 = _up_1x1(m.conv23, x2, 2)
-    x31 = m.conv31_2(m.conv31_1(x3).relu_()).relu_()
-    x32 = m.conv32(x3).relu_()
-    x1 = m.conv_merge1(torch.cat((x1, x21, x31), dim=1)).relu_()
-    x2 = m.conv_merge2(torch.cat((x2, x12, x32), dim=1)).relu_()
-    x3 = m.conv_merge3(torch.cat((x3, x13, x23), dim=1)).relu_()
+    x31 = conv_fused(m.conv31_2, [conv_fused(m.conv31_1, [x3], relu=True)], relu=True)
+    x32 = conv_fused(m.conv32, [x3], relu=True)
+    x1 = conv_fused(m.conv_merge1, [x1, x21, x31], relu=True)
+    x2 = conv_fused(m.conv_merge2, [x2, x12, x32], relu=True)
+    x3 = conv_fused(m.conv_merge3, [x3, x13, x23], relu=True)
     return x1, x2, x3
 
 
 def _merge_tail(m: nn.Module, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor) -> torch.Tensor:
     x13 = _up_1x1(m.conv13, x1, 4)
     x23 = _up_1x1(m.conv23, x2, 2)
-    x = m.conv_merge(torch.cat((x3, x13, x23), dim=1)).relu_()
+    x = conv_fused(m.conv_merge, [x3, x13, x23], relu=True)
     return m.conv_tail2(m.conv_tail1(x))
 
 
 def _attend(head: torch.nn.Conv2d, x: torch.Tensor, texture: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     """x + head(cat(x, texture)) · soft, the soft-attention fusion (paper §3.4)."""
-    return head(torch.cat((x, texture), dim=1)).mul_(soft).add_(x)
+    return conv_fused(head, [x, texture]).mul_(soft).add_(x)
 
 
 def fused_forward(
@@ -88,22 +91,22 @@ def fused_forward(
 ) -> torch.Tensor:
     """Same inputs and output as ``net(lr, S, T_lv3, T_lv2, T_lv1)``; inference only (no autograd)."""
     x11 = _attend(net.conv11_head, _sfe(net.SFE, lr), T_lv3, S)
-    x11 = net.conv11_tail(_blocks(net.RB11, x11)).add_(x11)
+    x11 = conv_fused(net.conv11_tail, [_blocks(net.RB11, x11)], add=x11)
 
     x21 = x11
-    x22 = F.pixel_shuffle(net.conv12(x11), 2).relu_()
+    x22 = F.pixel_shuffle(conv_fused(net.conv12, [x11], relu=True), 2)  # ReLU commutes with the shuffle
     x22 = _attend(net.conv22_head, x22, T_lv2, bicubic_up(S, 2))
     r21, r22 = _csfi2(net.ex12, x21, x22)
     r21, r22 = _blocks(net.RB21, r21), _blocks(net.RB22, r22)
-    x21 = net.conv21_tail(r21).add_(x21)
-    x22 = net.conv22_tail(r22).add_(x22)
+    x21 = conv_fused(net.conv21_tail, [r21], add=x21)
+    x22 = conv_fused(net.conv22_tail, [r22], add=x22)
 
     x31, x32 = x21, x22
-    x33 = F.pixel_shuffle(net.conv23(x22), 2).relu_()
+    x33 = F.pixel_shuffle(conv_fused(net.conv23, [x22], relu=True), 2)
     x33 = _attend(net.conv33_head, x33, T_lv1, bicubic_up(S, 4))
     r31, r32, r33 = _csfi3(net.ex123, x31, x32, x33)
     r31, r32, r33 = _blocks(net.RB31, r31), _blocks(net.RB32, r32), _blocks(net.RB33, r33)
-    x31 = net.conv31_tail(r31).add_(x31)
-    x32 = net.conv32_tail(r32).add_(x32)
-    x33 = net.conv33_tail(r33).add_(x33)
+    x31 = conv_fused(net.conv31_tail, [r31], add=x31)
+    x32 = conv_fused(net.conv32_tail, [r32], add=x32)
+    x33 = conv_fused(net.conv33_tail, [r33], add=x33)
     return _merge_tail(net.merge_tail, x31, x32, x33)
