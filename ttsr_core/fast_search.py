@@ -76,6 +76,23 @@ def coarse_to_fine_search(q: torch.Tensor, keys: list[torch.Tensor], config: Sea
     key positions (list order, then row-major), the same indexing as :func:`exact_search`. The score is
     the same normalised 3×3 patch relevance; among equal scores the smallest index wins, as in exact.
     """
+    return coarse_to_fine_relevance(q, keys, config)[0]
+
+
+def query_patch_norms(q: torch.Tensor) -> torch.Tensor:
+    """L2 norm of every zero-padded 3×3 patch of q (C, h, w), clamped as F.normalize does → (h*w,)."""
+    sq = F.avg_pool2d(q.pow(2).sum(0)[None, None], 3, stride=1, padding=1, count_include_pad=True)[0, 0] * 9
+    return sq.sqrt().clamp_min(NORM_EPS).reshape(-1)
+
+
+def coarse_to_fine_relevance(
+    q: torch.Tensor, keys: list[torch.Tensor], config: SearchConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`coarse_to_fine_search` and the relevance of each match → (index (h*w,), relevance (h*w,)).
+
+    The relevance is the search's own best score divided by the query patch norm: the soft attention,
+    without gathering the matched key patches again (it differs from :func:`relevance_at` by rounding).
+    """
     if not keys:
         raise ValueError("at least one reference is needed")
     c, h, w = q.shape
@@ -85,7 +102,7 @@ def coarse_to_fine_search(q: torch.Tensor, keys: list[torch.Tensor], config: Sea
     f = config.coarse_factor
     if f == 1:
         # The coarse grid is the fine grid: the coarse search is already the exact global maximum.
-        return exact_search(q, keys, config)[0]
+        return exact_search(q, keys, config)
     q, keys = q.detach().float(), [k.detach().float() for k in keys]
     dev = q.device
     dtype = torch_dtype(config.matmul_dtype)
@@ -174,4 +191,5 @@ def coarse_to_fine_search(q: torch.Tensor, keys: list[torch.Tensor], config: Sea
     cand = torch.where(best_val == top[jobs[:, 0]], best_gidx, torch.iinfo(torch.long).max)
     index = torch.full((hc * wc, f * f), torch.iinfo(torch.long).max, device=dev).scatter_reduce(0, cells, cand, "amin")
     index = index.view(hc, wc, f, f).permute(0, 2, 1, 3).reshape(hc * f, wc * f)  # (hc f, wc f)
-    return index[:h, :w].reshape(-1)
+    score = top.view(hc, wc, f, f).permute(0, 2, 1, 3).reshape(hc * f, wc * f)[:h, :w].reshape(-1)
+    return index[:h, :w].reshape(-1), score / query_patch_norms(q)

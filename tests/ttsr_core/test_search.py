@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ttsr_core.config import Precision, SearchConfig
 from ttsr_core.relevance import exact_search, relevance_at
-from ttsr_core.search import full_matrix_search_transfer, search_and_transfer
+from ttsr_core.search import full_matrix_search_transfer, search_and_transfer, search_with_relevance
 
 
 def _feats(seed: int, c: int, h: int, w: int) -> torch.Tensor:
@@ -107,3 +107,24 @@ def test_search_config_validation() -> None:
     assert SearchConfig(matmul_dtype="bfloat16").matmul_dtype is Precision.BFLOAT16
     with pytest.raises(ValueError):
         SearchConfig(mode="nearest")
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_search_relevance_is_the_soft_attention_at_its_match(mode: str) -> None:
+    """Inference takes the search's own score as S: it must be relevance_at of the chosen index."""
+    q = _feats(41, 8, 17, 23)[0]
+    q[:, :4, :4] = 0  # all-zero patches: the norm clamp, as F.normalize
+    keys = [_feats(42, 8, 21, 19)[0], _feats(43, 8, 5, 7)[0]]
+    idx, rel = search_with_relevance(q, keys, SearchConfig(mode=mode, coarse_factor=4, refine_radius=2))
+    torch.testing.assert_close(rel, relevance_at(q, keys, idx), atol=1e-6, rtol=0)
+    assert rel.abs().max() > 0.3
+
+
+def test_inference_soft_attention_matches_the_differentiable_one(case: dict[str, torch.Tensor]) -> None:
+    args = (case["q"], [case["k"]], [case["v1"]], [case["v2"]], [case["v3"]], SearchConfig())
+    with torch.no_grad():
+        fast_path = search_and_transfer(*args)
+    with torch.enable_grad():
+        grad_path = search_and_transfer(*args)  # relevance_at, as training uses it
+    assert torch.equal(fast_path.hard_attention, grad_path.hard_attention)
+    torch.testing.assert_close(fast_path.soft_attention, grad_path.soft_attention.detach(), atol=1e-6, rtol=0)
