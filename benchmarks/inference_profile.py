@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/inference_profile.py --part compare --baseline-root ../main
     .venv/bin/python benchmarks/inference_profile.py --part paper     # paper preset vs full-matrix baseline
     .venv/bin/python benchmarks/inference_profile.py --part bf16      # bf16 autocast: Y-PSNR cost, speed
+    .venv/bin/python benchmarks/inference_profile.py --part compile   # torch.compile (inductor) vs fused
 
 ``stages``: shipped compact model (``--model ttsr``: paper preset, random weights), LR 480×360 + a
 1920×1440 reference, one untiled pass; multiply-adds from ``ttsr_core.cost``; the main network by
@@ -217,15 +218,16 @@ def child_compare(out_path: str) -> dict:
     return {"wall_s": wall, "peak_rss_mb": _peak_mb(), "threads": torch.get_num_threads(), "weights": weights}
 
 
-def child_paper(kind: str, lr_size: list[int], ref_size: list[int], out_path: str) -> dict:
+def child_paper(kind: str, lr_size: list[int], ref_size: list[int], out_path: str, tile: int | None = None) -> dict:
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.config import SearchConfig, SearchMode, TileConfig
     from ttsr_core.heap import retained_heap
     from ttsr_core.inference import prepare_for_inference
     from ttsr_core.search import full_matrix_search_transfer
+    from ttsr_core.tiling import tiled_forward
 
     model, weights = _load("ttsr")
     g = torch.Generator().manual_seed(1)
@@ -242,10 +244,15 @@ def child_paper(kind: str, lr_size: list[int], ref_size: list[int], out_path: st
             k3, q3 = model.LTE(ref_du)[2], model.LTE(lr_up)[2]
             t = full_matrix_search_transfer(q3, k3, v1, v2, v3)
             sr = model.MainNet(lr, t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1).clamp(-1, 1)
-    else:
+    elif tile is None:
         model = prepare_for_inference(model, torch.device("cpu"))
         with retained_heap(), torch.inference_mode():
             sr = model(lr, lr_up, ref, ref_du, search=SearchConfig(mode=SearchMode(kind)))
+    else:  # what super_resolve(tile=…) runs: references encoded once, the LR image in blended tiles
+        model = prepare_for_inference(model, torch.device("cpu"))
+        with retained_heap(), torch.inference_mode():
+            encoded = model.encode_references([ref], [ref_du])
+            sr = tiled_forward(model, lr, lr_up, encoded, TileConfig(tile), SearchConfig(mode=SearchMode(kind))).sr
     wall = time.perf_counter() - t0
     np.save(out_path, sr[0].float().numpy())
     return {"kind": kind, "wall_s": wall, "peak_rss_mb": _peak_mb(), "idle_rss_mb": idle, "weights": weights,
@@ -289,6 +296,36 @@ def child_bf16(max_side: int) -> dict:
         row["max_grey_diff"] = int(np.abs(row.pop("image_float32").astype(int) - row.pop("image_bfloat16").astype(int)).max())
         rows.append(row)
     return {"weights": weights, "rows": rows, "threads": torch.get_num_threads()}
+
+
+def child_compile(h: int, w: int) -> dict:
+    """The shipped main network on one 188×248 tile: eager, fused, and torch.compile (inductor, frozen weights)."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from ttsr_core.fused import fused_forward
+    from ttsr_core.heap import retained_heap
+    from ttsr_core.inference import prepare_for_inference
+
+    inductor_config.freezing = True  # weights as constants: lets inductor prepack them for oneDNN
+    model, weights = _load("ttsr-lite")
+    net = prepare_for_inference(model, torch.device("cpu")).MainNet
+    c1, c2, c3 = model.config.lte_channels
+    g = torch.Generator().manual_seed(0)
+    args = tuple(t.contiguous(memory_format=torch.channels_last) for t in (
+        torch.rand(1, 3, h, w, generator=g) * 2 - 1, torch.rand(1, 1, h, w, generator=g),
+        torch.randn(1, c3, h, w, generator=g), torch.randn(1, c2, 2 * h, 2 * w, generator=g),
+        torch.randn(1, c1, 4 * h, 4 * w, generator=g)))
+    with retained_heap(), torch.no_grad():
+        eager = net(*args)
+        compiled = torch.compile(net, dynamic=False)
+        t0 = time.perf_counter()
+        out = compiled(*args)
+        compile_s = time.perf_counter() - t0
+        diffs = {"fused": (fused_forward(net, *args) - eager).abs().max().item(), "compiled": (out - eager).abs().max().item()}
+        times = {"eager": _best(lambda: net(*args)), "fused": _best(lambda: fused_forward(net, *args)),
+                 "compiled": _best(lambda: compiled(*args))}
+    return {"weights": weights, "compile_s": compile_s, "times": times, "diffs": diffs, "threads": torch.get_num_threads()}
 
 
 # ------------------------------------------------------------------------------------------- parent
@@ -371,21 +408,26 @@ def part_compare(threads: int | None, baseline: Path, repeat: int) -> None:
           f"mean |Δ| {np.abs(a - b).mean():.2e}; {runs['this tree'][0]['threads']} threads")
 
 
-def part_paper(threads: int | None, lr: list[int], ref: list[int]) -> None:
+def part_paper(threads: int | None, lr: list[int], ref: list[int], tile: int) -> None:
     import numpy as np
 
-    print(f"{_cpu()}\npaper preset (random weights), LR {lr[0]}×{lr[1]} + Ref {ref[0]}×{ref[1]}\n")
+    print(f"{_cpu()}\npaper preset (random weights), LR {lr[0]}×{lr[1]} + Ref {ref[0]}×{ref[1]}; "
+          f"tiled = {tile}-px LR tiles (`refsr sr --tile {tile}`)\n")
     rows = {}
-    for kind in ("full", "exact", "fast"):
-        rows[kind] = _child(["paper", kind, lr, ref, f"/tmp/refsr_paper_{os.getpid()}_{kind}.npy"], threads)
-    full = np.load(f"/tmp/refsr_paper_{os.getpid()}_full.npy")
-    print("| path | wall s | peak RSS MB | peak − idle MB | × faster than full | peak RSS / full | max |Δ| vs full |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for kind, t in (("full", None), ("exact", None), ("fast", None), ("exact", tile), ("fast", tile)):
+        name = kind if t is None else f"{kind}, tiled"
+        rows[name] = _child(["paper", kind, lr, ref, f"/tmp/refsr_paper_{os.getpid()}_{name[:5]}{t}.npy", t], threads)
+        rows[name]["out"] = f"/tmp/refsr_paper_{os.getpid()}_{name[:5]}{t}.npy"
+    full = np.load(rows["full"]["out"])
+    print("| path | wall s | peak RSS MB | peak − idle MB | × faster than full | peak RSS / full | (peak − idle) / full "
+          "| max |Δ| vs full |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    above_idle = {k: r["peak_rss_mb"] - r["idle_rss_mb"] for k, r in rows.items()}
     for kind, r in rows.items():
-        diff = np.abs(np.load(f"/tmp/refsr_paper_{os.getpid()}_{kind}.npy") - full).max()
+        diff = np.abs(np.load(r["out"]) - full).max()
         print(f"| {kind} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['idle_rss_mb']:.0f} | "
               f"{rows['full']['wall_s'] / r['wall_s']:.2f} | {r['peak_rss_mb'] / rows['full']['peak_rss_mb']:.2f} | "
-              f"{diff:.1e} |")
+              f"{above_idle[kind] / above_idle['full']:.2f} | {diff:.1e} |")
 
 
 def part_bf16(threads: int | None, max_side: int) -> None:
@@ -407,9 +449,20 @@ def _git_head(root: Path) -> str:
     return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
+def part_compile(threads: int | None) -> None:
+    r = _child(["compile", 188, 248], threads)
+    print(f"{_cpu()}\nttsr-lite ({r['weights']}) main network, one 188×248 LR tile (752×992 out), "
+          f"{r['threads']} threads, best of 3 after a warm-up\n")
+    print(f"torch.compile (inductor, freezing, static shape): first call incl. compilation {r['compile_s']:.1f} s\n")
+    print("| main network | s per tile | × vs eager | max |Δ| vs eager |\n| --- | ---: | ---: | ---: |")
+    for name, secs in r["times"].items():
+        diff = r["diffs"].get(name, 0.0)
+        print(f"| {name} | {secs:.3f} | {r['times']['eager'] / secs:.2f} | {diff:.1e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("peak", "stages", "compare", "paper", "bf16"), default="stages")
+    parser.add_argument("--part", choices=("peak", "stages", "compare", "paper", "bf16", "compile"), default="stages")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the measuring processes")
     parser.add_argument("--model", default="ttsr-lite", help="stages: preset (ttsr-lite = the shipped checkpoint)")
     parser.add_argument("--mode", default="fast", choices=("fast", "exact"), help="stages: search mode")
@@ -418,6 +471,7 @@ def main() -> None:
     parser.add_argument("--baseline-root", type=Path, help="compare: a checkout of the code to compare against")
     parser.add_argument("--repeat", type=int, default=2, help="compare: runs of each")
     parser.add_argument("--max-side", type=int, default=640, help="bf16: cap the validation photos' long side")
+    parser.add_argument("--paper-tile", type=int, default=64, help="paper: LR tile side of the tiled rows")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -425,7 +479,7 @@ def main() -> None:
     if args.child:
         kind, *rest = json.loads(args.child)
         fn = {"peak": child_peak, "stages": child_stages, "compare": child_compare, "paper": child_paper,
-              "bf16": child_bf16}[kind]
+              "bf16": child_bf16, "compile": child_compile}[kind]
         print(json.dumps(fn(*rest)))
         return
     size = lambda s: [int(v) for v in s.split("x")]  # noqa: E731
@@ -435,13 +489,15 @@ def main() -> None:
         part_stages(args.threads, args.model, size(args.lr), size(args.ref), args.mode)
     elif args.part == "bf16":
         part_bf16(args.threads, args.max_side)
+    elif args.part == "compile":
+        part_compile(args.threads)
     elif args.part == "compare":
         if args.baseline_root is None:
             parser.error("--part compare needs --baseline-root")
         part_compare(args.threads, args.baseline_root.resolve(), args.repeat)
     else:  # the paper case has its own default sizes
         part_paper(args.threads, size(args.lr) if args.lr != "480x360" else [160, 120],
-                   size(args.ref) if args.ref != "1920x1440" else [640, 480])
+                   size(args.ref) if args.ref != "1920x1440" else [640, 480], args.paper_tile)
 
 
 if __name__ == "__main__":
