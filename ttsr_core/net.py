@@ -15,8 +15,7 @@ from torch import nn
 from .config import Backend, SearchConfig, TTSRConfig
 from .fused import fused_forward
 from .lte import LTE
-from .relevance import relevance_at
-from .search import TextureTransfer, search_and_transfer, search_indices
+from .search import TextureTransfer, hard_and_soft_attention, search_and_transfer
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -273,7 +272,7 @@ class TTSR(nn.Module):
         soft = []
         for ref in refs_down_up:
             keys = [self._keys(ref)[0].float()]  # (c3, H/4, W/4)
-            soft.append(relevance_at(query, keys, search_indices(query, keys, search)))  # (h*w,)
+            soft.append(hard_and_soft_attention(query, keys, search)[1])  # (h*w,)
         return soft
 
     def encode_references(self, refs: list[torch.Tensor], refs_down_up: list[torch.Tensor]) -> EncodedReferences:

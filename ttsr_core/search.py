@@ -24,7 +24,8 @@ from .relevance import exact_search, relevance_at, split_index
 
 
 __all__ = [
-    "TextureTransfer", "block_sources", "exact_search", "full_matrix_search_transfer", "relevance_at", "search_and_transfer",
+    "TextureTransfer", "block_sources", "exact_search", "full_matrix_search_transfer", "hard_and_soft_attention",
+    "relevance_at", "search_and_transfer",
     "search_indices", "search_with_relevance", "split_index", "texture_table", "transfer_texture",
 ]
 
@@ -141,6 +142,22 @@ def search_with_relevance(
     return coarse_to_fine_relevance(q, keys, config)
 
 
+def hard_and_soft_attention(
+    q: torch.Tensor, keys: list[torch.Tensor], config: SearchConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard attention (index of each query's best key) and soft attention (that relevance) → (h*w,) each.
+
+    Training needs the soft attention with autograd (:func:`relevance_at`); inference takes the
+    search's own float32 score, which saves re-gathering every matched key patch (~0.45 s per
+    188×248 tile on one thread) and differs from it by rounding (~1e-7).
+    """
+    with torch.no_grad():
+        index, rel = search_with_relevance(q, keys, config)
+    if torch.is_grad_enabled() or torch_dtype(config.matmul_dtype) != torch.float32:
+        rel = relevance_at(q, keys, index)
+    return index, rel
+
+
 def search_and_transfer(
     q_lv3: torch.Tensor,
     k_lv3: list[torch.Tensor],
@@ -163,15 +180,9 @@ def search_and_transfer(
         if v1.shape[-2:] != (4 * k.shape[-2], 4 * k.shape[-1]):
             raise ValueError(f"reference lv1 {tuple(v1.shape[-2:])} is not 4× its lv3 grid {tuple(k.shape[-2:])}")
     soft, hard, t3, t2, t1 = [], [], [], [], []
-    # Training needs the soft attention with autograd (relevance_at); inference takes the search's own
-    # float32 score, which saves re-gathering every matched key patch (~0.4 s per 188×248 tile).
-    differentiable = torch.is_grad_enabled() or torch_dtype(config.matmul_dtype) != torch.float32
     for i in range(n):
         keys = [k[i] for k in k_lv3]
-        with torch.no_grad():
-            idx, rel = search_with_relevance(q_lv3[i], keys, config)
-        if differentiable:
-            rel = relevance_at(q_lv3[i], keys, idx)
+        idx, rel = hard_and_soft_attention(q_lv3[i], keys, config)
         soft.append(rel.to(q_lv3.dtype).view(1, h, w))
         hard.append(idx)
         shapes = [(k.shape[-2], k.shape[-1]) for k in keys]
