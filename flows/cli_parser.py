@@ -24,6 +24,8 @@ environment:
   DO_NOT_TRACK        telemetry is off unless you set this (or Prefect's own settings) otherwise
   REFSR_DASK          a Dask scheduler's address for the photo tasks (as --dask)
   REFSR_CLAIM_LEASE_S on PostgreSQL, how long a dead process's job stays claimed (default 60)
+  REFSR_REFERENCE_CACHE_MB  memory per process for encoded references that later targets
+                      reuse (default 1024; 0 = none)
 """
 
 

@@ -29,6 +29,7 @@ from ttsr_core.config import Precision
 if TYPE_CHECKING:
     from pipeline.vector_index import VectorIndex
     from ttsr_core.checkpoint import LoadedCheckpoint
+    from ttsr_core.reference_cache import ReferenceCache
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +73,12 @@ class ResourceSpec:
     embedder: EmbedderKind
     embedder_settings: EmbedderSettings
     device_slots: int
+    reference_cache_mb: int = 0
 
     @classmethod
     def of(cls, settings: Settings) -> ResourceSpec:
         return cls(settings.database_url, Path(settings.model_path).resolve(), settings.device, settings.embedder,
-                   settings.embedder_settings(), settings.device_slots)
+                   settings.embedder_settings(), settings.device_slots, settings.reference_cache_mb)
 
 
 class Resources:
@@ -89,6 +91,7 @@ class Resources:
         self._device: DeviceSpec | None = None
         self._model: tuple[tuple[int, int], LoadedCheckpoint] | None = None  # (file mtime, size), checkpoint
         self._embedder: Embedder | None = None
+        self._reference_cache: ReferenceCache | None = None
         # Task threads share one copy of the weights; CPU kernels already use every core and a GPU runs
         # one big inference best, so more model calls at once would only add memory and contention.
         self._slots = threading.BoundedSemaphore(spec.device_slots)
@@ -102,6 +105,15 @@ class Resources:
             if self._sessions is None:
                 self._sessions = make_session_factory(init_db(self.spec.database_url))
             return self._sessions
+
+    def reference_cache(self) -> ReferenceCache:
+        """Encoded references shared by this process's enhancements; a reloaded model never hits the old ones."""
+        with self._lock:
+            if self._reference_cache is None:
+                from ttsr_core.reference_cache import ReferenceCache
+
+                self._reference_cache = ReferenceCache(self.spec.reference_cache_mb * 2**20)
+            return self._reference_cache
 
     @property
     def device(self) -> DeviceSpec:

@@ -32,6 +32,7 @@ MODEL_ENV = "REFSR_MODEL"
 DEVICE_ENV = "REFSR_DEVICE"
 DASK_ENV = "REFSR_DASK"  # address of a Dask scheduler, e.g. tcp://scheduler:8786
 LEASE_ENV = "REFSR_CLAIM_LEASE_S"
+REFERENCE_CACHE_ENV = "REFSR_REFERENCE_CACHE_MB"
 ALBUM_CONFIG_NAME = "refsr.toml"
 DEFAULT_OUT_NAME = "enhanced"  # inside the album; ScanSettings excludes it by default
 MODEL_RELPATH = Path("models/ttsr-lite/ttsr-lite-x4.safetensors")
@@ -111,6 +112,9 @@ class Settings:
     claim_lease_s: float = 60.0
     claim_attempts: int = 3  # a job whose last N holders all died is not claimed again (it kills workers)
     report: bool = True  # build the HTML gallery (and its Prefect artifact) at the end of a run
+    # Encoded references kept per process for the next targets that use them (ttsr_core/reference_cache.py):
+    # ~0.7 GB for the compact model and a 1920×1440 reference; 0 keeps none.
+    reference_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home))
@@ -146,6 +150,9 @@ class Settings:
                 or not 0 < self.claim_lease_s < 86400:
             raise ValueError(f"Settings.claim_lease_s must be a number of seconds in (0, 86400), "
                              f"got {self.claim_lease_s!r}")
+        if isinstance(self.reference_cache_mb, bool) or not isinstance(self.reference_cache_mb, int) \
+                or self.reference_cache_mb < 0:
+            raise ValueError(f"Settings.reference_cache_mb must be an int ≥ 0 (MB), got {self.reference_cache_mb!r}")
         if self.dask is not None and self.processes:
             raise ValueError(f"Settings: give a Dask scheduler address ({self.dask!r}) or a local cluster of "
                              "processes, not both")
@@ -173,6 +180,12 @@ class Settings:
                 overrides["claim_lease_s"] = float(env[LEASE_ENV])
             except ValueError:
                 raise ValueError(f"${LEASE_ENV} must be a number of seconds, got {env[LEASE_ENV]!r}") from None
+        if overrides.get("reference_cache_mb") is None and env.get(REFERENCE_CACHE_ENV, "").strip():
+            try:
+                overrides["reference_cache_mb"] = int(env[REFERENCE_CACHE_ENV])
+            except ValueError:
+                raise ValueError(f"${REFERENCE_CACHE_ENV} must be a whole number of MB, "
+                                 f"got {env[REFERENCE_CACHE_ENV]!r}") from None
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:

@@ -24,6 +24,7 @@ from ttsr_core.config import MIN_REF_SIDE, SCALE
 from ttsr_core.device import resolve_device
 from ttsr_core.files import sha256_file
 from ttsr_core.inference import super_resolve
+from ttsr_core.reference_cache import ReferenceCache
 from ttsr_core.net import TTSR
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ def enhance_arrays(
     params: EnhanceParams = EnhanceParams(),
     *,
     device: str | torch.device | None = "cpu",
+    reference_cache: ReferenceCache | None = None,
 ) -> SRArrays:
     """lr (h, w, 3) uint8 and references (each (H, W, 3) uint8) → output at `params.outscale`.
 
@@ -166,7 +168,7 @@ def enhance_arrays(
             )
     result = super_resolve(
         model, lr, fitted, search=params.search, device=device, amp_dtype=params.amp_dtype,
-        **_tiling_kwargs(params, lr.shape),  # type: ignore[arg-type]
+        reference_cache=reference_cache, **_tiling_kwargs(params, lr.shape),  # type: ignore[arg-type]
     )
     image = result.image  # (4h, 4w, 3)
     if params.outscale != SCALE:
@@ -208,6 +210,7 @@ def enhance_photo(
     device: str | torch.device | None = "cpu",
     protected: Collection[PathLike] = (),
     max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
+    reference_cache: ReferenceCache | None = None,
 ) -> EnhanceResult:
     """Enhance the photo at `target_path` with the references at `ref_paths` (best first).
 
@@ -236,7 +239,7 @@ def enhance_photo(
     timings["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    arrays = enhance_arrays(model, lr, refs, params, device=dev)
+    arrays = enhance_arrays(model, lr, refs, params, device=dev, reference_cache=reference_cache)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     timings["sr_s"] = time.perf_counter() - t0

@@ -14,7 +14,8 @@ from .arrays import check_rgb, resize_bicubic
 from .config import MIN_REF_SIDE, SCALE, Backend, Precision, SearchConfig, TileConfig
 from .device import autocast, resolve_device
 from .heap import retained_heap
-from .net import TTSR
+from .net import TTSR, EncodedReferences
+from .reference_cache import ReferenceCache
 from .tiling import tiled_forward
 
 logger = logging.getLogger(__name__)
@@ -38,14 +39,20 @@ class PreparedReference:
     ref_down_up: np.ndarray  # same size: bicubic ↓4 then ↑4, the reference's blur matched to LR↑
 
 
-def prepare_reference(ref: np.ndarray, name: str = "reference") -> PreparedReference:
-    """Crop a reference to a multiple of 4 (top-left anchored) and make its Ref↓↑ twin."""
+def check_reference(ref: np.ndarray, name: str = "reference") -> tuple[int, int]:
+    """A uint8 RGB reference of at least one texture patch → its size cropped to multiples of 4 (h, w)."""
     check_rgb(ref, name)
     h, w = (ref.shape[0] // SCALE) * SCALE, (ref.shape[1] // SCALE) * SCALE
     if h < MIN_REF_SIDE or w < MIN_REF_SIDE:
         raise ValueError(
             f"{name} of {ref.shape[1]}×{ref.shape[0]} is smaller than one {MIN_REF_SIDE}×{MIN_REF_SIDE} texture patch"
         )
+    return h, w
+
+
+def prepare_reference(ref: np.ndarray, name: str = "reference") -> PreparedReference:
+    """Crop a reference to a multiple of 4 (top-left anchored) and make its Ref↓↑ twin."""
+    h, w = check_reference(ref, name)
     ref = np.ascontiguousarray(ref[:h, :w])
     down = resize_bicubic(ref, w // SCALE, h // SCALE)
     return PreparedReference(ref, resize_bicubic(down, w, h))
@@ -97,6 +104,7 @@ def super_resolve(
     tile: int | None = None,
     tile_overlap: int = 16,
     backend: Backend | str | None = None,
+    reference_cache: ReferenceCache | None = None,
 ) -> SRResult:
     """×4 super-resolution of one uint8 RGB image with one or more uint8 RGB references.
 
@@ -106,6 +114,8 @@ def super_resolve(
     every tile, so memory is one tile's network plus the references' features. None = one pass.
     ``model`` is used as it is when ready for ``device`` (:func:`inference_model`), else through a copy.
     ``backend``: how the main network runs; None = ``Backend.FUSED``, ``"eager"`` = the reference.
+    ``reference_cache``: reuse the references' encoding from an earlier call with the same pixels,
+    weights, device and precision (:mod:`ttsr_core.reference_cache`); the output is the same.
     """
     check_rgb(lr, "LR image")
     if isinstance(refs, np.ndarray):
@@ -113,20 +123,28 @@ def super_resolve(
     if len(refs) == 0:
         raise ValueError("at least one reference image is needed")
     tiles = TileConfig(tile, tile_overlap)
-    prepared = [prepare_reference(r, f"reference {i}") for i, r in enumerate(refs)]
+    for i, r in enumerate(refs):
+        check_reference(r, f"reference {i}")
     dev = resolve_device(device)
     h, w = lr.shape[:2]
     lr_up = resize_bicubic(lr, w * SCALE, h * SCALE)
     model = inference_model(model, dev)
+
+    def encode() -> EncodedReferences:
+        prepared = [prepare_reference(r, f"reference {i}") for i, r in enumerate(refs)]
+        # Only the features are kept: the pixel tensors go when this returns.
+        return model.encode_references([to_tensor(p.ref, dev) for p in prepared],
+                                       [to_tensor(p.ref_down_up, dev) for p in prepared])
+
     with retained_heap(dev.type == "cpu"), torch.inference_mode(), autocast(dev, amp_dtype):
-        ref_t = [to_tensor(p.ref, dev) for p in prepared]
-        ref_du_t = [to_tensor(p.ref_down_up, dev) for p in prepared]
-        if tiles.tile is None:
-            out = model(to_tensor(lr, dev), to_tensor(lr_up, dev), ref_t, ref_du_t, search=search,
-                        return_attention=True, backend=backend)
+        if reference_cache is None:
+            encoded = encode()
         else:
-            encoded = model.encode_references(ref_t, ref_du_t)
-            del ref_t, ref_du_t  # only their features are needed from here on
+            encoded = reference_cache.encoded(model, refs, (str(dev), amp_dtype), encode)
+        if tiles.tile is None:
+            out = model.forward_encoded(to_tensor(lr, dev), to_tensor(lr_up, dev), encoded, search=search,
+                                        return_attention=True, backend=backend)
+        else:
             out = tiled_forward(model, to_tensor(lr, dev), to_tensor(lr_up, dev), encoded, tiles, search, backend)
     return SRResult(
         to_uint8(out.sr),

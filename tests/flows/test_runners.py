@@ -34,6 +34,12 @@ def test_the_flags_and_the_environment_choose_the_engine() -> None:
     with pytest.raises(ValueError, match="REFSR_CLAIM_LEASE_S"):
         Settings.from_env(env={"REFSR_CLAIM_LEASE_S": "soon"}, home=Path("/h"))
     assert Settings.from_env(env={"REFSR_CLAIM_LEASE_S": "7.5"}, home=Path("/h")).claim_lease_s == 7.5
+    with pytest.raises(ValueError, match="REFSR_REFERENCE_CACHE_MB"):
+        Settings.from_env(env={"REFSR_REFERENCE_CACHE_MB": "1GB"}, home=Path("/h"))
+    with pytest.raises(ValueError, match="reference_cache_mb"):
+        Settings.from_env(env={"REFSR_REFERENCE_CACHE_MB": "-1"}, home=Path("/h"))
+    assert Settings.from_env(env={"REFSR_REFERENCE_CACHE_MB": "0"}, home=Path("/h")).reference_cache_mb == 0
+    assert Settings.from_env(env={}, home=Path("/h")).reference_cache_mb == 1024
     args = build_parser().parse_args(["enhance", "album", "--processes", "--workers", "2"])
     assert args.processes and args.workers == 2 and args.dask is None
     with pytest.raises(SystemExit):

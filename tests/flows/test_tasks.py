@@ -120,6 +120,8 @@ def test_enhance_task_enhances_then_reuses_then_forces(make_album, settings_for)
 
     forced = _enhance(target, job, settings.with_(force=True))
     assert forced.status is Outcome.ENHANCED and forced.enhancement_id != first.enhancement_id
+    cache = resources_for(settings).reference_cache()  # the redo encoded its reference no second time
+    assert (cache.misses, cache.hits) == (1, 1)
     with resources_for(settings).sessions() as session:
         rows = queries.enhancements_for_target(session, target.id)
         assert [r.status for r in rows] == [EnhancementStatus.succeeded] * 2
