@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/inference_profile.py --part paper     # paper preset vs full-matrix baseline
     .venv/bin/python benchmarks/inference_profile.py --part bf16      # bf16 autocast: Y-PSNR cost, speed
     .venv/bin/python benchmarks/inference_profile.py --part compile   # torch.compile (inductor) vs fused
+    .venv/bin/python benchmarks/inference_profile.py --part reuse     # targets sharing a reference: the cache
 
 ``stages``: shipped compact model (``--model ttsr``: paper preset, random weights), LR 480×360 + a
 1920×1440 reference, one untiled pass; multiply-adds from ``ttsr_core.cost``; the main network by
@@ -328,6 +329,34 @@ def child_compile(h: int, w: int) -> dict:
     return {"weights": weights, "compile_s": compile_s, "times": times, "diffs": diffs, "threads": torch.get_num_threads()}
 
 
+def child_reuse(targets: int) -> dict:
+    """Several targets (flipped and rolled copies of the 480×360 case) that share the 1920×1440 reference,
+    as a bulk job's process runs them: without and with the reference cache, interleaved."""
+    import numpy as np
+    import torch
+
+    from pipeline.enhance import enhance_arrays
+    from pipeline.params import EnhanceParams
+    from search_speed import _enhance_case
+    from ttsr_core.inference import prepare_for_inference
+    from ttsr_core.reference_cache import ReferenceCache
+
+    model, weights = _load("ttsr-lite")
+    model = prepare_for_inference(model, torch.device("cpu"))
+    lr, ref = _enhance_case()
+    lrs = [np.ascontiguousarray(np.roll(lr if i % 2 == 0 else lr[:, ::-1], 37 * i, axis=1)) for i in range(targets)]
+    enhance_arrays(model, lrs[0], [ref], EnhanceParams())  # warm-up: oneDNN kernels, the heap
+    cache = ReferenceCache(1024 * 2**20)
+    rows, same = [], True
+    for x in lrs:
+        plain_s = _timed(lambda: rows.append(enhance_arrays(model, x, [ref], EnhanceParams())))
+        cached_s = _timed(lambda: rows.append(enhance_arrays(model, x, [ref], EnhanceParams(), reference_cache=cache)))
+        same &= bool(np.array_equal(rows[-1].image, rows[-2].image))
+        rows[-2:] = [(plain_s, cached_s)]
+    return {"weights": weights, "rows": rows, "same": same, "hits": cache.hits, "misses": cache.misses,
+            "peak_rss_mb": _peak_mb(), "threads": torch.get_num_threads()}
+
+
 # ------------------------------------------------------------------------------------------- parent
 
 
@@ -460,9 +489,23 @@ def part_compile(threads: int | None) -> None:
         print(f"| {name} | {secs:.3f} | {r['times']['eager'] / secs:.2f} | {diff:.1e} |")
 
 
+def part_reuse(threads: int | None, targets: int) -> None:
+    r = _child(["reuse", targets], threads)
+    print(f"{_cpu()}\nttsr-lite ({r['weights']}), {targets} targets of 480×360 sharing one 1920×1440 reference, "
+          f"default settings, {r['threads']} threads, each target without and then with the cache\n")
+    print("| target | s without cache | s with cache |\n| --- | ---: | ---: |")
+    for i, (plain, cached) in enumerate(r["rows"], 1):
+        print(f"| {i} | {plain:.2f} | {cached:.2f} |")
+    later = r["rows"][1:]
+    if later:
+        p, c = sum(x for x, _ in later) / len(later), sum(y for _, y in later) / len(later)
+        print(f"\ntargets 2–{targets}: {p:.2f} → {c:.2f} s each ({p / c:.2f}×); cache {r['misses']} miss, "
+              f"{r['hits']} hits; outputs identical: {r['same']}; peak RSS {r['peak_rss_mb']:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("peak", "stages", "compare", "paper", "bf16", "compile"), default="stages")
+    parser.add_argument("--part", choices=("peak", "stages", "compare", "paper", "bf16", "compile", "reuse"), default="stages")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the measuring processes")
     parser.add_argument("--model", default="ttsr-lite", help="stages: preset (ttsr-lite = the shipped checkpoint)")
     parser.add_argument("--mode", default="fast", choices=("fast", "exact"), help="stages: search mode")
@@ -471,6 +514,7 @@ def main() -> None:
     parser.add_argument("--baseline-root", type=Path, help="compare: a checkout of the code to compare against")
     parser.add_argument("--repeat", type=int, default=2, help="compare: runs of each")
     parser.add_argument("--max-side", type=int, default=640, help="bf16: cap the validation photos' long side")
+    parser.add_argument("--targets", type=int, default=3, help="reuse: targets sharing the reference")
     parser.add_argument("--paper-tile", type=int, default=64, help="paper: LR tile side of the tiled rows")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -479,7 +523,7 @@ def main() -> None:
     if args.child:
         kind, *rest = json.loads(args.child)
         fn = {"peak": child_peak, "stages": child_stages, "compare": child_compare, "paper": child_paper,
-              "bf16": child_bf16, "compile": child_compile}[kind]
+              "bf16": child_bf16, "compile": child_compile, "reuse": child_reuse}[kind]
         print(json.dumps(fn(*rest)))
         return
     size = lambda s: [int(v) for v in s.split("x")]  # noqa: E731
@@ -491,6 +535,8 @@ def main() -> None:
         part_bf16(args.threads, args.max_side)
     elif args.part == "compile":
         part_compile(args.threads)
+    elif args.part == "reuse":
+        part_reuse(args.threads, args.targets)
     elif args.part == "compare":
         if args.baseline_root is None:
             parser.error("--part compare needs --baseline-root")
