@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,19 +64,46 @@ def resolve_inside(root: PathLike, path: PathLike) -> Path:
     return real
 
 
+class _Ledger:
+    """One folder's ledger names as read so far: each call reads only the bytes appended since.
+
+    A redo over a folder of N outputs would otherwise parse the whole N-line ledger once per output.
+    A file that shrank or was replaced (another inode) is read again from the start.
+    """
+
+    def __init__(self) -> None:
+        self.inode: tuple[int, int] | None = None
+        self.offset = 0
+        self.names: set[str] = set()
+
+
+_LEDGERS: dict[Path, _Ledger] = {}
+_LEDGERS_LOCK = threading.Lock()
+
+
 def _ledger_names(real_root: Path) -> set[str]:
-    try:
-        text = (real_root / MARKER).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    names = set()
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            try:
-                names.add(json.loads(line))
-            except ValueError:
-                continue  # a torn last line after a crash: that write never completed
-    return names
+    path = real_root / MARKER
+    with _LEDGERS_LOCK:
+        ledger = _LEDGERS.setdefault(real_root, _Ledger())
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if (st.st_dev, st.st_ino) != ledger.inode or st.st_size < ledger.offset:
+                    ledger.inode, ledger.offset, ledger.names = (st.st_dev, st.st_ino), 0, set()
+                f.seek(ledger.offset)
+                new = f.read()
+        except OSError:
+            _LEDGERS.pop(real_root, None)
+            return set()
+        complete = new.rfind(b"\n") + 1  # a line still being appended (or torn by a crash) waits
+        for line in new[:complete].decode("utf-8", errors="replace").splitlines():
+            if line and not line.startswith("#"):
+                try:
+                    ledger.names.add(json.loads(line))
+                except ValueError:
+                    continue  # a torn line after a crash: that write never completed
+        ledger.offset += complete
+        return set(ledger.names)
 
 
 def claim_output(root: PathLike, path: PathLike, *, recorded: Callable[[Path], bool] = lambda _p: False) -> Path:
@@ -105,10 +133,16 @@ def claim_output(root: PathLike, path: PathLike, *, recorded: Callable[[Path], b
             raise UnsafeOutputError(
                 f"refusing to replace {str(path)!r}: refsr did not write it; move it away or choose another --out"
             )
+    elif rel in _ledger_names(real_root):
+        return real  # written before and since deleted: its line is there already
     # One short O_APPEND write per line: concurrent writers never interleave inside a line.
-    fd = os.open(real_root / MARKER, os.O_WRONLY | os.O_APPEND)
+    fd = os.open(real_root / MARKER, os.O_RDWR | os.O_APPEND)
     try:
-        os.write(fd, (json.dumps(rel) + "\n").encode())
+        size = os.fstat(fd).st_size
+        # After a crash mid-line the file ends without a newline: start a fresh line, or the torn
+        # fragment would swallow this name too.
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        os.write(fd, (("\n" if torn else "") + json.dumps(rel) + "\n").encode())
     finally:
         os.close(fd)
     return real

@@ -62,3 +62,19 @@ def test_a_torn_ledger_line_is_ignored(tmp_path: Path) -> None:
     with open(out / MARKER, "a") as ledger:
         ledger.write('"b.j')  # a process killed mid-write
     assert outputs._ledger_names(out.resolve()) == {"a.jpg"}
+    claim_output(out, out / "c.jpg")  # the next name starts its own line, not glued to the fragment
+    assert outputs._ledger_names(out.resolve()) == {"a.jpg", "c.jpg"}
+
+
+def test_the_ledger_is_read_incrementally_and_keeps_one_line_per_name(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for _ in range(3):
+        claim_output(out, out / "a.jpg")  # never written (or deleted since): one line, not three
+    lines = [ln for ln in (out / MARKER).read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines == ['"a.jpg"']
+    with open(out / MARKER, "a") as ledger:
+        ledger.write('"b.jpg"\n')  # another process's claim, appended after our last read
+    assert outputs._ledger_names(out.resolve()) == {"a.jpg", "b.jpg"}
+    (out / MARKER).unlink()  # replaced by a shorter file: read again from the start
+    (out / MARKER).write_text('"z.jpg"\n')
+    assert outputs._ledger_names(out.resolve()) == {"z.jpg"}
