@@ -6,11 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flows.preflight import UsageError, check_output_folder, shown
+from pipeline.params import WRITABLE_EXTENSIONS  # torch-free
 from ttsr_core.config import SCALE  # torch-free
-
-# Extensions Pillow writes for us (pipeline.images keeps EXIF/ICC for the first four).
-WRITABLE = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
-            ".bmp": "BMP"}
 
 
 def check_sr_paths(lr: Path, refs: Sequence[Path], out: Path, attention: Path | None) -> None:
@@ -22,9 +19,9 @@ def check_sr_paths(lr: Path, refs: Sequence[Path], out: Path, attention: Path | 
             raise UsageError(f"{role} not found: {shown(path)}")
         if not path.is_file():
             raise UsageError(f"{role} is not a file: {shown(path)}")
-    if out.suffix.lower() not in WRITABLE:
+    if out.suffix.lower() not in WRITABLE_EXTENSIONS:
         raise UsageError(f"cannot write {out.suffix or 'a file without extension'!r} images: {shown(out)}; "
-                         f"end --out with one of {', '.join(sorted(WRITABLE))}")
+                         f"end --out with one of {', '.join(sorted(WRITABLE_EXTENSIONS))}")
     inputs = [lr, *refs]
     for flag, path in (("--out", out), ("--attention", attention)):
         if path is None:

@@ -13,6 +13,8 @@ from ttsr_core.config import MIN_REF_SIDE, Precision, SearchConfig, SearchMode
 
 # Pillow format name → the extension an output of that format gets.
 OUTPUT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+# Every extension an output file may end with, canonical ones and their aliases → the format written.
+WRITABLE_EXTENSIONS = {**{ext: fmt for fmt, ext in OUTPUT_EXTENSIONS.items()}, ".jpeg": "JPEG", ".tiff": "TIFF"}
 # Formats we can read but not (always) write: their outputs become JPEG.
 WRITE_FALLBACK = {"MPO": "JPEG", "HEIF": "JPEG", "HEIC": "JPEG", "AVIF": "JPEG"}
 
