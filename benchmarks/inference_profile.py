@@ -199,8 +199,8 @@ def child_stages(model_name: str, lr_size: list[int], ref_size: list[int], mode:
             "peak_rss_mb": _peak_mb()}
 
 
-def child_compare(out_path: str) -> dict:
-    """The whole ``refsr sr`` computation with the default settings, on whatever code PYTHONPATH holds."""
+def child_compare(out_path: str, amp: str | None = None) -> dict:
+    """The whole ``refsr sr`` computation with the default settings (or ``amp`` autocast), on whatever code PYTHONPATH holds."""
     import numpy as np
     import torch
 
@@ -214,7 +214,8 @@ def child_compare(out_path: str) -> dict:
     captured = []
     to_uint8 = inference.to_uint8
     inference.to_uint8 = lambda t: (captured.append(t.float().clone()), to_uint8(t))[1]  # the [-1, 1] output
-    wall = _timed(lambda: enhance_arrays(model, lr, [ref], EnhanceParams()))
+    params = EnhanceParams() if amp is None else EnhanceParams(amp_dtype=amp)
+    wall = _timed(lambda: enhance_arrays(model, lr, [ref], params))
     np.save(out_path, captured[0][0].numpy())
     return {"wall_s": wall, "peak_rss_mb": _peak_mb(), "threads": torch.get_num_threads(), "weights": weights}
 
@@ -414,16 +415,16 @@ def part_stages(threads: int | None, model: str, lr: list[int], ref: list[int], 
           f"{2 * total_main / e / 1e9 / conv_peak:.0%} / {2 * total_main / f / 1e9 / conv_peak:.0%} |")
 
 
-def part_compare(threads: int | None, baseline: Path, repeat: int) -> None:
+def part_compare(threads: int | None, baseline: Path, repeat: int, amp: str | None = None) -> None:
     import numpy as np
 
-    print(f"{_cpu()}\nbaseline {baseline} ({_git_head(baseline)}) vs this tree ({_git_head(ROOT)}), "
-          f"interleaved, {repeat} runs each")
+    print(f"{_cpu()}\nbaseline {baseline} ({_git_head(baseline)}) vs this tree ({_git_head(ROOT)})"
+          f"{f' with {amp} autocast (opt-in; not the same output)' if amp else ''}, interleaved, {repeat} runs each")
     runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
     for i in range(repeat):
         for name, root in (("baseline", baseline), ("this tree", ROOT)):
             out = f"/tmp/refsr_compare_{os.getpid()}_{name.replace(' ', '_')}.npy"
-            r = _child(["compare", out], threads, root)
+            r = _child(["compare", out] + ([amp] if amp and root == ROOT else []), threads, root)
             r["out"] = out
             runs[name].append(r)
             print(f"run {i + 1} {name}: {r['wall_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
@@ -513,6 +514,7 @@ def main() -> None:
     parser.add_argument("--ref", default="1920x1440", help="stages/paper: reference size WxH")
     parser.add_argument("--baseline-root", type=Path, help="compare: a checkout of the code to compare against")
     parser.add_argument("--repeat", type=int, default=2, help="compare: runs of each")
+    parser.add_argument("--amp", choices=("bfloat16",), help="compare: this tree with autocast (opt-in setting)")
     parser.add_argument("--max-side", type=int, default=640, help="bf16: cap the validation photos' long side")
     parser.add_argument("--targets", type=int, default=3, help="reuse: targets sharing the reference")
     parser.add_argument("--paper-tile", type=int, default=64, help="paper: LR tile side of the tiled rows")
@@ -540,7 +542,7 @@ def main() -> None:
     elif args.part == "compare":
         if args.baseline_root is None:
             parser.error("--part compare needs --baseline-root")
-        part_compare(args.threads, args.baseline_root.resolve(), args.repeat)
+        part_compare(args.threads, args.baseline_root.resolve(), args.repeat, args.amp)
     else:  # the paper case has its own default sizes
         part_paper(args.threads, size(args.lr) if args.lr != "480x360" else [160, 120],
                    size(args.ref) if args.ref != "1920x1440" else [640, 480], args.paper_tile)
