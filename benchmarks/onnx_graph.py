@@ -4,12 +4,12 @@ ONNX Runtime is the engine immich's ML service runs on CPU. The graph exported h
 :class:`~ttsr_core.net.MainNet`'s function in :mod:`ttsr_core.fused`'s order (1×1 convolutions
 before the bicubic upsampling that follows them), with the upsampling written as depthwise
 convolutions (:func:`bicubic_up_graph`). Exported as it is, MainNet's bicubic ``F.interpolate``
-becomes ORT's cubic ``Resize``, and that graph took 8.9 s per tile against 1.7 s fused
+becomes ORT's cubic ``Resize``, and that graph took 8.9 s per tile against 1.5 s fused
 (benchmarks/README.md, "ONNX Runtime and int8"). Only float rounding differs from the eager
 reference (tests/test_onnx_graph.py).
 
-A measurement, not a backend: in float32 this graph ran 0.92× the speed of ``Backend.FUSED`` on the
-tile case, so nothing in ttsr_core imports it.
+A measurement, not a backend: in float32 this graph ran at 0.80× the speed of ``Backend.FUSED`` on
+the tile case, so nothing in ttsr_core imports it.
 """
 from __future__ import annotations
 
