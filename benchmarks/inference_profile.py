@@ -7,6 +7,8 @@
     .venv/bin/python benchmarks/inference_profile.py --part bf16      # bf16 autocast: Y-PSNR cost, speed
     .venv/bin/python benchmarks/inference_profile.py --part compile   # torch.compile (inductor) vs fused
     .venv/bin/python benchmarks/inference_profile.py --part reuse     # targets sharing a reference: the cache
+    .venv/bin/python benchmarks/inference_profile.py --part onnx      # ONNX Runtime main network / LTE vs torch
+    .venv/bin/python benchmarks/inference_profile.py --part int8      # static int8 (ORT): speed, Y-PSNR cost
 
 ``stages``: shipped compact model (``--model ttsr``: paper preset, random weights), LR 480×360 + a
 1920×1440 reference, one untiled pass; multiply-adds from ``ttsr_core.cost``; the main network by
@@ -261,21 +263,14 @@ def child_paper(kind: str, lr_size: list[int], ref_size: list[int], out_path: st
             "threads": torch.get_num_threads()}
 
 
-def child_bf16(max_side: int) -> dict:
-    """Shipped model on data/validation pairs: float32 vs bf16 autocast, Y-PSNR against the HR target."""
+def _validation_pairs(max_side: int):  # type: ignore[no-untyped-def]
+    """data/validation pairs as (name, HR target, LR, reference): photos capped at ``max_side`` px, LR = HR↓4."""
     import numpy as np
-    import torch
     from PIL import Image
 
     from ttsr_core.arrays import resize_bicubic
-    from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import prepare_for_inference, super_resolve
-    from ttsr_core.metrics import psnr_y
 
-    model, weights = _load("ttsr-lite")
-    model = prepare_for_inference(model, torch.device("cpu"))
     data = ROOT / "data" / "validation"
-    rows = []
     for line in (data / "pairs.tsv").read_text().strip().splitlines():
         names = line.split("\t")[:2]
         photos = []
@@ -286,12 +281,27 @@ def child_bf16(max_side: int) -> dict:
                 im = im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC)
             photos.append(np.asarray(im))
         hr = photos[0][: photos[0].shape[0] // 4 * 4, : photos[0].shape[1] // 4 * 4]
-        lr = resize_bicubic(hr, hr.shape[1] // 4, hr.shape[0] // 4)
-        row = {"pair": f"{names[0]} ← {names[1]}", "lr": f"{lr.shape[1]}×{lr.shape[0]}"}
+        yield f"{names[0]} ← {names[1]}", hr, resize_bicubic(hr, hr.shape[1] // 4, hr.shape[0] // 4), photos[1]
+
+
+def child_bf16(max_side: int) -> dict:
+    """Shipped model on data/validation pairs: float32 vs bf16 autocast, Y-PSNR against the HR target."""
+    import numpy as np
+    import torch
+
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.inference import prepare_for_inference, super_resolve
+    from ttsr_core.metrics import psnr_y
+
+    model, weights = _load("ttsr-lite")
+    model = prepare_for_inference(model, torch.device("cpu"))
+    rows = []
+    for pair, hr, lr, ref in _validation_pairs(max_side):
+        row = {"pair": pair, "lr": f"{lr.shape[1]}×{lr.shape[0]}"}
         for amp in (None, "bfloat16"):
             out = []
             row[f"s_{amp or 'float32'}"] = _timed(lambda: out.append(super_resolve(
-                model, lr, [photos[1]], search=SearchConfig(mode=SearchMode.FAST), amp_dtype=amp)))
+                model, lr, [ref], search=SearchConfig(mode=SearchMode.FAST), amp_dtype=amp)))
             sr = out[0]
             row[f"psnr_{amp or 'float32'}"] = psnr_y(sr.image, hr)
             row[f"image_{amp or 'float32'}"] = sr.image
@@ -356,6 +366,219 @@ def child_reuse(targets: int) -> dict:
         rows[-2:] = [(plain_s, cached_s)]
     return {"weights": weights, "rows": rows, "same": same, "hits": cache.hits, "misses": cache.misses,
             "peak_rss_mb": _peak_mb(), "threads": torch.get_num_threads()}
+
+
+def _tile_case(model):  # type: ignore[no-untyped-def]
+    """The main network's inputs for the top-left 248×188 tile of the whole case (tiles of ``refsr sr``), and its LR↑."""
+    import numpy as np
+
+    from search_speed import _enhance_case
+    from ttsr_core.arrays import resize_bicubic
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.inference import prepare_reference, to_tensor
+
+    lr_full, ref = _enhance_case()
+    lr = np.ascontiguousarray(lr_full[:188, :248])
+    prep = prepare_reference(ref)
+    lr_up = to_tensor(resize_bicubic(lr, 4 * 248, 4 * 188))
+    encoded = model.encode_references([to_tensor(prep.ref)], [to_tensor(prep.ref_down_up)])
+    t = model.transfer(lr_up, encoded, SearchConfig(mode=SearchMode.FAST))
+    return (to_tensor(lr), t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1), lr_up, encoded
+
+
+def child_onnx(repeat: int) -> dict:
+    """Eager vs fused vs ONNX Runtime main network on one tile, interleaved; the LTE in torch vs ONNX Runtime."""
+    import onnxruntime as ort
+    import torch
+
+    from onnx_graph import INPUTS, export, export_main_net, make_session, run
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.fused import fused_forward
+    from ttsr_core.heap import retained_heap
+    from ttsr_core.inference import prepare_for_inference
+    from ttsr_core.search import search_indices
+
+    model, weights = _load("ttsr-lite")
+    model = prepare_for_inference(model, torch.device("cpu"))
+    threads = torch.get_num_threads()
+    out: dict = {"weights": weights, "threads": threads, "ort": ort.__version__, "repeat": repeat}
+    with retained_heap(), torch.inference_mode():
+        args, lr_up, encoded = _tile_case(model)
+        net = model.MainNet
+        t0 = time.perf_counter()
+        session = make_session(export_main_net(net, args), threads)
+        out["session_s"] = time.perf_counter() - t0  # export + graph optimisation: once per model
+        # MainNet exported as it is: its bicubic F.interpolate becomes ORT's cubic Resize.
+        plain = make_session(export(net, args, INPUTS, ("sr",)), threads)
+        eager = net(*args)
+        runs = {"eager": lambda: net(*args), "fused": lambda: fused_forward(net, *args),
+                "onnx, MainNet as it is": lambda: run(plain, args),
+                "onnx": lambda: run(session, args)}  # onnx: with the copies of inputs and output
+        out["main_max_diff"] = {k: float((fn() - eager).abs().max()) for k, fn in runs.items() if k != "eager"}
+        out["main_s"] = _interleaved(runs, repeat)
+
+        # The LTE, plainly exported (convolutions, ReLU, max-pooling), on the tile's LR↑ (the queries).
+        lte = make_session(export(model.LTE, (lr_up,), ("x",), ("lv1", "lv2", "lv3")), threads)
+        feed = {"x": lr_up.contiguous().numpy()}
+        q_torch = model.LTE(lr_up)[2]
+        q_ort = torch.from_numpy(lte.run(None, feed)[2])
+        out["lte_s"] = _interleaved({"torch": lambda: model.LTE(lr_up), "onnx": lambda: lte.run(None, feed)}, repeat)
+        out["lte_max_diff"] = float((q_ort - q_torch).abs().max())
+        # What that rounding does downstream: hard-attention matches that change (the search's argmax).
+        cfg = SearchConfig(mode=SearchMode.FAST)
+        a = search_indices(q_torch[0], [encoded.keys_lv3[0][0]], cfg)
+        b = search_indices(q_ort[0], [encoded.keys_lv3[0][0]], cfg)
+        out["lte_flipped"] = [int((a != b).sum()), int(a.numel())]
+    return out
+
+
+def _calibration_inputs(model, count: int, lr_side: int) -> list:  # type: ignore[no-untyped-def]
+    """Main-network inputs from the first ``count`` training photos (sorted): a centre crop of lr_side LR px,
+    referenced by the whole photo (capped at 640 px) offset by 30 px, so matches are close but not pixel-equal."""
+    import numpy as np
+    from PIL import Image
+
+    from ttsr_core.arrays import resize_bicubic
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.inference import prepare_reference, to_tensor
+
+    photos = sorted(p for p in (ROOT / "data" / "training").iterdir() if p.suffix.lower() in (".jpg", ".png"))[:count]
+    inputs = []
+    for path in photos:
+        im = Image.open(path).convert("RGB")
+        s = min(1.0, 640 / max(im.size))
+        im = np.asarray(im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC))
+        side = 4 * lr_side
+        y, x = (im.shape[0] - side) // 2, (im.shape[1] - side) // 2
+        hr = im[y : y + side, x : x + side]
+        lr = resize_bicubic(hr, lr_side, lr_side)
+        prep = prepare_reference(np.ascontiguousarray(im[30:, 30:]))
+        encoded = model.encode_references([to_tensor(prep.ref)], [to_tensor(prep.ref_down_up)])
+        t = model.transfer(to_tensor(resize_bicubic(lr, side, side)), encoded, SearchConfig(mode=SearchMode.FAST))
+        inputs.append((to_tensor(lr), t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1))
+    return inputs
+
+
+def _quantize(fp32: bytes, calibration: list, fmt: str) -> bytes:
+    """ONNX Runtime static int8 quantisation: per-channel int8 weights, uint8 activations, MinMax calibration.
+
+    The bicubic upsamplings (depthwise and transposed convolutions of onnx_graph) stay float32: they
+    are fixed interpolation, not learnt layers, and int8 bicubic weights would blur every texture map.
+    """
+    import tempfile
+
+    import onnx
+
+    from onnx_graph import feeds
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.samples = iter([feeds(args) for args in calibration])
+
+        def get_next(self):  # type: ignore[no-untyped-def]
+            return next(self.samples, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32)
+        graph = onnx.load_from_string(fp32).graph
+        upsampling = [n.name for n in graph.node if n.op_type == "ConvTranspose" or (n.op_type == "Conv" and any(
+            a.name == "group" and a.i > 1 for a in n.attribute))]
+        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=upsampling)
+        return dst.read_bytes()
+
+
+def _whole_with(model, session, repeat: int) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
+    """``refsr sr``'s whole computation (enhance_arrays, default settings) on the 480×360 + 1920×1440 case,
+    its main network fused vs run by ``session`` (standing in for ``fused_forward``), interleaved."""
+    import ttsr_core.net as net_module
+    from onnx_graph import run
+    from pipeline.enhance import enhance_arrays
+    from pipeline.params import EnhanceParams
+    from search_speed import _enhance_case
+
+    lr, ref = _enhance_case()
+    fused = net_module.fused_forward
+
+    def with_session():  # type: ignore[no-untyped-def]
+        net_module.fused_forward = lambda net, *args: run(session, args)
+        try:
+            enhance_arrays(model, lr, [ref], EnhanceParams())
+        finally:
+            net_module.fused_forward = fused
+
+    times: dict[str, list[float]] = {"fused": [], "onnx int8": []}
+    for _ in range(repeat):
+        times["fused"].append(_timed(lambda: enhance_arrays(model, lr, [ref], EnhanceParams())))
+        times["onnx int8"].append(_timed(with_session))
+    return times
+
+
+def child_int8(repeat: int, max_side: int, calib_count: int, fmt: str) -> dict:
+    """Static int8 main network (ONNX Runtime): speed on the tile case against fp32 ORT and fused, Y-PSNR cost on data/validation."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from onnx_graph import export_main_net, make_session, run
+    from ttsr_core.config import SearchConfig, SearchMode
+    from ttsr_core.fused import fused_forward
+    from ttsr_core.heap import retained_heap
+    from ttsr_core.inference import prepare_for_inference, super_resolve
+    from ttsr_core.metrics import psnr_y
+
+    model, weights = _load("ttsr-lite")
+    model = prepare_for_inference(model, torch.device("cpu"))
+    threads = torch.get_num_threads()
+    out: dict = {"weights": weights, "threads": threads, "ort": ort.__version__, "repeat": repeat, "format": fmt,
+                 "calibration": calib_count}
+    with retained_heap(), torch.inference_mode():
+        args, _, _ = _tile_case(model)
+        net = model.MainNet
+        fp32 = export_main_net(net, args)
+        t0 = time.perf_counter()
+        int8 = _quantize(fp32, _calibration_inputs(model, calib_count, 64), fmt)
+        out["quantize_s"] = time.perf_counter() - t0
+        sessions = {"onnx fp32": make_session(fp32, threads), "onnx int8": make_session(int8, threads)}
+        eager = net(*args)
+        runs = {"fused": lambda: fused_forward(net, *args), **{k: (lambda s=s: run(s, args)) for k, s in sessions.items()}}
+        out["main_max_diff"] = {k: float((fn() - eager).abs().max()) for k, fn in runs.items()}
+        out["main_s"] = _interleaved(runs, repeat)
+    out["whole"] = _whole_with(model, sessions["onnx int8"], max(2, repeat // 3))
+
+    with retained_heap(), torch.inference_mode():
+        # The whole enhancement of each validation pair, its main network run three ways: the default
+        # (fused), and each session standing in for MainNet.forward (what backend="eager" calls).
+        rows = []
+        for pair, hr, lr, ref in _validation_pairs(max_side):
+            row = {"pair": pair, "lr": f"{lr.shape[1]}×{lr.shape[0]}"}
+            for name in ("fused", *sessions):
+                if name in sessions:
+                    net.forward = lambda *a, s=sessions[name]: run(s, a)
+                sr = super_resolve(model, lr, [ref], search=SearchConfig(mode=SearchMode.FAST),
+                                   backend=None if name == "fused" else "eager")
+                net.__dict__.pop("forward", None)
+                row[f"psnr {name}"] = psnr_y(sr.image, hr)
+                row[f"image {name}"] = sr.image.astype(int)
+            row["max_grey_diff"] = int(np.abs(row.pop("image onnx int8") - row["image fused"]).max())
+            row["max_grey_diff_fp32"] = int(np.abs(row.pop("image onnx fp32") - row.pop("image fused")).max())
+            rows.append(row)
+        out["rows"] = rows
+    return out
+
+
+def _interleaved(runs: dict, repeat: int) -> dict[str, list[float]]:
+    """Each callable once for warm-up, then ``repeat`` rounds of all of them in turn: other load lands on all alike."""
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeat):
+        for k, fn in runs.items():
+            times[k].append(_timed(fn))
+    return times
 
 
 # ------------------------------------------------------------------------------------------- parent
@@ -475,6 +698,69 @@ def part_bf16(threads: int | None, max_side: int) -> None:
           f"{mean['psnr_bfloat16'] - mean['psnr_float32']:+.3f} | | {mean['s_float32']:.1f} | {mean['s_bfloat16']:.1f} |")
 
 
+def _need_ort() -> bool:
+    """onnx (the exporter writes its protobuf; int8 reads the graph) and onnxruntime: not dependencies."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"this part needs {' and '.join(missing)}, not installed: .venv/bin/pip install onnx onnxruntime")
+    return not missing
+
+
+def part_onnx(threads: int | None, repeat: int) -> None:
+    if not _need_ort():
+        return
+    r = _child(["onnx", repeat], threads)
+    print(f"{_cpu()}\nttsr-lite ({r['weights']}), one 248×188 tile of the 480×360 + 1920×1440 case (output 992×752), "
+          f"fast search, onnxruntime {r['ort']} CPUExecutionProvider, graph optimisation ALL, {r['threads']} threads "
+          f"(torch and ORT intra-op), {r['repeat']} interleaved runs each\n")
+    best = {k: min(v) for k, v in r["main_s"].items()}
+    print("| main network | best s | runs s | × vs fused | max |Δ| vs eager |")
+    print("| --- | ---: | --- | ---: | ---: |")
+    for k, v in r["main_s"].items():
+        diff = r["main_max_diff"].get(k, 0.0)
+        print(f"| {k} | {best[k]:.2f} | {', '.join(f'{x:.2f}' for x in v)} | {best['fused'] / best[k]:.2f} | "
+              f"{diff:.1e} |")
+    print(f"\nONNX session, first use (export + graph optimisation): {r['session_s']:.1f} s")
+    lte = {k: min(v) for k, v in r["lte_s"].items()}
+    flipped, total = r["lte_flipped"]
+    print(f"LTE on the tile's LR↑ (992×752): torch {lte['torch']:.2f} s, ONNX Runtime {lte['onnx']:.2f} s (best of "
+          f"{r['repeat']}); lv3 max |Δ| {r['lte_max_diff']:.1e}; hard-attention matches changed by it: "
+          f"{flipped} of {total} ({flipped / total:.2%})")
+
+
+def part_int8(threads: int | None, repeat: int, max_side: int, calib: int, fmt: str) -> None:
+    if not _need_ort():
+        return
+    r = _child(["int8", repeat, max_side, calib, fmt], threads)
+    print(f"{_cpu()}\nttsr-lite ({r['weights']}), onnxruntime {r['ort']} static int8 ({r['format'].upper()}, per-channel "
+          f"int8 weights, uint8 activations, MinMax calibration on {r['calibration']} training crops of 64×64 LR px), "
+          f"{r['threads']} threads; quantisation took {r['quantize_s']:.0f} s\n")
+    print(f"Main network on one 248×188 tile (output 992×752), {r['repeat']} interleaved runs each:\n")
+    best = {k: min(v) for k, v in r["main_s"].items()}
+    print("| main network | best s | runs s | × vs fused | max |Δ| vs eager |")
+    print("| --- | ---: | --- | ---: | ---: |")
+    for k, v in r["main_s"].items():
+        print(f"| {k} | {best[k]:.2f} | {', '.join(f'{x:.2f}' for x in v)} | {best['fused'] / best[k]:.2f} | "
+              f"{r['main_max_diff'][k]:.1e} |")
+    w = r["whole"]
+    print(f"\nWhole `refsr sr` case (enhance_arrays, default settings, 480×360 + 1920×1440, tiled), "
+          f"{len(w['fused'])} interleaved runs each: fused {', '.join(f'{x:.1f}' for x in w['fused'])} s, "
+          f"ORT int8 main network {', '.join(f'{x:.1f}' for x in w['onnx int8'])} s; best {min(w['fused']):.1f} vs "
+          f"{min(w['onnx int8']):.1f} s ({min(w['fused']) / min(w['onnx int8']):.2f}×)")
+    print(f"\nValidation pairs, photos capped at {max_side} px, fast search, untiled; Y-PSNR against the HR photo:\n")
+    print("| pair | LR | Y-PSNR fused | Y-PSNR ORT fp32 | Y-PSNR ORT int8 | Δ dB int8 | max grey diff int8 / fp32 vs fused |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for x in r["rows"]:
+        print(f"| {x['pair']} | {x['lr']} | {x['psnr fused']:.3f} | {x['psnr onnx fp32']:.3f} | {x['psnr onnx int8']:.3f} | "
+              f"{x['psnr onnx int8'] - x['psnr fused']:+.3f} | {x['max_grey_diff']} / {x['max_grey_diff_fp32']} |")
+    n = len(r["rows"])
+    mean = {k: sum(x[k] for x in r["rows"]) / n for k in ("psnr fused", "psnr onnx fp32", "psnr onnx int8")}
+    print(f"| **mean** | | {mean['psnr fused']:.3f} | {mean['psnr onnx fp32']:.3f} | {mean['psnr onnx int8']:.3f} | "
+          f"{mean['psnr onnx int8'] - mean['psnr fused']:+.3f} | |")
+
+
 def _git_head(root: Path) -> str:
     return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
@@ -506,18 +792,21 @@ def part_reuse(threads: int | None, targets: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("peak", "stages", "compare", "paper", "bf16", "compile", "reuse"), default="stages")
+    parser.add_argument("--part", choices=("peak", "stages", "compare", "paper", "bf16", "compile", "reuse", "onnx",
+                                           "int8"), default="stages")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the measuring processes")
     parser.add_argument("--model", default="ttsr-lite", help="stages: preset (ttsr-lite = the shipped checkpoint)")
     parser.add_argument("--mode", default="fast", choices=("fast", "exact"), help="stages: search mode")
     parser.add_argument("--lr", default="480x360", help="stages/paper: LR size WxH")
     parser.add_argument("--ref", default="1920x1440", help="stages/paper: reference size WxH")
     parser.add_argument("--baseline-root", type=Path, help="compare: a checkout of the code to compare against")
-    parser.add_argument("--repeat", type=int, default=2, help="compare: runs of each")
+    parser.add_argument("--repeat", type=int, default=None, help="compare: runs of each (2); onnx/int8: interleaved runs (5)")
     parser.add_argument("--amp", choices=("bfloat16",), help="compare: this tree with autocast (opt-in setting)")
-    parser.add_argument("--max-side", type=int, default=640, help="bf16: cap the validation photos' long side")
+    parser.add_argument("--max-side", type=int, default=640, help="bf16/int8: cap the validation photos' long side")
     parser.add_argument("--targets", type=int, default=3, help="reuse: targets sharing the reference")
     parser.add_argument("--paper-tile", type=int, default=64, help="paper: LR tile side of the tiled rows")
+    parser.add_argument("--calibration", type=int, default=8, help="int8: training photos to calibrate on")
+    parser.add_argument("--quant-format", default="qdq", choices=("qdq", "qoperator"), help="int8: ONNX quantised format")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -525,7 +814,8 @@ def main() -> None:
     if args.child:
         kind, *rest = json.loads(args.child)
         fn = {"peak": child_peak, "stages": child_stages, "compare": child_compare, "paper": child_paper,
-              "bf16": child_bf16, "compile": child_compile, "reuse": child_reuse}[kind]
+              "bf16": child_bf16, "compile": child_compile, "reuse": child_reuse, "onnx": child_onnx,
+              "int8": child_int8}[kind]
         print(json.dumps(fn(*rest)))
         return
     size = lambda s: [int(v) for v in s.split("x")]  # noqa: E731
@@ -539,10 +829,14 @@ def main() -> None:
         part_compile(args.threads)
     elif args.part == "reuse":
         part_reuse(args.threads, args.targets)
+    elif args.part == "onnx":
+        part_onnx(args.threads, args.repeat or 5)
+    elif args.part == "int8":
+        part_int8(args.threads, args.repeat or 5, args.max_side, args.calibration, args.quant_format)
     elif args.part == "compare":
         if args.baseline_root is None:
             parser.error("--part compare needs --baseline-root")
-        part_compare(args.threads, args.baseline_root.resolve(), args.repeat, args.amp)
+        part_compare(args.threads, args.baseline_root.resolve(), args.repeat or 2, args.amp)
     else:  # the paper case has its own default sizes
         part_paper(args.threads, size(args.lr) if args.lr != "480x360" else [160, 120],
                    size(args.ref) if args.ref != "1920x1440" else [640, 480], args.paper_tile)
