@@ -107,15 +107,37 @@ def _load(model_name: str):  # type: ignore[no-untyped-def]
     return TTSR(preset(model_name)).eval(), "random weights"
 
 
-def _stage_marks(net, names: dict[str, list[str]], marks: dict[str, float]) -> list:  # type: ignore[no-untyped-def]
-    """Pre-hooks that record when each stage's first module runs (the earliest of its listed modules)."""
-    handles = []
-    for stage, modules in names.items():
-        for name in modules:
+class _StageMarks:
+    """Records when each stage's first module runs (the earliest of its listed modules), in either backend.
+
+    Eager calls the modules (forward pre-hooks see it); the fused backend hands most convolutions'
+    weights to ``conv_ops.conv_fused`` without calling them, so that function is watched too.
+    """
+
+    def __init__(self, net, names: dict[str, list[str]], marks: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
+        import ttsr_core.fused as fused
+
+        self.fused, self.original = fused, fused.conv_fused
+        stage_of = {id(net.get_submodule(n)): stage for stage, mods in names.items() for n in mods}
+        self.handles = []
+        for module_id, stage in stage_of.items():
+            module = next(m for m in net.modules() if id(m) == module_id)
+
             def hook(module, args, stage=stage):  # type: ignore[no-untyped-def]
                 marks.setdefault(stage, time.perf_counter())
-            handles.append(net.get_submodule(name).register_forward_pre_hook(hook))
-    return handles
+            self.handles.append(module.register_forward_pre_hook(hook))
+        original = self.original
+
+        def watched(conv, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if id(conv) in stage_of:
+                marks.setdefault(stage_of[id(conv)], time.perf_counter())
+            return original(conv, *args, **kwargs)
+        fused.conv_fused = watched
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.fused.conv_fused = self.original
 
 
 STAGE_STARTS = {"main ×1": ["SFE.conv_head"], "main ×2": ["conv12"], "main ×4": ["conv23"],
@@ -170,12 +192,11 @@ def child_stages(model_name: str, lr_size: list[int], ref_size: list[int], mode:
         # Twice each, alternating, the faster run kept: the first run of a process also grows its heap.
         for name, fn in 2 * (("eager", model.MainNet), ("fused", lambda *a: fused_forward(model.MainNet, *a))):
             marks: dict[str, float] = {}
-            handles = _stage_marks(model.MainNet, STAGE_STARTS, marks)
+            watch = _StageMarks(model.MainNet, STAGE_STARTS, marks)
             t0 = time.perf_counter()
             fn(*args)
             end = time.perf_counter()
-            for hd in handles:
-                hd.remove()
+            watch.remove()
             order = sorted(marks, key=marks.get) + ["end"]
             marks["end"] = end
             run = {s: marks[order[i + 1]] - marks[s] for i, s in enumerate(order[:-1])}

@@ -24,9 +24,21 @@ def unfold_rows(padded: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
     return F.unfold(padded[None, :, r0 : r1 + 2, :], kernel_size=3)[0]
 
 
-def normalised_patches(padded: torch.Tensor, r0: int, r1: int, dtype: torch.dtype) -> torch.Tensor:
-    """L2-normalised 3×3 patches of rows [r0, r1) as rows: (positions, C*9)."""
-    return F.normalize(unfold_rows(padded, r0, r1), dim=0).t().to(dtype)
+def normalised_patches(
+    padded: torch.Tensor, r0: int, r1: int, dtype: torch.dtype, contiguous: bool = False
+) -> torch.Tensor:
+    """L2-normalised 3×3 patches of rows [r0, r1) as rows: (positions, C*9).
+
+    ``contiguous``: written row-major in the same pass as the division (the same values), for a
+    product that needs contiguous rows; otherwise a transposed view, as MKL's product has always read.
+    """
+    patches = unfold_rows(padded, r0, r1)  # (C*9, positions)
+    if not contiguous:
+        return F.normalize(patches, dim=0).t().to(dtype)
+    # F.normalize's own arithmetic (x / max(‖x‖, eps)), its result written transposed.
+    norm = patches.norm(2, 0, keepdim=True).clamp_min(NORM_EPS)
+    out = torch.empty(patches.shape[1], patches.shape[0], dtype=patches.dtype, device=patches.device)
+    return torch.div(patches.t(), norm.t(), out=out).to(dtype)
 
 
 def _band_rows(positions: int, width: int) -> int:
@@ -66,7 +78,7 @@ def exact_search(
     # query band, so unfolding them once saves (query bands − 1) unfolds.
     cache_keys = total_keys * d <= budget / 2
     if cache_keys:
-        key_mat = torch.cat([normalised_patches(kp, 0, kp.shape[1] - 2, dtype) for kp in kpads])  # (K, D)
+        key_mat = torch.cat([normalised_patches(kp, 0, kp.shape[1] - 2, dtype, onednn) for kp in kpads])  # (K, D)
         q_pos = max(1, int((budget - total_keys * d) / (d + total_keys + 2)))
         key_rows = None
     else:
@@ -81,7 +93,7 @@ def exact_search(
     best_idx = torch.zeros(h * w, dtype=torch.long, device=q.device)
     for y0 in range(0, h, q_rows):
         y1 = min(h, y0 + q_rows)
-        qn = normalised_patches(qpad, y0, y1, dtype)  # (qc, D)
+        qn = normalised_patches(qpad, y0, y1, dtype, onednn)  # (qc, D)
         sl = slice(y0 * w, y1 * w)
         if key_mat is not None:
             val, arg = _block_max(qn, key_mat, onednn)
@@ -93,7 +105,7 @@ def exact_search(
             hk, wk = kp.shape[1] - 2, kp.shape[2] - 2
             for r0 in range(0, hk, rows):
                 r1 = min(hk, r0 + rows)
-                kn = normalised_patches(kp, r0, r1, dtype)  # (kc, D)
+                kn = normalised_patches(kp, r0, r1, dtype, onednn)  # (kc, D)
                 val, arg = _block_max(qn, kn, onednn)
                 val = val.float()
                 better = val > bv  # strict: the first position wins ties, as a single max does

@@ -128,3 +128,15 @@ def test_inference_soft_attention_matches_the_differentiable_one(case: dict[str,
         grad_path = search_and_transfer(*args)  # relevance_at, as training uses it
     assert torch.equal(fast_path.hard_attention, grad_path.hard_attention)
     torch.testing.assert_close(fast_path.soft_attention, grad_path.soft_attention.detach(), atol=1e-6, rtol=0)
+
+
+def test_row_major_normalised_patches_are_the_same_values() -> None:
+    """The oneDNN product reads rows written in the division's pass; they must equal F.normalize's."""
+    from ttsr_core.relevance import normalised_patches
+
+    padded = F.pad(_feats(51, 8, 9, 13)[0], (1, 1, 1, 1))
+    padded[:, 2:5, 2:6] = 0  # zero patches hit the eps clamp
+    view = normalised_patches(padded, 1, 8, torch.float32)
+    rows = normalised_patches(padded, 1, 8, torch.float32, contiguous=True)
+    assert rows.is_contiguous() and not view.is_contiguous()
+    assert torch.equal(rows, view)
