@@ -37,6 +37,7 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
     try:
         settings = Settings.from_env(
             home=get("home"), database_url=get("database_url"), model_path=get("model"), device=get("device"),
+            precision=get("precision"),
             search=get("search"), embedder=get("embedder"), min_ref_side=get("min_ref_side"),
             max_target_side=get("max_target_side"), ref_ratio=get("ref_ratio"), top_k=get("top_k"),
             refs=get("refs"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),

@@ -51,13 +51,22 @@ def _gpu_lock_path() -> Path:
     return Path(tempfile.gettempdir()) / "refsr-gpu-locks" / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}.lock"
 
 
-def resolve_device(choice: DeviceChoice) -> DeviceSpec:
-    """auto → CUDA (bf16 autocast where supported, else fp16) when present, else CPU in float32."""
-    from ttsr_core.device import default_amp
+def resolve_device(choice: DeviceChoice, precision: Precision | None = None) -> DeviceSpec:
+    """auto → CUDA (bf16 autocast where supported, else fp16) when present, else CPU in float32.
+
+    ``precision`` overrides the device's default autocast (float32 = none).
+    """
+    from ttsr_core.device import cpu_has_native_bf16, default_amp
     from ttsr_core.device import resolve_device as resolve_torch_device
 
     device = resolve_torch_device(choice.value)
-    return DeviceSpec(device.type, default_amp(device))
+    amp = default_amp(device) if precision is None else None if precision is Precision.FLOAT32 else precision
+    if device.type == "cpu" and amp is Precision.FLOAT16:
+        raise ValueError("float16 autocast needs a CUDA device (none here); on a CPU use bfloat16 or float32")
+    if device.type == "cpu" and amp is Precision.BFLOAT16 and not cpu_has_native_bf16():
+        logger.warning("this CPU has no native bf16 (avx512_bf16 or AMX): bf16 products are emulated and "
+                       "much slower than float32; drop --precision bfloat16")
+    return DeviceSpec(device.type, amp)
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class ResourceSpec:
     database_url: str
     model_path: Path
     device: DeviceChoice
+    precision: Precision | None
     embedder: EmbedderKind
     embedder_settings: EmbedderSettings
     device_slots: int
@@ -77,8 +87,8 @@ class ResourceSpec:
 
     @classmethod
     def of(cls, settings: Settings) -> ResourceSpec:
-        return cls(settings.database_url, Path(settings.model_path).resolve(), settings.device, settings.embedder,
-                   settings.embedder_settings(), settings.device_slots, settings.reference_cache_mb)
+        return cls(settings.database_url, Path(settings.model_path).resolve(), settings.device, settings.precision,
+                   settings.embedder, settings.embedder_settings(), settings.device_slots, settings.reference_cache_mb)
 
 
 class Resources:
@@ -119,7 +129,7 @@ class Resources:
     def device(self) -> DeviceSpec:
         with self._lock:
             if self._device is None:
-                self._device = resolve_device(self.spec.device)
+                self._device = resolve_device(self.spec.device, self.spec.precision)
             return self._device
 
     def model(self) -> LoadedCheckpoint:

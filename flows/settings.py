@@ -81,6 +81,9 @@ class Settings:
     database_url: str
     model_path: Path
     device: DeviceChoice = DeviceChoice.AUTO
+    # Autocast; None = the device's default (bf16, else fp16, on CUDA; float32 on CPU, where bf16 is an
+    # opt-in worth taking only with native bf16: benchmarks/README.md, "bf16 autocast on this CPU").
+    precision: Precision | None = None
     search: SearchMode = SearchMode.FAST
     embedder: EmbedderKind = EmbedderKind.AUTO
     clip_weights: Path | None = None  # open_clip weights (file or folder); None: the Hugging Face cache
@@ -120,6 +123,9 @@ class Settings:
         object.__setattr__(self, "home", Path(self.home))
         object.__setattr__(self, "model_path", Path(self.model_path))
         object.__setattr__(self, "device", DeviceChoice(self.device))
+        object.__setattr__(self, "precision", Precision.parse(self.precision, "Settings.precision"))
+        if self.device is DeviceChoice.CPU and self.precision is Precision.FLOAT16:
+            raise ValueError("float16 autocast needs a CUDA device; on a CPU use bfloat16 (or float32)")
         object.__setattr__(self, "search", SearchMode(self.search))
         object.__setattr__(self, "embedder", EmbedderKind(self.embedder))
         if self.out_dir is not None:

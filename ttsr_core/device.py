@@ -30,6 +30,16 @@ def default_amp(device: torch.device) -> Precision | None:
     return Precision.BFLOAT16 if torch.cuda.is_bf16_supported() else Precision.FLOAT16
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (avx512_bf16 or AMX); Linux's /proc/cpuinfo, else no."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def torch_dtype(precision: Precision | None) -> torch.dtype:
     """The torch dtype of a precision; None is float32."""
     return getattr(torch, (Precision.parse(precision, "precision") or Precision.FLOAT32).value)

@@ -303,3 +303,33 @@ def test_a_job_taken_over_while_the_model_ran_is_left_to_its_new_holder(make_alb
     assert outcome.status is Outcome.ELSEWHERE and gave_up == [True]
     with resources_for(settings).sessions() as session:
         assert session.scalars(select(Enhancement)).all() == []
+
+
+def test_precision_setting_chooses_the_autocast(tmp_path: Path, tiny_model: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import flows.resources as resources
+    from flows.cli_parser import build_parser
+    from flows.settings import DeviceChoice
+    from ttsr_core.config import Precision
+
+    env = {"REFSR_HOME": str(tmp_path / "h"), "REFSR_MODEL": str(tiny_model)}
+    assert Settings.from_env(env).precision is None
+    assert Settings.from_env(env, precision="bfloat16").precision is Precision.BFLOAT16
+    with pytest.raises(ValueError, match="float16 autocast needs a CUDA device"):
+        Settings.from_env(env, device="cpu", precision="float16")
+    with pytest.raises(ValueError, match="Settings.precision"):
+        Settings.from_env(env, precision="int8")
+    assert build_parser().parse_args(["sr", "a.jpg", "--ref", "b.jpg", "--out", "c.png", "--precision", "bfloat16"]).precision == "bfloat16"
+
+    cpu = DeviceChoice.CPU
+    assert resources.resolve_device(cpu).amp_dtype is None  # CPUs stay float32 unless asked
+    assert resources.resolve_device(cpu, Precision.FLOAT32).amp_dtype is None
+    monkeypatch.setattr("ttsr_core.device.cpu_has_native_bf16", lambda: True)
+    assert resources.resolve_device(cpu, Precision.BFLOAT16).amp_dtype is Precision.BFLOAT16
+    assert "no native bf16" not in caplog.text
+    monkeypatch.setattr("ttsr_core.device.cpu_has_native_bf16", lambda: False)
+    assert resources.resolve_device(cpu, Precision.BFLOAT16).amp_dtype is Precision.BFLOAT16
+    assert "no native bf16" in caplog.text  # allowed, with the reason it will be slow
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        resources.resolve_device(cpu, Precision.FLOAT16)
+    spec = resources.ResourceSpec.of(Settings.from_env(env, precision="bfloat16"))
+    assert spec.precision is Precision.BFLOAT16  # runs that differ in precision do not share a device spec
