@@ -45,6 +45,7 @@ class HeldClaim:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._settled = False
+        self._completed_in_session = False
         self._thread = threading.Thread(
             target=self._beat, name=f"claim-heartbeat-{held.job_key[:12]}", daemon=True
         )
@@ -76,6 +77,7 @@ class HeldClaim:
             # until the caller commits. It then finds the claim done and stops quietly.
             self._stop.set()
             complete(session, self.claim)
+            self._completed_in_session = True
 
     def release(self) -> bool:
         """Give the job back unfinished; False if it was no longer held."""
@@ -100,6 +102,11 @@ class HeldClaim:
             return
         self._settled = True
         if succeeded:
+            if self._completed_in_session:
+                # Done in the caller's committed transaction. The row may already be another
+                # owner's: a waiting machine re-claims a done job to check it (redo), and completing
+                # it again here would find it gone and fail a job that succeeded.
+                return
             complete(self._bind, self.claim)
             return
         try:
