@@ -234,18 +234,16 @@ def test_hold_settled_inside_the_block(engine: Engine) -> None:
         assert held is not None
         assert held.release() is True  # e.g. a failure to retry later; the exit keeps it released
     assert _status(engine, other) is ClaimStatus.released
-
-
-def test_a_job_done_in_the_callers_transaction_may_be_reclaimed_before_the_block_ends(engine: Engine) -> None:
-    """Another machine waiting on the key re-claims the done job (redo) to check it; the first block still ends cleanly."""
-    factory = make_session_factory(engine)
-    with claim_holder.hold(factory, KEY, "A") as held:
+    # A machine waiting on the key re-claims the done job (redo) to check it before this block has
+    # ended: the exit must not complete it a second time and fail a job that succeeded.
+    checked = sha("checked job")
+    with claim_holder.hold(factory, checked, "A") as held:
         assert held is not None
         with factory.begin() as session:
-            session.add(Album(root="/albums/recorded"))
             held.complete(session)
-        assert claims.claim(engine, KEY, "B", redo=True) is not None  # before A's block has ended
-    assert _status(engine, KEY) is ClaimStatus.claimed and claims.lookup(engine, KEY).owner == "B"
+        assert claims.claim(engine, checked, "B", redo=True) is not None
+    record = claims.lookup(engine, checked)
+    assert record is not None and record.status is ClaimStatus.claimed and record.owner == "B"
 
 
 @pytest.mark.parametrize(
