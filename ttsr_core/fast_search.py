@@ -79,9 +79,9 @@ def coarse_to_fine_search(q: torch.Tensor, keys: list[torch.Tensor], config: Sea
     return coarse_to_fine_relevance(q, keys, config)[0]
 
 
-def query_patch_norms(q: torch.Tensor) -> torch.Tensor:
-    """L2 norm of every zero-padded 3×3 patch of q (C, h, w), clamped as F.normalize does → (h*w,)."""
-    sq = F.avg_pool2d(q.pow(2).sum(0)[None, None], 3, stride=1, padding=1, count_include_pad=True)[0, 0] * 9
+def patch_norms(x: torch.Tensor) -> torch.Tensor:
+    """L2 norm of every zero-padded 3×3 patch of x (C, h, w), clamped as F.normalize does → (h*w,)."""
+    sq = F.avg_pool2d(x.pow(2).sum(0)[None, None], 3, stride=1, padding=1, count_include_pad=True)[0, 0] * 9
     return sq.sqrt().clamp_min(NORM_EPS).reshape(-1)
 
 
@@ -126,11 +126,7 @@ def coarse_to_fine_relevance(
     kflat = torch.cat([_channels_last_padded(k) for k in keys]).to(dtype)  # (Σ (Hk+2)(Wk+2), C)
     # Only the key norm changes a query's argmax (the query norm scales a whole row), so the Gram
     # sums are divided by it alone.
-    inv_norm = torch.cat([
-        (F.avg_pool2d(k.pow(2).sum(0)[None, None], 3, stride=1, padding=1, count_include_pad=True)[0, 0] * 9)
-        .sqrt().clamp_min(NORM_EPS).reciprocal().reshape(-1)
-        for k in keys
-    ])  # (K,)
+    inv_norm = torch.cat([patch_norms(k).reciprocal() for k in keys])  # (K,)
     kh = torch.tensor([s[0] for s in key_shapes], device=dev)
     kw = torch.tensor([s[1] for s in key_shapes], device=dev)
     sizes = kh * kw
@@ -192,4 +188,4 @@ def coarse_to_fine_relevance(
     index = torch.full((hc * wc, f * f), torch.iinfo(torch.long).max, device=dev).scatter_reduce(0, cells, cand, "amin")
     index = index.view(hc, wc, f, f).permute(0, 2, 1, 3).reshape(hc * f, wc * f)  # (hc f, wc f)
     score = top.view(hc, wc, f, f).permute(0, 2, 1, 3).reshape(hc * f, wc * f)[:h, :w].reshape(-1)
-    return index[:h, :w].reshape(-1), score / query_patch_norms(q)
+    return index[:h, :w].reshape(-1), score / patch_norms(q)
