@@ -83,7 +83,7 @@ class ResourceSpec:
     embedder: EmbedderKind
     embedder_settings: EmbedderSettings
     device_slots: int
-    reference_cache_mb: int = 0
+    reference_cache_mb: int
 
     @classmethod
     def of(cls, settings: Settings) -> ResourceSpec:
