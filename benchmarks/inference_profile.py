@@ -118,14 +118,16 @@ class _StageMarks:
         import ttsr_core.fused as fused
 
         self.fused, self.original = fused, fused.conv_fused
-        stage_of = {id(net.get_submodule(n)): stage for stage, mods in names.items() for n in mods}
+        stage_of: dict[int, str] = {}
         self.handles = []
-        for module_id, stage in stage_of.items():
-            module = next(m for m in net.modules() if id(m) == module_id)
+        for stage, modules in names.items():
+            for name in modules:
+                module = net.get_submodule(name)
+                stage_of[id(module)] = stage
 
-            def hook(module, args, stage=stage):  # type: ignore[no-untyped-def]
-                marks.setdefault(stage, time.perf_counter())
-            self.handles.append(module.register_forward_pre_hook(hook))
+                def hook(module, args, stage=stage):  # type: ignore[no-untyped-def]
+                    marks.setdefault(stage, time.perf_counter())
+                self.handles.append(module.register_forward_pre_hook(hook))
         original = self.original
 
         def watched(conv, *args, **kwargs):  # type: ignore[no-untyped-def]
