@@ -23,6 +23,7 @@ from pipeline.params import OUTPUT_EXTENSIONS, WRITE_FALLBACK, EnhanceParams
 from ttsr_core.config import MIN_REF_SIDE, SCALE
 from ttsr_core.device import resolve_device
 from ttsr_core.files import sha256_file
+from ttsr_core.consistency import make_consistent
 from ttsr_core.inference import super_resolve
 from ttsr_core.reference_cache import ReferenceCache
 from ttsr_core.net import TTSR
@@ -170,7 +171,7 @@ def enhance_arrays(
         model, lr, fitted, search=params.search, device=device, amp_dtype=params.amp_dtype,
         reference_cache=reference_cache, **_tiling_kwargs(params, lr.shape),  # type: ignore[arg-type]
     )
-    image = result.image  # (4h, 4w, 3)
+    image = make_consistent(result.image, lr, params.consistency)  # (4h, 4w, 3)
     if params.outscale != SCALE:
         size = (max(1, round(w * params.outscale)), max(1, round(h * params.outscale)))
         # LANCZOS when shrinking (anti-aliasing), BICUBIC beyond ×4 (nothing to alias).

@@ -60,6 +60,9 @@ class TTSRConfig:
     # Add bicubic LR↑ to the output: the network learns a residual. Not in the paper; it lets a
     # small network start from bicubic quality instead of from zero (see issue notes / model card).
     global_skip: bool = False
+    # Gate the soft attention: S ↦ S·sigmoid(a·(S − b)) with learned a, b (not in the paper). Lets the
+    # network shut texture off where the best match is poor, so a wrong reference costs nothing.
+    relevance_gate: bool = False
 
     def __post_init__(self) -> None:
         if self.upscale != 4:

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from .config import SCALE
 from .degradations import REFERENCE_PHOTOMETRY, Chain, OneOf, lr_pipeline
 from .inference import resize_bicubic
+from .photo_pairs import PhotoPair, pair_sample, read_photo_pairs
 from .warp import FAR_VIEW, NEAR_VIEW, ViewSettings, correspondences, photo_units_per_pixel, render, sample_view
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class PairSettings:
     ref_patch: int = 160  # reference side: larger than the crop, as an album's reference is
     near_prob: float = 0.45  # a close view: burst, stereo pair (ttsr_core.warp.NEAR_VIEW)
     far_prob: float = 0.45  # another visit or lens: zoom 0.5–2×, rotation, tilt, partial overlap (FAR_VIEW)
+    # The target's own LR↑ as its reference: no texture to lend, so the network must sharpen on its own.
+    self_prob: float = 0.0
+    # A real second photograph of the scene (training pairs), when the dataset holds pairs.
+    pair_prob: float = 0.0
     # The rest: a view of another photo, so the network learns to ignore texture that does not belong.
     lr_degradation: str = "mixed"  # ttsr_core.degradations.LR_PIPELINES name
     ref_photometry: bool = True  # relight and re-JPEG the reference
@@ -86,8 +91,9 @@ class PairSettings:
             v = getattr(self, name)
             if v < 12 or v % SCALE:
                 raise ValueError(f"{name} must be a multiple of 4 and ≥ 12, got {v}")
-        if self.near_prob < 0 or self.far_prob < 0 or self.near_prob + self.far_prob > 1:
-            raise ValueError(f"near_prob and far_prob must be ≥ 0 with a sum ≤ 1, got {self.near_prob}, {self.far_prob}")
+        shares = (self.near_prob, self.far_prob, self.self_prob, self.pair_prob)
+        if min(shares) < 0 or sum(shares) > 1 + 1e-9:
+            raise ValueError(f"near_prob, far_prob, self_prob and pair_prob must be ≥ 0 with a sum ≤ 1, got {shares}")
         lr_pipeline(self.lr_degradation)  # raises on an unknown name
         if self.texture_tries < 1:
             raise ValueError(f"texture_tries must be ≥ 1, got {self.texture_tries}")
@@ -130,7 +136,7 @@ class WarpedPairs(Dataset):
     """
 
     def __init__(self, photos: Sequence[np.ndarray], settings: PairSettings = PairSettings(), length: int = 10_000,
-                 seed: int = 0) -> None:
+                 seed: int = 0, pairs: Sequence[PhotoPair] = ()) -> None:
         need = int(max(settings.patch * 2, settings.ref_patch) * 1.2)
         usable = [p for p in photos if min(p.shape[:2]) >= need]
         if not usable:
@@ -142,36 +148,56 @@ class WarpedPairs(Dataset):
         self.length = length
         self.seed = seed
         self.lr_chain: Chain | OneOf = lr_pipeline(settings.lr_degradation)
+        self.pairs = list(pairs)
+        if settings.pair_prob > 0 and not self.pairs:
+            raise ValueError(f"pair_prob is {settings.pair_prob} but no photo pairs were given")
 
     @classmethod
     def from_folders(cls, folders: Sequence[str | Path], settings: PairSettings = PairSettings(),
-                     exclude: Sequence[str] = (), **kw) -> "WarpedPairs":
+                     exclude: Sequence[str] = (), pair_lists: Sequence[str | Path] = (), **kw) -> "WarpedPairs":
         skip = set(exclude)
         paths = [p for f in folders for p in list_images(f) if p.name not in skip]
         logger.info("loading %d training photos from %s", len(paths), ", ".join(map(str, folders)))
-        return cls([load_photo(p, settings.max_side) for p in paths], settings, **kw)
+        pairs = [pair for tsv in pair_lists for pair in read_photo_pairs(tsv, settings.max_side)]
+        return cls([load_photo(p, settings.max_side) for p in paths], settings, pairs=pairs, **kw)
 
     def __len__(self) -> int:
         return self.length
+
+    def _kind(self, rng: np.random.Generator) -> str:
+        s = self.settings
+        u = rng.random()
+        for kind, share in (("near", s.near_prob), ("far", s.far_prob), ("self", s.self_prob), ("pair", s.pair_prob)):
+            if u < share:
+                return kind
+            u -= share
+        return "other"
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         s = self.settings
         rng = np.random.default_rng([self.seed, index])
         k = int(rng.integers(len(self.photos)))
         photo = self.photos[k]
-        u = rng.random()
-        kind = "near" if u < s.near_prob else "far" if u < s.near_prob + s.far_prob else "other"
-        sample = None
-        if kind != "other":
+        kind = self._kind(rng)
+        sample, lr = None, None
+        if kind in ("near", "far"):
             for _ in range(8):
                 sample = self._same_photo(photo, rng, NEAR_VIEW if kind == "near" else FAR_VIEW)
                 if sample is not None:
                     break
+        elif kind == "self":
+            hr, ref, corr, lr = self._own_lr_view(photo, rng)
+            sample = hr, ref, corr
+        elif kind == "pair":
+            pair = self.pairs[int(rng.integers(len(self.pairs)))]
+            sample = pair_sample(pair.reversed() if rng.random() < 0.5 else pair, rng, self._target, s.patch,
+                                 s.ref_patch)
         if sample is None:  # another photo's view, or no view of this one fitted
             sample = self._other_photo(k, rng)
         hr, ref, corr = sample
-        lr = self.lr_chain(hr, rng)
-        if s.ref_photometry:
+        if lr is None:
+            lr = self.lr_chain(hr, rng)
+        if s.ref_photometry and kind != "self":
             ref = REFERENCE_PHOTOMETRY(ref, rng)
         if rng.random() < 0.5:  # mirror target and reference together; the correspondences follow
             hr, lr, ref = hr[:, ::-1], lr[:, ::-1], ref[:, ::-1]
@@ -181,6 +207,29 @@ class WarpedPairs(Dataset):
         out = make_sample(np.ascontiguousarray(hr), np.ascontiguousarray(ref), np.ascontiguousarray(lr))
         out["corr"] = torch.from_numpy(np.ascontiguousarray(corr))
         return out
+
+    def _own_lr_view(self, photo: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The target's own LR↑ as its reference: a ref_patch region degraded once, the target at its centre.
+
+        The region's LR is made by the LR pipeline and the target's LR is its centre, so target and
+        reference carry the very same damage, as LR↑ does when it stands in for a reference.
+        → (hr, ref, corr of -1s: nothing to transfer, lr).
+        """
+        s = self.settings
+        side, inset = s.ref_patch, (s.ref_patch - s.patch) // 2 // 8 * 8  # inset on JPEG's 8-px LR grid ×4
+        ph, pw = photo.shape[:2]
+        tries = [(int(rng.uniform(0, ph - side)), int(rng.uniform(0, pw - side))) for _ in range(s.texture_tries)]
+        y, x = max(tries, key=lambda t: _detail(photo[t[0] + inset : t[0] + inset + s.patch,
+                                                      t[1] + inset : t[1] + inset + s.patch]))
+        region = np.ascontiguousarray(photo[y : y + side, x : x + side])
+        region_lr = self.lr_chain(region, rng)
+        lr_inset, lr_side = inset // SCALE, s.patch // SCALE
+        lr = np.ascontiguousarray(region_lr[lr_inset : lr_inset + lr_side, lr_inset : lr_inset + lr_side])
+        hr = np.ascontiguousarray(region[inset : inset + s.patch, inset : inset + s.patch])
+        ref = resize_bicubic(region_lr, side, side)
+        corr = np.full((s.patch // SCALE, s.patch // SCALE, 2), -1, dtype=np.int64)
+        return hr, ref, corr, lr
 
     def _target(self, photo: np.ndarray, rng: np.random.Generator, scale: float) -> tuple[np.ndarray, float, float]:
         """An HR crop of the photo reduced by ``scale`` (≤ 1) and its top-left corner in photo pixels."""

@@ -5,7 +5,11 @@
 HR is cropped to a multiple of 4; LR = PIL bicubic ↓4 (``bicubic``) and, as albums have it, that LR saved
 as JPEG at quality 75 (``jpeg75``). Y-channel PSNR/SSIM with a 4-pixel border. Rows per LR: bicubic ↑4
 of the LR; the model with its reference; with the LR↑ image as its own reference (no outside texture);
-with a wrong reference (the next pair's reference). Optionally the texture extractor's matching accuracy.
+with a wrong reference (the reference of the pair half the list away, so another scene when a set
+lists a scene's pairs together). Each row also records its LR fidelity: the luma PSNR of the output
+bicubic-downscaled back against the LR (``metrics.lr_fidelity``). ``--consistency N`` applies N steps of
+back-projection (``ttsr_core.consistency``) to every model output. Optionally the texture extractor's
+matching accuracy.
 """
 from __future__ import annotations
 
@@ -22,11 +26,12 @@ import numpy as np
 
 from .checkpoint import load_checkpoint
 from .config import SCALE, SearchConfig, SearchMode
+from .consistency import make_consistent
 from .data import load_photo
 from .degradations import LR_PIPELINES, degrade
 from .inference import resize_bicubic, super_resolve
 from .matching import graf_sample, score, warped_samples
-from .metrics import psnr_y, ssim_y
+from .metrics import lr_fidelity, psnr_y, ssim_y
 from .net import TTSR
 
 logger = logging.getLogger(__name__)
@@ -76,38 +81,50 @@ def crop4(img: np.ndarray) -> np.ndarray:
     return img[: img.shape[0] // SCALE * SCALE, : img.shape[1] // SCALE * SCALE]
 
 
+def wrong_reference(pairs: Sequence[Pair], i: int) -> np.ndarray:
+    """The reference of the pair half the list away (another scene in sets that group a scene's pairs)."""
+    if len(pairs) == 1:
+        return np.ascontiguousarray(pairs[0].reference[::-1, ::-1])
+    return pairs[(i + max(1, len(pairs) // 2)) % len(pairs)].reference
+
+
 def evaluate(model: TTSR, pairs: Sequence[Pair], search: SearchConfig, tile: int | None = None,
-             degradation: str = "bicubic") -> dict:
-    """Per-pair and mean Y-PSNR/SSIM for the four rows, with the LR made by ``degradation``."""
+             degradation: str = "bicubic", consistency: int = 0) -> dict:
+    """Per-pair and mean Y-PSNR/SSIM and LR fidelity for the four rows, with the LR made by ``degradation``."""
     per_pair = []
     kw = {"search": search} | ({"tile": tile} if tile else {})
+
+    def run(lr: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        return make_consistent(super_resolve(model, lr, [ref], **kw).image, lr, consistency)
+
     for i, pair in enumerate(pairs):
         hr = crop4(pair.target)
         lr = degrade(hr, degradation, seed=i)
         lr_up = resize_bicubic(lr, hr.shape[1], hr.shape[0])
-        wrong = pairs[(i + 1) % len(pairs)].reference if len(pairs) > 1 else np.ascontiguousarray(pair.reference[::-1, ::-1])
         outputs = {"bicubic": lr_up}
         t0 = time.perf_counter()
-        outputs["model + reference"] = super_resolve(model, lr, [pair.reference], **kw).image
+        outputs["model + reference"] = run(lr, pair.reference)
         t_model = time.perf_counter() - t0
-        outputs["model + LR↑ as reference"] = super_resolve(model, lr, [lr_up], **kw).image
-        outputs["model + wrong reference"] = super_resolve(model, lr, [wrong], **kw).image
+        outputs["model + LR↑ as reference"] = run(lr, lr_up)
+        outputs["model + wrong reference"] = run(lr, wrong_reference(pairs, i))
         row = {"pair": pair.name, "lr_size": [lr.shape[1], lr.shape[0]], "seconds": round(t_model, 2)}
         for name, img in outputs.items():
-            row[name] = {"psnr": psnr_y(img, hr), "ssim": ssim_y(img, hr)}
+            row[name] = {"psnr": psnr_y(img, hr), "ssim": ssim_y(img, hr), "lr_psnr": lr_fidelity(img, lr)}
         logger.info("%s (%s): %s", pair.name, degradation,
                     {k: round(v["psnr"], 2) for k, v in row.items() if isinstance(v, dict)})
         per_pair.append(row)
-    mean = {name: {m: float(np.mean([r[name][m] for r in per_pair])) for m in ("psnr", "ssim")} for name in ROWS}
-    return {"degradation": degradation, "pairs": per_pair, "mean": mean}
+    mean = {name: {m: float(np.mean([r[name][m] for r in per_pair])) for m in ("psnr", "ssim", "lr_psnr")}
+            for name in ROWS}
+    return {"degradation": degradation, "consistency": consistency, "pairs": per_pair, "mean": mean}
 
 
 def format_table(results: dict, title: str) -> str:
-    lines = [f"### {title}", "", "| row | Y-PSNR (dB) | SSIM | Δ vs bicubic (dB) |", "| --- | ---: | ---: | ---: |"]
+    lines = [f"### {title}", "", "| row | Y-PSNR (dB) | SSIM | Δ vs bicubic (dB) | LR fidelity (dB) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     base = results["mean"]["bicubic"]["psnr"]
     for name in ROWS:
         m = results["mean"][name]
-        lines.append(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['psnr'] - base:+.2f} |")
+        lines.append(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['psnr'] - base:+.2f} | {m['lr_psnr']:.2f} |")
     lines += ["", "| pair | LR size | bicubic | +reference | +LR↑ ref | +wrong ref |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     for r in results["pairs"]:
         lines.append(f"| {r['pair']} | {r['lr_size'][0]}×{r['lr_size'][1]} | " + " | ".join(f"{r[n]['psnr']:.2f}" for n in ROWS) + " |")
@@ -115,11 +132,19 @@ def format_table(results: dict, title: str) -> str:
 
 
 def summary(results: dict) -> dict[str, float]:
-    """The figures the targets are stated in: gain over bicubic, right − wrong, right − LR↑."""
+    """The figures the targets are stated in: gain over bicubic, right − wrong, right − LR↑, self − wrong,
+    how many pairs the right reference wins against the wrong one, and on how many pairs the output's
+    LR fidelity is at least bicubic's."""
     m = {k: v["psnr"] for k, v in results["mean"].items()}
-    return {"gain_db": m["model + reference"] - m["bicubic"],
-            "right_minus_wrong_db": m["model + reference"] - m["model + wrong reference"],
-            "right_minus_self_db": m["model + reference"] - m["model + LR↑ as reference"]}
+    rows = results["pairs"]
+    right, wrong, self_ = "model + reference", "model + wrong reference", "model + LR↑ as reference"
+    return {"gain_db": m[right] - m["bicubic"],
+            "right_minus_wrong_db": m[right] - m[wrong],
+            "right_minus_self_db": m[right] - m[self_],
+            "self_minus_wrong_db": m[self_] - m[wrong],
+            "right_wins": sum(r[right]["psnr"] > r[wrong]["psnr"] for r in rows),
+            "fidelity_at_least_bicubic": sum(r[right]["lr_psnr"] >= r["bicubic"]["lr_psnr"] for r in rows),
+            "pairs": len(rows)}
 
 
 def matching_report(model: TTSR, holdout_dir: Path | None, names: Sequence[str], pairs_dir: Path | None) -> dict:
@@ -152,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-side", type=int, default=0, help="downscale photos to this long side first (0: no)")
     p.add_argument("--search", choices=[m.value for m in SearchMode], default="exact")
     p.add_argument("--tile", type=int, default=0, help="LR tile size (0: whole image)")
+    p.add_argument("--consistency", type=int, default=0,
+                   help="back-projection steps applied to every model output (0: none; refsr's default is 3)")
     p.add_argument("--json", type=Path, help="write all figures as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -166,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # CheckpointError included: a clear one-liner, not a traceback
         p.exit(2, f"error: {exc}\n")
     search = SearchConfig(mode=SearchMode(args.search))
-    report: dict = {"model": str(args.model), "model_sha256": loaded.sha256, "search": args.search, "protocol":
+    report: dict = {"model": str(args.model), "model_sha256": loaded.sha256, "search": args.search,
+                    "consistency": args.consistency, "max_side": args.max_side, "protocol":
                     "HR cropped to ×4, LR = PIL bicubic ↓4 (then JPEG q75 for jpeg75), Y (BT.601) PSNR/SSIM, 4-px border"}
     names = loaded.meta.get("holdout") or []
     sets = [(tsv.stem if tsv.stem != "pairs" else tsv.parent.name, read_pairs(tsv, args.max_side)) for tsv in args.pairs]
@@ -176,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         sets.append(("holdout_photos", holdout_pairs(args.holdout_dir, names, args.max_side or 1024)))
     for set_name, pairs in sets:
         for deg in degradations:
-            res = evaluate(loaded.model, pairs, search, args.tile or None, deg)
+            res = evaluate(loaded.model, pairs, search, args.tile or None, deg, args.consistency)
             res["summary"] = summary(res)
             report.setdefault(set_name, {})[deg] = res
             print(format_table(res, f"{set_name}, LR = {deg}"), "\n", flush=True)

@@ -110,7 +110,7 @@ class DetailGain:
     bicubic_lr_psnr_db: float
 
 
-def _lr_fidelity(up: np.ndarray, lr: np.ndarray) -> float:
+def lr_fidelity(up: np.ndarray, lr: np.ndarray) -> float:
     """Luma PSNR of ``up`` scaled back to ``lr``'s size against ``lr``; 99 dB stands for identical."""
     value = psnr(luma(resize_bicubic(up, lr.shape[1], lr.shape[0])), luma(lr))
     return 99.0 if math.isinf(value) else value  # JSON has no infinity
@@ -127,6 +127,6 @@ def detail_gain(lr: np.ndarray, enhanced: np.ndarray, bicubic: np.ndarray | None
     detail = 10.0 * math.log10((laplacian_energy(enhanced) + eps) / (laplacian_energy(bicubic) + eps))
     return DetailGain(
         detail_db=round(detail, 3),
-        lr_psnr_db=round(_lr_fidelity(enhanced, lr), 3),
-        bicubic_lr_psnr_db=round(_lr_fidelity(bicubic, lr), 3),
+        lr_psnr_db=round(lr_fidelity(enhanced, lr), 3),
+        bicubic_lr_psnr_db=round(lr_fidelity(bicubic, lr), 3),
     )

@@ -233,6 +233,23 @@ class TTSROutput:
     texture_lv1: torch.Tensor | None = None
 
 
+class RelevanceGate(nn.Module):
+    """S ↦ S·sigmoid(scale·(S − shift)) on the soft attention (N, 1, h, w), with learned scale and shift.
+
+    The paper multiplies transferred texture by S itself, so a poor match still lends a share of its
+    texture in proportion to its (often fair) relevance. The gate lets training learn a threshold under
+    which texture is shut off. It starts open (scale 10, shift 0: ≥ 0.95 of S for S ≥ 0.3).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(10.0))
+        self.shift = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return s * torch.sigmoid(self.scale * (s - self.shift))
+
+
 class TTSR(nn.Module):
     """Texture transformer network for reference-based ×4 super-resolution (Yang et al., CVPR 2020)."""
 
@@ -241,6 +258,7 @@ class TTSR(nn.Module):
         self.config = config
         self.MainNet = MainNet(config)
         self.LTE = LTE(config.lte_channels)
+        self.gate = RelevanceGate() if config.relevance_gate else None
         if config.global_skip:
             # Start close to bicubic LR↑ with a small residual. Not zero: a zero last layer blocks
             # every gradient behind it, and in our runs the residual then stayed at ~1e-5 for
@@ -307,7 +325,8 @@ class TTSR(nn.Module):
         """:meth:`forward` with the references already encoded by :meth:`encode_references`."""
         t = self.transfer(lr_up, encoded, search)
         main = fused_forward if resolve_backend(backend) is Backend.FUSED else MainNet.__call__
-        out = main(self.MainNet, lr, t.soft_attention, t.texture_lv3, t.texture_lv2, t.texture_lv1)
+        weight = t.soft_attention if self.gate is None else self.gate(t.soft_attention)
+        out = main(self.MainNet, lr, weight, t.texture_lv3, t.texture_lv2, t.texture_lv1)
         if self.config.global_skip:
             out = out + lr_up
         sr = torch.clamp(out, -1.0, 1.0)

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,11 +26,13 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PRESETS, preset
 from .correspondence import TEMPERATURE, contrastive_loss
-from .data import CUFEDPairs, PairSettings, WarpedPairs, list_images, load_photo
-from .degradations import LR_PIPELINES
+from .data import CUFEDPairs, PairSettings, WarpedPairs, list_images, load_photo, make_sample
+from .degradations import LR_PIPELINES, lr_pipeline
+from .device import resolve_device
 from .losses import ADV_WEIGHT, TPL_WEIGHT, Discriminator, gradient_penalty, reconstruction_loss, transferal_perceptual_loss
 from .matching import score as matching_score
 from .net import TTSR
+from .photo_pairs import PhotoPair, pair_sample, read_photo_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ class TrainSettings:
     lte_lr_ratio: float = 0.25  # the LTE learns more slowly (paper: 1e-5 vs 1e-4)
     min_lr_ratio: float = 0.05  # cosine decay to this fraction of lr
     warmup: int = 200
+    # 0: cosine decay over the whole run. N > 0: constant after warm-up, then cosine decay over the last N
+    # steps (warmup-stable-decay): a run can be extended, and a decayed branch cut from any step of it
+    # by resuming a copy of its folder with --iterations STEP+N.
+    decay_steps: int = 0
     tpl_weight: float = 0.0  # 1e-2 in the paper (TTSR); 0 = TTSR-rec
     adv_weight: float = 0.0  # 1e-3 in the paper
     stage: str = "sr"
@@ -63,6 +69,8 @@ class TrainSettings:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.decay_steps < 0:
+            raise ValueError(f"decay_steps must be ≥ 0, got {self.decay_steps}")
         if self.corr_weight < 0 or not self.temperature > 0:
             raise ValueError(f"need corr_weight ≥ 0 and temperature > 0, got {self.corr_weight}, {self.temperature}")
 
@@ -70,7 +78,11 @@ class TrainSettings:
 def lr_factor(step: int, s: TrainSettings) -> float:
     if step < s.warmup:
         return (step + 1) / s.warmup
-    t = min(1.0, (step - s.warmup) / max(1, s.iterations - s.warmup))
+    if s.decay_steps:
+        start = max(s.warmup, s.iterations - s.decay_steps)
+        t = min(1.0, max(0.0, (step - start) / max(1, s.iterations - start)))
+    else:
+        t = min(1.0, (step - s.warmup) / max(1, s.iterations - s.warmup))
     return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
@@ -96,20 +108,33 @@ def psnr_batch(sr: torch.Tensor, hr: torch.Tensor) -> float:
     return float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
 
 
+def _gain(model: TTSR, batches: list[dict[str, torch.Tensor]], device: torch.device) -> tuple[float, float]:
+    """(mean PSNR of the model's output, mean PSNR of bicubic LR↑) over batches."""
+    sr_psnr, bic_psnr = [], []
+    for b in batches:
+        b = {k: v.to(device) for k, v in b.items()}
+        sr = model(b["lr"], b["lr_up"], b["ref"], b["ref_down_up"])
+        sr_psnr.append(psnr_batch(sr, b["hr"]))
+        bic_psnr.append(psnr_batch(b["lr_up"], b["hr"]))
+    return float(np.mean(sr_psnr)), float(np.mean(bic_psnr))
+
+
 @torch.no_grad()
-def validate(model: TTSR, batches: list[dict[str, torch.Tensor]], device: torch.device, stage: str = "sr") -> dict[str, float]:
-    """PSNR gain over bicubic (sr stage) and matching accuracy (batches that carry ``corr``) on held-out pairs."""
+def validate(model: TTSR, batches: list[dict[str, torch.Tensor]], device: torch.device, stage: str = "sr",
+             pair_sets: dict[str, list[dict[str, torch.Tensor]]] | None = None) -> dict[str, float]:
+    """PSNR gain over bicubic (sr stage) and matching accuracy (batches that carry ``corr``) on held-out pairs.
+
+    ``pair_sets`` (sr stage): more named sets of batches, e.g. held-out photo pairs with their right and
+    with a wrong reference; each adds ``<name>_gain_db``.
+    """
     model.eval()
     out: dict[str, float] = {}
     if stage == "sr":
-        sr_psnr, bic_psnr = [], []
-        for b in batches:
-            b = {k: v.to(device) for k, v in b.items()}
-            sr = model(b["lr"], b["lr_up"], b["ref"], b["ref_down_up"])
-            sr_psnr.append(psnr_batch(sr, b["hr"]))
-            bic_psnr.append(psnr_batch(b["lr_up"], b["hr"]))
-        out.update(psnr=float(np.mean(sr_psnr)), bicubic_psnr=float(np.mean(bic_psnr)),
-                   gain_db=float(np.mean(sr_psnr) - np.mean(bic_psnr)))
+        sr_psnr, bic_psnr = _gain(model, batches, device)
+        out.update(psnr=sr_psnr, bicubic_psnr=bic_psnr, gain_db=sr_psnr - bic_psnr)
+        for name, extra in (pair_sets or {}).items():
+            sr_psnr, bic_psnr = _gain(model, extra, device)
+            out[f"{name}_gain_db"] = sr_psnr - bic_psnr
     if batches and "corr" in batches[0]:
         samples = [{k: v[i].to(device) for k, v in b.items()} for b in batches for i in range(len(b["lr"]))]
         out["matching_accuracy"] = matching_score(model, samples).accuracy
@@ -149,6 +174,7 @@ def train(
     out_dir: Path,
     *,
     val_batches: list[dict[str, torch.Tensor]] | None = None,
+    pair_val: dict[str, list[dict[str, torch.Tensor]]] | None = None,
     device: torch.device | str = "cpu",
     start_step: int = 0,
     optimizer_state: dict[str, Any] | None = None,
@@ -204,7 +230,7 @@ def train(
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         record: dict[str, Any] = {"step": step, "loss": losses[-1], **parts, "elapsed_s": round(time.time() - t0, 1)}
         if val_batches and (step % settings.val_every == 0 or step == settings.iterations):
-            record["val"] = validate(model, val_batches, device, settings.stage)
+            record["val"] = validate(model, val_batches, device, settings.stage, pair_val)
             logger.info("step %d: %s", step, record["val"])
         if step % 25 == 0 or "val" in record:
             with open(log_path, "a") as f:
@@ -236,39 +262,72 @@ def holdout_names(folder: Path, every: int) -> list[str]:
     return [p.name for p in list_images(folder)[::every]] if every > 0 else []
 
 
+def _stack(samples: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    return [{k: torch.stack([s[k] for s in samples[i : i + 8]]) for k in samples[0]} for i in range(0, len(samples), 8)]
+
+
 def _val_batches(folder: Path, held: list[str], pair: PairSettings, count: int = 32) -> list[dict[str, torch.Tensor]]:
     """Fixed held-out samples (seed 12345) in batches of 8; same-photo views only, so each has a truth."""
     photos = [load_photo(folder / n, pair.max_side) for n in held]
-    settings = PairSettings(**{**asdict(pair), "near_prob": 0.5, "far_prob": 0.5})
+    settings = PairSettings(**{**asdict(pair), "near_prob": 0.5, "far_prob": 0.5, "self_prob": 0.0, "pair_prob": 0.0})
     val = WarpedPairs(photos, settings, length=count, seed=12345)
-    samples = [val[i] for i in range(count)]
-    return [{k: torch.stack([s[k] for s in samples[i : i + 8]]) for k in samples[0]} for i in range(0, count, 8)]
+    return _stack([val[i] for i in range(count)])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _pair_val_batches(pairs: list[PhotoPair], pair: PairSettings, count: int = 32) -> dict[str, list[dict[str, torch.Tensor]]]:
+    """Held-out photo pairs (seed 54321): each target crop with its pair's reference ("pair_right") and
+    with the reference of the sample half the list away ("pair_wrong"); LR through the training pipeline."""
+    rng = np.random.default_rng(54321)
+    cutter = WarpedPairs([p.target for p in pairs], PairSettings(**{**asdict(pair), "near_prob": 0.0, "far_prob": 0.0,
+                                                                     "self_prob": 0.0, "pair_prob": 0.0}), length=1)
+    chain = lr_pipeline(pair.lr_degradation)
+    cut = []
+    while len(cut) < count:
+        sample = pair_sample(pairs[len(cut) % len(pairs)], rng, cutter._target, pair.patch, pair.ref_patch)
+        if sample is not None:
+            cut.append((sample[0], sample[1], chain(sample[0], rng)))
+    right = [make_sample(hr, ref, lr) for hr, ref, lr in cut]
+    wrong = [make_sample(hr, cut[(i + count // 2) % count][1], lr) for i, (hr, _, lr) in enumerate(cut)]
+    return {"pair_right": _stack(right), "pair_wrong": _stack(wrong)}
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ttsr_core.train",
-        description="Train a TTSR model on warped pairs cut from folders of HR photos (or the CUFED training "
-        "layout). --stage correspondence pretrains the texture extractor contrastively; --stage sr trains "
-        "end to end. Saves a resumable checkpoint in --out every --save-every steps.",
-        epilog="Example: python -m ttsr_core.train --stage correspondence --data data/training data/training-extra "
-        "--init models/ttsr-lite/ttsr-lite-x4.safetensors --out runs/lte --iterations 4000; then --stage sr "
-        "--init runs/lte/last.safetensors --corr-weight 0.1 --out runs/sr. Resume: add --resume.",
+        description="Train a TTSR model on warped pairs cut from folders of HR photos, real photo pairs, or the "
+        "CUFED training layout. --stage correspondence pretrains the texture extractor contrastively; --stage sr "
+        "trains end to end. Saves a resumable checkpoint in --out every --save-every steps.",
+        epilog="Example: python -m ttsr_core.train --stage sr --data data/training data/training-extra "
+        "--pairs data/training-pairs/pairs.tsv --pair-prob 0.25 --self-prob 0.1 --gate "
+        "--init models/ttsr-lite/ttsr-lite-x4.safetensors --out runs/sr --iterations 100000 --decay-steps 3000. "
+        "Resume: add --resume (the same --out).",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, nargs="+", help="folders of high-resolution photos; the first one's "
                      "every --holdout-every-th photo is held out")
     src.add_argument("--cufed", type=Path, help="CUFED training folder with input/ and ref/")
+    p.add_argument("--pairs", type=Path, nargs="*", default=[],
+                   help="pairs.tsv files of real photo pairs (with --data); every 10th pair is held out for validation")
     p.add_argument("--out", type=Path, required=True, help="run folder: last.safetensors, train_state.pt, train_log.jsonl")
     p.add_argument("--stage", choices=STAGES, default="sr", help="sr (default) or correspondence (LTE only)")
     p.add_argument("--preset", default="ttsr-lite", choices=sorted(PRESETS), help="architecture (default: ttsr-lite)")
     p.add_argument("--init", type=Path, help="start from this checkpoint's weights (and architecture)")
+    p.add_argument("--gate", action="store_true", help="add the learned relevance gate (net.RelevanceGate) if the "
+                   "architecture lacks it")
     p.add_argument("--iterations", type=int, default=TrainSettings.iterations)
+    p.add_argument("--decay-steps", type=int, default=0, help="0: cosine decay over the run; N: constant rate, then "
+                   "cosine decay over the last N steps")
     p.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
     p.add_argument("--patch", type=int, default=PairSettings.patch, help="HR crop side, multiple of 4 (default 96)")
     p.add_argument("--ref-patch", type=int, default=PairSettings.ref_patch, help="reference side (default 160)")
     p.add_argument("--degradation", choices=sorted(LR_PIPELINES), default=PairSettings.lr_degradation,
                    help="how the LR is made (default mixed: ⅓ clean bicubic, ⅔ album damage)")
+    for kind, default, what in (("near", PairSettings.near_prob, "a close warped view of the same photo"),
+                                ("far", PairSettings.far_prob, "a far warped view (zoom, rotation, partial overlap)"),
+                                ("self", 0.0, "the target's own LR↑ (nothing to transfer)"),
+                                ("pair", 0.0, "a real second photo of the scene (--pairs)")):
+        p.add_argument(f"--{kind}-prob", type=float, default=default,
+                       help=f"share of samples whose reference is {what} (default {default}); the rest: another photo")
     p.add_argument("--texture-tries", type=int, default=PairSettings.texture_tries, help="best-of-N crops by gradient energy (1: uniform)")
     p.add_argument("--lr", type=float, default=TrainSettings.lr)
     p.add_argument("--lte-lr-ratio", type=float, default=TrainSettings.lte_lr_ratio)
@@ -289,33 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--resume", action="store_true", help="continue from --out/last.safetensors + train_state.pt")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
-    settings = TrainSettings(
-        iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, lte_lr_ratio=args.lte_lr_ratio,
-        warmup=args.warmup, tpl_weight=TPL_WEIGHT if "tpl" in args.loss else 0.0,
-        adv_weight=ADV_WEIGHT if "adv" in args.loss else 0.0, stage=args.stage, corr_weight=args.corr_weight,
-        queries_per_sample=args.queries,
-        seed=args.seed, save_every=args.save_every, val_every=args.val_every, amp_dtype=args.amp,
-    )
-    torch.manual_seed(args.seed)
-    meta: dict[str, Any] = {"preset": args.preset, "loss": args.loss, "stage": args.stage, "patch": args.patch,
-                            "ref_patch": args.ref_patch, "degradation": args.degradation}
-    val_batches: list[dict[str, torch.Tensor]] = []
-    if args.data:
-        held = holdout_names(args.data[0], args.holdout_every)
-        pair = PairSettings(patch=args.patch, ref_patch=args.ref_patch, texture_tries=args.texture_tries,
-                            lr_degradation=args.degradation)
-        dataset: Dataset = WarpedPairs.from_folders(args.data, pair, exclude=held, length=args.samples, seed=args.seed)
-        meta.update({"data": [str(d) for d in args.data], "holdout": held})
-        if held:
-            val_batches = _val_batches(args.data[0], held, pair)
-    else:
-        dataset = CUFEDPairs(args.cufed)
-        meta["data"] = str(args.cufed)
+    return p
+
+
+def _model(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[TTSR, int, dict[str, Any] | None]:
+    """The model to train (resumed, initialised from --init, or fresh) → (model, start step, optimizer state)."""
     start, opt_state = 0, None
     ckpt = args.out / "last.safetensors"
     if args.resume and ckpt.is_file():
@@ -329,13 +366,66 @@ def main(argv: list[str] | None = None) -> int:
     elif args.init:
         loaded = load_checkpoint(args.init)
         model = loaded.model
-        meta["init"] = {"path": str(args.init), "sha256": loaded.sha256}
+        meta["init"] = {"name": args.init.name, "sha256": loaded.sha256}
         logger.info("starting from %s (%s)", args.init, loaded.sha256[:12])
     else:
         model = TTSR(preset(args.preset))
+    if args.gate and model.gate is None:
+        if opt_state is not None:
+            raise ValueError("--gate cannot be added to a resumed run: its optimizer state has no gate")
+        gated = TTSR(replace(model.config, relevance_gate=True))
+        missing, unexpected = gated.load_state_dict(model.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("gate.") for k in missing):
+            raise ValueError(f"gate added, but weights do not fit: missing {missing}, unexpected {unexpected}")
+        model = gated
+    return model, start, opt_state
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    settings = TrainSettings(
+        iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, lte_lr_ratio=args.lte_lr_ratio,
+        warmup=args.warmup, decay_steps=args.decay_steps, tpl_weight=TPL_WEIGHT if "tpl" in args.loss else 0.0,
+        adv_weight=ADV_WEIGHT if "adv" in args.loss else 0.0, stage=args.stage, corr_weight=args.corr_weight,
+        queries_per_sample=args.queries,
+        seed=args.seed, save_every=args.save_every, val_every=args.val_every, amp_dtype=args.amp,
+    )
+    torch.manual_seed(args.seed)
+    meta: dict[str, Any] = {"preset": args.preset, "loss": args.loss, "stage": args.stage, "patch": args.patch,
+                            "ref_patch": args.ref_patch, "degradation": args.degradation}
+    val_batches: list[dict[str, torch.Tensor]] = []
+    pair_val: dict[str, list[dict[str, torch.Tensor]]] = {}
+    if args.data:
+        held = holdout_names(args.data[0], args.holdout_every)
+        pair = PairSettings(patch=args.patch, ref_patch=args.ref_patch, texture_tries=args.texture_tries,
+                            lr_degradation=args.degradation, near_prob=args.near_prob, far_prob=args.far_prob,
+                            self_prob=args.self_prob, pair_prob=args.pair_prob)
+        pairs = [pr for tsv in args.pairs for pr in read_photo_pairs(tsv, pair.max_side)]
+        held_pairs, train_pairs = pairs[::10], [pr for i, pr in enumerate(pairs) if i % 10]
+        paths = [pth for f in args.data for pth in list_images(f) if pth.name not in set(held)]
+        logger.info("loading %d training photos from %s", len(paths), ", ".join(map(str, args.data)))
+        dataset: Dataset = WarpedPairs([load_photo(pth, pair.max_side) for pth in paths], pair, length=args.samples,
+                                       seed=args.seed, pairs=train_pairs)
+        meta.update({"data": [d.name for d in args.data], "pairs": [str(t.parent.name) for t in args.pairs],
+                     "holdout": held, "holdout_pairs": [pr.name for pr in held_pairs], "photos": len(paths),
+                     "train_pairs": len(train_pairs),
+                     "shares": {"near": pair.near_prob, "far": pair.far_prob, "self": pair.self_prob, "pair": pair.pair_prob}})
+        if held:
+            val_batches = _val_batches(args.data[0], held, pair)
+        if held_pairs:
+            pair_val = _pair_val_batches(held_pairs, pair)
+    else:
+        dataset = CUFEDPairs(args.cufed)
+        meta["data"] = str(args.cufed)
+    model, start, opt_state = _model(args, meta)
     meta["name"] = args.out.name
-    train(model, dataset, settings, args.out, val_batches=val_batches, device=device, start_step=start,
-          optimizer_state=opt_state, meta=meta)
+    train(model, dataset, settings, args.out, val_batches=val_batches, pair_val=pair_val, device=device,
+          start_step=start, optimizer_state=opt_state, meta=meta)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Shape contracts, configs, gradients and the authors' semantics of the TTSR network."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +93,26 @@ def test_mismatched_reference_lists_raise(tiny_model: TTSR) -> None:
     lr, lr_up, ref, ref_du = _inputs(4, 4, 16, 16)
     with pytest.raises(ValueError, match="references"):
         tiny_model(lr, lr_up, [ref, ref], [ref_du])
+
+
+def test_relevance_gate_is_optional_and_shuts_texture_off(rng) -> None:
+    """Gated: the fused backend agrees with eager; a closed gate makes the output independent of the reference."""
+    from dataclasses import replace
+
+    from ttsr_core.inference import super_resolve
+
+    from .conftest import image
+
+    torch.manual_seed(0)
+    model = TTSR(replace(TINY, relevance_gate=True)).eval()
+    assert {"gate.scale", "gate.shift"} <= set(model.state_dict())
+    assert "gate.scale" not in TTSR(TINY).state_dict()
+    lr, ref_a, ref_b = image(rng, 12, 16), image(rng, 40, 44), image(rng, 40, 44)[::-1].copy()
+    eager = super_resolve(model, lr, [ref_a], backend="eager").image
+    fused = super_resolve(model, lr, [ref_a], backend="fused").image
+    assert np.abs(eager.astype(int) - fused.astype(int)).max() <= 1
+    assert not np.array_equal(eager, super_resolve(model, lr, [ref_b]).image)
+    with torch.no_grad():
+        model.gate.shift.fill_(2.0)  # relevance is a cosine (≤ 1): every position is shut
+        model.gate.scale.fill_(100.0)
+    np.testing.assert_array_equal(super_resolve(model, lr, [ref_a]).image, super_resolve(model, lr, [ref_b]).image)

@@ -60,7 +60,38 @@ def test_reference_comes_from_the_same_photo_or_another(rng: np.random.Generator
         assert (b["corr"] == -1).all()
 
 
+def test_own_lr_reference_is_the_targets_lr_up(rng: np.random.Generator) -> None:
+    """A "self" sample: the target's LR is the centre of the reference region's LR, the reference its LR↑."""
+    photo = _photo(rng, (80, 60, 40), 160)
+    settings = PairSettings(**{**SMALL.__dict__, "lr_degradation": "album", "near_prob": 0.0, "far_prob": 0.0,
+                               "self_prob": 1.0})
+    ds = WarpedPairs([photo], settings, length=6, seed=3)
+    for i in range(6):
+        s = ds[i]
+        assert (s["corr"] == -1).all()
+        lr_up = resize_bicubic(((s["lr"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8), 32, 32)
+        ref = ((s["ref"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.int16)
+        inset = (48 - 32) // 2 // 8 * 8
+        # Away from the crop's border (bicubic reaches 2 LR pixels = 8 HR pixels), the reference is LR↑.
+        core = np.abs(ref[inset + 8 : inset + 24, inset + 8 : inset + 24] - lr_up[8:24, 8:24].astype(np.int16))
+        assert core.max() <= 2
+
+
+def test_decay_steps_hold_the_rate_then_decay() -> None:
+    s = train_mod.TrainSettings(iterations=1000, warmup=10, decay_steps=200, min_lr_ratio=0.1)
+    assert train_mod.lr_factor(5, s) == pytest.approx(0.6)
+    assert train_mod.lr_factor(100, s) == train_mod.lr_factor(800, s) == 1.0
+    assert train_mod.lr_factor(900, s) == pytest.approx(0.55)
+    assert train_mod.lr_factor(1000, s) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="decay_steps"):
+        train_mod.TrainSettings(decay_steps=-1)
+
+
 def test_pair_settings_validation(rng: np.random.Generator) -> None:
+    with pytest.raises(ValueError, match="sum ≤ 1"):
+        PairSettings(near_prob=0.5, far_prob=0.3, self_prob=0.3)
+    with pytest.raises(ValueError, match="no photo pairs"):
+        WarpedPairs([_photo(rng, (1, 2, 3))], PairSettings(**{**SMALL.__dict__, "near_prob": 0.4, "far_prob": 0.4, "pair_prob": 0.2}))
     with pytest.raises(ValueError, match="multiple of 4"):
         PairSettings(patch=30)
     with pytest.raises(ValueError, match="unknown LR degradation"):
@@ -135,9 +166,11 @@ def test_cli_trains_and_resumes(tmp_path: Path, rng: np.random.Generator) -> Non
     save_checkpoint(tmp_path / "tiny.safetensors", TTSR(TINY), {"step": 0})
     assert train_mod.main([*common, "--iterations", "2", "--init", str(tmp_path / "tiny.safetensors")]) == 0
     assert train_mod.main([*common, "--iterations", "4", "--resume"]) == 0
+    with pytest.raises(ValueError, match="--gate cannot be added to a resumed run"):
+        train_mod.main([*common, "--iterations", "5", "--resume", "--gate"])
     loaded = load_checkpoint(out / "last.safetensors")
     assert loaded.meta["step"] == 4 and loaded.meta["holdout"] == ["p0.png"] and loaded.config == TINY
-    assert loaded.meta["degradation"] == "album" and loaded.meta["init"]["path"].endswith("tiny.safetensors")
+    assert loaded.meta["degradation"] == "album" and loaded.meta["init"]["name"] == "tiny.safetensors"
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert any("val" in r and "gain_db" in r["val"] and "matching_accuracy" in r["val"] for r in log)
 
@@ -190,7 +223,35 @@ def test_evaluate_cli_reports_four_rows_per_lr_degradation(tmp_path: Path, rng: 
     assert len(clean["pairs"]) == 2 and clean["mean"]["bicubic"]["psnr"] > 10
     # The JPEG row's bicubic baseline is the bicubic of the JPEG: a different (lower) figure.
     assert jpeg["mean"]["bicubic"]["psnr"] < clean["mean"]["bicubic"]["psnr"]
-    assert set(clean["summary"]) == {"gain_db", "right_minus_wrong_db", "right_minus_self_db"}
+    assert set(clean["summary"]) == {"gain_db", "right_minus_wrong_db", "right_minus_self_db", "self_minus_wrong_db",
+                                     "right_wins", "fidelity_at_least_bicubic", "pairs"}
+    assert all(r["model + reference"]["lr_psnr"] > 0 for r in clean["pairs"])
     with pytest.raises(SystemExit):
         evaluate_mod.main(["--model", str(tmp_path / "m.safetensors"), "--pairs", str(folder / "pairs.tsv"),
                            "--degradations", "vhs"])
+
+
+def test_cli_adds_the_gate_and_trains_on_real_pairs(tmp_path: Path, rng: np.random.Generator) -> None:
+    photos, pairs = tmp_path / "photos", tmp_path / "pairs"
+    photos.mkdir()
+    pairs.mkdir()
+    for i, tint in enumerate([(60, 80, 40), (30, 50, 90)]):
+        Image.fromarray(_photo(rng, tint, 80)).save(photos / f"p{i}.png")
+    for i in range(10):
+        scene = _photo(rng, (20 * i, 40, 60), 96)
+        Image.fromarray(scene[:80]).save(pairs / f"a{i}.png")
+        Image.fromarray(scene[8:88]).save(pairs / f"b{i}.png")
+    (pairs / "pairs.tsv").write_text("".join(f"a{i}.png\tb{i}.png\tsynthetic\n" for i in range(10)))
+    save_checkpoint(tmp_path / "tiny.safetensors", TTSR(TINY), {"step": 0})
+    out = tmp_path / "run"
+    assert train_mod.main(["--data", str(photos), "--pairs", str(pairs / "pairs.tsv"), "--out", str(out),
+                           "--patch", "32", "--ref-patch", "48", "--batch-size", "2", "--holdout-every", "2",
+                           "--pair-prob", "0.4", "--self-prob", "0.2", "--near-prob", "0.2", "--far-prob", "0.1",
+                           "--gate", "--init", str(tmp_path / "tiny.safetensors"), "--iterations", "2",
+                           "--val-every", "2", "--threads", "1", "--decay-steps", "1"]) == 0
+    loaded = load_checkpoint(out / "last.safetensors")
+    assert loaded.config.relevance_gate and loaded.model.gate is not None
+    assert loaded.meta["train_pairs"] == 9 and loaded.meta["holdout_pairs"] == ["a0→b0"]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    val = [r["val"] for r in log if "val" in r][-1]
+    assert {"pair_right_gain_db", "pair_wrong_gain_db"} <= set(val)
