@@ -2,7 +2,7 @@
 
     python scripts/data_tools.py frame VIDEO INDEX OUT.png      frame INDEX (0-based, decoded in order)
     python scripts/data_tools.py rcc ARCHIVE.rcc INNER_PATH OUT  one file out of a Qt resource archive
-    python scripts/data_tools.py png IMAGE OUT.png              an image (e.g. .pgm) as PNG
+    python scripts/data_tools.py png IMAGE OUT.png              an image (.pgm; a JPEG made upright) as PNG
     python scripts/data_tools.py check-pairs PAIRS.tsv          how alike each target and reference are
 
 Frames are decoded one after another from the first (seeking is not frame-exact in every container),
@@ -40,10 +40,12 @@ def extract_frame(video: Path, index: int, out: Path) -> None:
 
 
 def to_png(image: Path, out: Path) -> None:
-    """Writes `image` (any format OpenCV reads, e.g. PGM) as PNG, pixel for pixel."""
+    """Writes `image` (any format OpenCV reads, e.g. PGM) as PNG; a JPEG is turned upright by its EXIF."""
     import cv2
 
-    pixels = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
+    # IMREAD_COLOR applies the EXIF orientation; UNCHANGED keeps a grey PGM grey.
+    flags = cv2.IMREAD_COLOR if image.suffix.lower() in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED
+    pixels = cv2.imread(str(image), flags)
     if pixels is None:
         raise ValueError(f"cannot read image {image}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +145,9 @@ def aligned_psnr(target_path: Path, reference_path: Path, side: int = 640) -> tu
 
 
 def check_pairs(pairs: Path) -> list[tuple[str, str, float, float, int]]:
+    """(target, reference, aligned PSNR, overlap, inliers) for each pair of a pairs.tsv."""
+    if not pairs.is_file():
+        raise ValueError(f"pairs file not found: {pairs}")
     rows = []
     for line in pairs.read_text().splitlines():
         fields = line.split("\t")
@@ -182,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "rcc-list":
             print("\n".join(sorted(rcc_files(args.archive))))
         else:
+            rows = check_pairs(args.pairs)
             print("target\treference\taligned_psnr_db\toverlap\tinliers")
-            for target, reference, psnr, share, inliers in check_pairs(args.pairs):
+            for target, reference, psnr, share, inliers in rows:
                 print(f"{target}\t{reference}\t{psnr:.2f}\t{share:.2f}\t{inliers}")
     except ValueError as error:
         print(f"data_tools: {error}", file=sys.stderr)

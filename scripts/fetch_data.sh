@@ -3,8 +3,8 @@
 # Debian packages are downloaded with `apt-get download` and unpacked with dpkg -x (nothing is
 # installed); the scikit-image photos come from its wheel. Every photo's source and licence is
 # written beside it (ATTRIBUTION.tsv, pairs.tsv).
-# Video frames (path#frame=N), files inside Qt .rcc archives (path!inner) and .pgm/.ppm images are
-# written as PNG by scripts/data_tools.py, with OpenCV (opencv-python-headless, a project dependency).
+# Video frames (path#frame=N), files inside Qt .rcc archives (path!inner), .pgm/.ppm images and JPEGs
+# turned upright by their EXIF orientation (path#upright) are written as PNG by scripts/data_tools.py, with OpenCV (opencv-python-headless, a project dependency).
 # Usage: scripts/fetch_data.sh [training|validation|different-pairs|training-pairs|all]
 #   training         data/training (wallpapers), data/training-extra (opencv-doc, scikit-image photos),
 #                    data/training-more (photos from many more packages, short side >= 512),
@@ -87,6 +87,7 @@ take() {  # $1 = unpacked root, $2 = path (optionally #frame=N or !inner), $3 = 
     *'#frame='*) "$py" scripts/data_tools.py frame "$base${path%%#frame=*}" "${path##*#frame=}" "$dest";;
     *'!'*) "$py" scripts/data_tools.py rcc "$base${path%%!*}" "${path#*!}" "$dest";;
     *.pgm|*.ppm) "$py" scripts/data_tools.py png "$base$path" "$dest";;
+    *'#upright') "$py" scripts/data_tools.py png "$base${path%#upright}" "$dest";;
     *) cp "$base$path" "$dest";;
   esac
 }
@@ -97,6 +98,7 @@ name_of() {  # $1 = prefix, $2 = path → a file name that says where the photo 
     *'#frame='*) stem=$(basename "${path%%#frame=*}"); printf '%s__%s_f%04d.png' "$prefix" "${stem%.*}" "${path##*#frame=}";;
     *'!'*) stem=$(basename "${path%%!*}"); printf '%s__%s_%s' "$prefix" "${stem%.*}" "$(basename "${path#*!}")";;
     *.pgm|*.ppm) stem=$(basename "$path"); printf '%s__%s.png' "$prefix" "${stem%.*}";;
+    *'#upright') stem=$(basename "${path%#upright}"); printf '%s__%s.png' "$prefix" "${stem%.*}";;
     *) printf '%s__%s' "$prefix" "$(basename "$path")";;
   esac
 }
