@@ -74,7 +74,7 @@ def rcc_files(archive: Path) -> dict[str, tuple[int, int]]:
     blob = archive.read_bytes()
     if blob[:4] != b"qres":
         raise ValueError(f"{archive} is not a Qt resource archive (no 'qres' magic)")
-    version, tree, data, names = struct.unpack_from(">IIII", blob, 4)
+    version, tree, _data, names = struct.unpack_from(">IIII", blob, 4)
     node_size = 14 if version < 2 else 22  # version 2 adds an 8-byte modification time
     found: dict[str, tuple[int, int]] = {}
 
@@ -91,7 +91,6 @@ def rcc_files(archive: Path) -> dict[str, tuple[int, int]]:
             found[path.lstrip("/")] = (struct.unpack_from(">I", blob, base + 10)[0], flags)
 
     walk(0, "")
-    _ = data
     return found
 
 

@@ -19,6 +19,9 @@ what=${1:-all}
 case "$what" in training|validation|different-pairs|training-pairs|all) ;;
   *) echo "usage: $0 [training|validation|different-pairs|training-pairs|all]" >&2; exit 2;; esac
 if [ -n "${PYTHON:-}" ]; then py=$PYTHON; elif [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
+if ! "$py" -c "import cv2" 2>/dev/null; then
+  echo "fetch: $py has no OpenCV (cv2) for video frames: run 'bash scripts/setup.sh' or set PYTHON=" >&2; exit 2
+fi
 lists=datasets
 out=data
 mkdir -p "$out/debs" "$out/unpacked"
