@@ -146,6 +146,8 @@ if [ "$what" = training ] || [ "$what" = all ]; then
 fi
 if [ "$what" = training ] || [ "$what" = training-pairs ] || [ "$what" = all ]; then
   photo_pairs "$lists/training-pairs.tsv" "$out/training-pairs"
+  # Where each reference shows its target (SIFT + MAGSAC homography), for training crops and labels.
+  "$py" scripts/align_pairs.py "$out/training-pairs/pairs.tsv"
 fi
 if [ "$what" = validation ] || [ "$what" = all ]; then
   pairs "$lists/validation-pairs.tsv" "$out/validation"
