@@ -122,6 +122,11 @@ def _view(photo: np.ndarray, ref_to_photo: np.ndarray, side: int) -> np.ndarray:
     return render(small, to_small @ ref_to_photo, (side, side))
 
 
+# What a sample's reference is (its "kind" tensor indexes this): a warped view of the target's photo
+# (near, far), the target's own LR↑ (self), a real second photograph (pair), another photo (other).
+SAMPLE_KINDS = ("near", "far", "self", "pair", "other")
+
+
 class WarpedPairs(Dataset):
     """Pairs cut from single photos, with the reference a warped, relit view and the LR really degraded.
 
@@ -193,7 +198,7 @@ class WarpedPairs(Dataset):
             sample = pair_sample(pair.reversed() if rng.random() < 0.5 else pair, rng, self._target, s.patch,
                                  s.ref_patch)
         if sample is None:  # another photo's view, or no view of this one fitted
-            sample = self._other_photo(k, rng)
+            sample, kind = self._other_photo(k, rng), "other"
         hr, ref, corr = sample
         if lr is None:
             lr = self.lr_chain(hr, rng)
@@ -206,6 +211,7 @@ class WarpedPairs(Dataset):
             corr[valid, 1] = s.ref_patch // SCALE - 1 - corr[valid, 1]
         out = make_sample(np.ascontiguousarray(hr), np.ascontiguousarray(ref), np.ascontiguousarray(lr))
         out["corr"] = torch.from_numpy(np.ascontiguousarray(corr))
+        out["kind"] = torch.tensor(SAMPLE_KINDS.index(kind))
         return out
 
     def _own_lr_view(self, photo: np.ndarray, rng: np.random.Generator

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from .checkpoint import load_checkpoint
-from .config import SCALE, SearchConfig, SearchMode
+from .config import SCALE, Precision, SearchConfig, SearchMode
 from .consistency import make_consistent
 from .data import load_photo
 from .degradations import LR_PIPELINES, degrade
@@ -89,10 +89,10 @@ def wrong_reference(pairs: Sequence[Pair], i: int) -> np.ndarray:
 
 
 def evaluate(model: TTSR, pairs: Sequence[Pair], search: SearchConfig, tile: int | None = None,
-             degradation: str = "bicubic", consistency: int = 0) -> dict:
+             degradation: str = "bicubic", consistency: int = 0, precision: Precision | None = None) -> dict:
     """Per-pair and mean Y-PSNR/SSIM and LR fidelity for the four rows, with the LR made by ``degradation``."""
     per_pair = []
-    kw = {"search": search} | ({"tile": tile} if tile else {})
+    kw = {"search": search, "amp_dtype": precision} | ({"tile": tile} if tile else {})
 
     def run(lr: np.ndarray, ref: np.ndarray) -> np.ndarray:
         return make_consistent(super_resolve(model, lr, [ref], **kw).image, lr, consistency)
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile", type=int, default=0, help="LR tile size (0: whole image)")
     p.add_argument("--consistency", type=int, default=0,
                    help="back-projection steps applied to every model output (0: none; refsr's default is 3)")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="autocast for the network (bfloat16 pays on CPUs with native bf16; default float32)")
     p.add_argument("--json", type=Path, help="write all figures as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -194,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         p.exit(2, f"error: {exc}\n")
     search = SearchConfig(mode=SearchMode(args.search))
     report: dict = {"model": str(args.model), "model_sha256": loaded.sha256, "search": args.search,
-                    "consistency": args.consistency, "max_side": args.max_side, "protocol":
+                    "consistency": args.consistency, "max_side": args.max_side, "precision": args.precision,
+                    "protocol":
                     "HR cropped to ×4, LR = PIL bicubic ↓4 (then JPEG q75 for jpeg75), Y (BT.601) PSNR/SSIM, 4-px border"}
     names = loaded.meta.get("holdout") or []
     sets = [(tsv.stem if tsv.stem != "pairs" else tsv.parent.name, read_pairs(tsv, args.max_side)) for tsv in args.pairs]
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         sets.append(("holdout_photos", holdout_pairs(args.holdout_dir, names, args.max_side or 1024)))
     for set_name, pairs in sets:
         for deg in degradations:
-            res = evaluate(loaded.model, pairs, search, args.tile or None, deg, args.consistency)
+            res = evaluate(loaded.model, pairs, search, args.tile or None, deg, args.consistency,
+                           None if args.precision == "float32" else Precision(args.precision))
             res["summary"] = summary(res)
             report.setdefault(set_name, {})[deg] = res
             print(format_table(res, f"{set_name}, LR = {deg}"), "\n", flush=True)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import SAMPLE_KINDS
 from .net import TTSR, TTSROutput
 
 # The paper's weights (Yang et al. 2020, §4.1): λrec = 1, λper = 1e-2, λadv = 1e-3.
@@ -55,3 +56,20 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     grad = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)[0]
     return weight * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def gate_loss(model: TTSR, soft: torch.Tensor, corr: torch.Tensor, kind: torch.Tensor) -> torch.Tensor | None:
+    """Binary cross-entropy of the gate's factor at each LR position: 1 where a same-photo view shows it
+    (``corr`` ≥ 0), 0 everywhere for another photo's reference; self and real-pair samples are not labelled.
+
+    soft (N, 1, h, w) raw relevance; corr (N, h, w, 2); kind (N,) indexes data.SAMPLE_KINDS → scalar or None.
+    """
+    near_far = (kind == SAMPLE_KINDS.index("near")) | (kind == SAMPLE_KINDS.index("far"))
+    other = kind == SAMPLE_KINDS.index("other")
+    target = torch.zeros_like(soft[:, 0])  # (N, h, w)
+    labelled = (near_far[:, None, None] & (corr[..., 0] >= 0)) | other[:, None, None]
+    target[near_far[:, None, None] & (corr[..., 0] >= 0)] = 1.0
+    if not labelled.any():
+        return None
+    factor = model.gate.factor(soft[:, 0].float()).clamp(1e-6, 1 - 1e-6)
+    return F.binary_cross_entropy(factor[labelled], target[labelled])

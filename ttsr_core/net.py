@@ -246,8 +246,12 @@ class RelevanceGate(nn.Module):
         self.scale = nn.Parameter(torch.tensor(10.0))
         self.shift = nn.Parameter(torch.tensor(0.0))
 
+    def factor(self, s: torch.Tensor) -> torch.Tensor:
+        """The share of texture let through at relevance ``s``: sigmoid(scale·(S − shift)), in (0, 1)."""
+        return torch.sigmoid(self.scale * (s - self.shift))
+
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return s * torch.sigmoid(self.scale * (s - self.shift))
+        return s * self.factor(s)
 
 
 class TTSR(nn.Module):

@@ -19,20 +19,20 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PRESETS, preset
 from .correspondence import TEMPERATURE, contrastive_loss
-from .data import CUFEDPairs, PairSettings, WarpedPairs, list_images, load_photo, make_sample
-from .degradations import LR_PIPELINES, lr_pipeline
+from .data import CUFEDPairs, PairSettings, WarpedPairs, list_images, load_photo
+from .degradations import LR_PIPELINES
 from .device import resolve_device
-from .losses import ADV_WEIGHT, TPL_WEIGHT, Discriminator, gradient_penalty, reconstruction_loss, transferal_perceptual_loss
-from .matching import score as matching_score
+from .losses import (ADV_WEIGHT, TPL_WEIGHT, Discriminator, gate_loss, gradient_penalty, reconstruction_loss,
+                     transferal_perceptual_loss)
 from .net import TTSR
-from .photo_pairs import PhotoPair, pair_sample, read_photo_pairs
+from .photo_pairs import read_photo_pairs
+from .train_validation import holdout_batches, pair_batches, validate
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ class TrainSettings:
     adv_weight: float = 0.0  # 1e-3 in the paper
     stage: str = "sr"
     corr_weight: float = 0.0  # contrastive loss beside L1 in the sr stage
+    # Teach the relevance gate (net.RelevanceGate) what is worth transferring: open where a same-photo
+    # view shows the target position, shut everywhere for another photo's reference (binary
+    # cross-entropy on its factor). Gradients also reach the texture extractor through the relevance.
+    gate_weight: float = 0.0
     queries_per_sample: int = 64
     temperature: float = TEMPERATURE
     seed: int = 0
@@ -71,6 +75,8 @@ class TrainSettings:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.decay_steps < 0:
             raise ValueError(f"decay_steps must be ≥ 0, got {self.decay_steps}")
+        if self.gate_weight < 0:
+            raise ValueError(f"gate_weight must be ≥ 0, got {self.gate_weight}")
         if self.corr_weight < 0 or not self.temperature > 0:
             raise ValueError(f"need corr_weight ≥ 0 and temperature > 0, got {self.corr_weight}, {self.temperature}")
 
@@ -102,46 +108,6 @@ def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
         yield from loader
 
 
-def psnr_batch(sr: torch.Tensor, hr: torch.Tensor) -> float:
-    """Mean RGB PSNR of a batch in [-1, 1] (a cheap validation signal, not the paper protocol)."""
-    mse = ((sr.clamp(-1, 1) - hr) ** 2).mean(dim=(1, 2, 3)) / 4.0  # [-1,1] → [0,1] scale
-    return float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
-
-
-def _gain(model: TTSR, batches: list[dict[str, torch.Tensor]], device: torch.device) -> tuple[float, float]:
-    """(mean PSNR of the model's output, mean PSNR of bicubic LR↑) over batches."""
-    sr_psnr, bic_psnr = [], []
-    for b in batches:
-        b = {k: v.to(device) for k, v in b.items()}
-        sr = model(b["lr"], b["lr_up"], b["ref"], b["ref_down_up"])
-        sr_psnr.append(psnr_batch(sr, b["hr"]))
-        bic_psnr.append(psnr_batch(b["lr_up"], b["hr"]))
-    return float(np.mean(sr_psnr)), float(np.mean(bic_psnr))
-
-
-@torch.no_grad()
-def validate(model: TTSR, batches: list[dict[str, torch.Tensor]], device: torch.device, stage: str = "sr",
-             pair_sets: dict[str, list[dict[str, torch.Tensor]]] | None = None) -> dict[str, float]:
-    """PSNR gain over bicubic (sr stage) and matching accuracy (batches that carry ``corr``) on held-out pairs.
-
-    ``pair_sets`` (sr stage): more named sets of batches, e.g. held-out photo pairs with their right and
-    with a wrong reference; each adds ``<name>_gain_db``.
-    """
-    model.eval()
-    out: dict[str, float] = {}
-    if stage == "sr":
-        sr_psnr, bic_psnr = _gain(model, batches, device)
-        out.update(psnr=sr_psnr, bicubic_psnr=bic_psnr, gain_db=sr_psnr - bic_psnr)
-        for name, extra in (pair_sets or {}).items():
-            sr_psnr, bic_psnr = _gain(model, extra, device)
-            out[f"{name}_gain_db"] = sr_psnr - bic_psnr
-    if batches and "corr" in batches[0]:
-        samples = [{k: v[i].to(device) for k, v in b.items()} for b in batches for i in range(len(b["lr"]))]
-        out["matching_accuracy"] = matching_score(model, samples).accuracy
-    model.train()
-    return out
-
-
 def step_loss(model: TTSR, batch: dict[str, torch.Tensor], s: TrainSettings, critic: torch.nn.Module | None
               ) -> tuple[torch.Tensor, dict[str, float], Any]:
     """The loss of one batch for the configured stage → (loss, its parts, the forward output or None)."""
@@ -157,6 +123,11 @@ def step_loss(model: TTSR, batch: dict[str, torch.Tensor], s: TrainSettings, cri
             loss = loss + s.tpl_weight * transferal_perceptual_loss(model, out)
         if critic is not None:
             loss = loss - s.adv_weight * critic(out.sr.float()).mean()
+        if s.gate_weight > 0 and model.gate is not None and "kind" in batch:
+            gate = gate_loss(model, out.soft_attention, batch["corr"], batch["kind"])
+            if gate is not None:
+                parts["gate"] = gate.item()
+                loss = loss + s.gate_weight * gate
     if (s.stage == "correspondence" or s.corr_weight > 0) and "corr" in batch:
         q = model.LTE(batch["lr_up"])[2]
         k = model.LTE(batch["ref_down_up"])[2]
@@ -262,35 +233,6 @@ def holdout_names(folder: Path, every: int) -> list[str]:
     return [p.name for p in list_images(folder)[::every]] if every > 0 else []
 
 
-def _stack(samples: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-    return [{k: torch.stack([s[k] for s in samples[i : i + 8]]) for k in samples[0]} for i in range(0, len(samples), 8)]
-
-
-def _val_batches(folder: Path, held: list[str], pair: PairSettings, count: int = 32) -> list[dict[str, torch.Tensor]]:
-    """Fixed held-out samples (seed 12345) in batches of 8; same-photo views only, so each has a truth."""
-    photos = [load_photo(folder / n, pair.max_side) for n in held]
-    settings = PairSettings(**{**asdict(pair), "near_prob": 0.5, "far_prob": 0.5, "self_prob": 0.0, "pair_prob": 0.0})
-    val = WarpedPairs(photos, settings, length=count, seed=12345)
-    return _stack([val[i] for i in range(count)])
-
-
-def _pair_val_batches(pairs: list[PhotoPair], pair: PairSettings, count: int = 32) -> dict[str, list[dict[str, torch.Tensor]]]:
-    """Held-out photo pairs (seed 54321): each target crop with its pair's reference ("pair_right") and
-    with the reference of the sample half the list away ("pair_wrong"); LR through the training pipeline."""
-    rng = np.random.default_rng(54321)
-    cutter = WarpedPairs([p.target for p in pairs], PairSettings(**{**asdict(pair), "near_prob": 0.0, "far_prob": 0.0,
-                                                                     "self_prob": 0.0, "pair_prob": 0.0}), length=1)
-    chain = lr_pipeline(pair.lr_degradation)
-    cut = []
-    while len(cut) < count:
-        sample = pair_sample(pairs[len(cut) % len(pairs)], rng, cutter._target, pair.patch, pair.ref_patch)
-        if sample is not None:
-            cut.append((sample[0], sample[1], chain(sample[0], rng)))
-    right = [make_sample(hr, ref, lr) for hr, ref, lr in cut]
-    wrong = [make_sample(hr, cut[(i + count // 2) % count][1], lr) for i, (hr, _, lr) in enumerate(cut)]
-    return {"pair_right": _stack(right), "pair_wrong": _stack(wrong)}
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ttsr_core.train",
@@ -333,6 +275,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lte-lr-ratio", type=float, default=TrainSettings.lte_lr_ratio)
     p.add_argument("--warmup", type=int, default=TrainSettings.warmup)
     p.add_argument("--corr-weight", type=float, default=0.0, help="sr stage: weight of the contrastive loss (0: off)")
+    p.add_argument("--gate-weight", type=float, default=0.0,
+                   help="sr stage: weight of the relevance gate's cross-entropy (open on same-photo views, shut on "
+                        "other photos; 0: off)")
     p.add_argument("--queries", type=int, default=TrainSettings.queries_per_sample,
                    help="contrastive loss: query cells drawn per sample (its cost grows with queries × batch²)")
     p.add_argument("--loss", choices=["rec", "rec+tpl", "rec+tpl+adv"], default="rec",
@@ -392,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, lte_lr_ratio=args.lte_lr_ratio,
         warmup=args.warmup, decay_steps=args.decay_steps, tpl_weight=TPL_WEIGHT if "tpl" in args.loss else 0.0,
         adv_weight=ADV_WEIGHT if "adv" in args.loss else 0.0, stage=args.stage, corr_weight=args.corr_weight,
+        gate_weight=args.gate_weight,
         queries_per_sample=args.queries,
         seed=args.seed, save_every=args.save_every, val_every=args.val_every, amp_dtype=args.amp,
     )
@@ -416,9 +362,9 @@ def main(argv: list[str] | None = None) -> int:
                      "train_pairs": len(train_pairs),
                      "shares": {"near": pair.near_prob, "far": pair.far_prob, "self": pair.self_prob, "pair": pair.pair_prob}})
         if held:
-            val_batches = _val_batches(args.data[0], held, pair)
+            val_batches = holdout_batches(args.data[0], held, pair)
         if held_pairs:
-            pair_val = _pair_val_batches(held_pairs, pair)
+            pair_val = pair_batches(held_pairs, pair)
     else:
         dataset = CUFEDPairs(args.cufed)
         meta["data"] = str(args.cufed)

@@ -248,10 +248,34 @@ def test_cli_adds_the_gate_and_trains_on_real_pairs(tmp_path: Path, rng: np.rand
                            "--patch", "32", "--ref-patch", "48", "--batch-size", "2", "--holdout-every", "2",
                            "--pair-prob", "0.4", "--self-prob", "0.2", "--near-prob", "0.2", "--far-prob", "0.1",
                            "--gate", "--init", str(tmp_path / "tiny.safetensors"), "--iterations", "2",
-                           "--val-every", "2", "--threads", "1", "--decay-steps", "1"]) == 0
+                           "--val-every", "2", "--threads", "1", "--decay-steps", "1", "--gate-weight", "0.1"]) == 0
     loaded = load_checkpoint(out / "last.safetensors")
     assert loaded.config.relevance_gate and loaded.model.gate is not None
     assert loaded.meta["train_pairs"] == 9 and loaded.meta["holdout_pairs"] == ["a0→b0"]
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     val = [r["val"] for r in log if "val" in r][-1]
     assert {"pair_right_gain_db", "pair_wrong_gain_db"} <= set(val)
+
+
+def test_gate_loss_opens_on_same_photo_views_and_shuts_on_other_photos() -> None:
+    from dataclasses import replace
+
+    from ttsr_core.data import SAMPLE_KINDS
+    from ttsr_core.losses import gate_loss
+
+    model = TTSR(replace(TINY, relevance_gate=True))
+    soft = torch.full((2, 1, 3, 3), 0.5)
+    corr = torch.full((2, 3, 3, 2), -1, dtype=torch.long)
+    corr[0, :2] = 1  # sample 0: a near view showing its first two rows
+    kind = torch.tensor([SAMPLE_KINDS.index("near"), SAMPLE_KINDS.index("other")])
+    loss = gate_loss(model, soft, corr, kind)
+    loss.backward()
+    # 6 positions want the gate open, 9 want it shut, all at the same relevance: a descent step raises
+    # the threshold (closes the gate).
+    assert model.gate.shift.grad < 0
+    only_self = torch.tensor([SAMPLE_KINDS.index("self")] * 2)
+    assert gate_loss(model, soft, corr, only_self) is None  # nothing labelled, no loss
+    settings = train_mod.TrainSettings(iterations=1, batch_size=2, gate_weight=0.1)
+    assert settings.gate_weight == 0.1
+    with pytest.raises(ValueError, match="gate_weight"):
+        train_mod.TrainSettings(gate_weight=-1.0)
