@@ -92,15 +92,24 @@ def lr_factor(step: int, s: TrainSettings) -> float:
     return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def make_optimizer(model: TTSR, s: TrainSettings) -> torch.optim.Adam:
+def make_optimizer(model: TTSR, s: TrainSettings, state: dict[str, Any] | None = None) -> torch.optim.Adam:
+    """Adam over the stage's parameter groups (main network, texture extractor, relevance gate), resumed
+    from ``state`` when given; groups that ``state`` predates (a gate added later) start fresh."""
     lte = list(model.LTE.parameters())
     if s.stage == "correspondence":  # the extractor alone, at the full rate
-        return torch.optim.Adam([{"params": lte, "lr": s.lr, "base_lr": s.lr}], betas=(0.9, 0.999))
-    main = list(model.MainNet.parameters())
-    return torch.optim.Adam(
-        [{"params": main, "lr": s.lr, "base_lr": s.lr}, {"params": lte, "lr": s.lr * s.lte_lr_ratio, "base_lr": s.lr * s.lte_lr_ratio}],
-        betas=(0.9, 0.999),
-    )
+        groups = [{"params": lte, "lr": s.lr, "base_lr": s.lr}]
+    else:
+        groups = [{"params": list(model.MainNet.parameters()), "lr": s.lr, "base_lr": s.lr},
+                  {"params": lte, "lr": s.lr * s.lte_lr_ratio, "base_lr": s.lr * s.lte_lr_ratio}]
+        if model.gate is not None:
+            groups.append({"params": list(model.gate.parameters()), "lr": s.lr, "base_lr": s.lr})
+    known = len(state["param_groups"]) if state is not None else len(groups)
+    opt = torch.optim.Adam(groups[:known], betas=(0.9, 0.999))
+    if state is not None:
+        opt.load_state_dict(state)
+    for group in groups[known:]:
+        opt.add_param_group(group)
+    return opt
 
 
 def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
@@ -156,9 +165,7 @@ def train(
     device = torch.device(device)
     torch.manual_seed(settings.seed + start_step)
     model.to(device).train()
-    opt = make_optimizer(model, settings)
-    if optimizer_state is not None:
-        opt.load_state_dict(optimizer_state)
+    opt = make_optimizer(model, settings, optimizer_state)
     critic = critic_opt = None
     if settings.adv_weight > 0 and settings.stage == "sr":
         critic = Discriminator().to(device)

@@ -279,3 +279,15 @@ def test_gate_loss_opens_on_same_photo_views_and_shuts_on_other_photos() -> None
     assert settings.gate_weight == 0.1
     with pytest.raises(ValueError, match="gate_weight"):
         train_mod.TrainSettings(gate_weight=-1.0)
+
+
+def test_the_gate_learns_and_a_run_from_before_it_learned_resumes() -> None:
+    from dataclasses import replace
+
+    model = TTSR(replace(TINY, relevance_gate=True))
+    s = train_mod.TrainSettings(iterations=10, batch_size=2)
+    opt = train_mod.make_optimizer(model, s)
+    assert any(p is model.gate.shift for g in opt.param_groups for p in g["params"])
+    old = torch.optim.Adam(opt.param_groups[:2])  # a state saved when only main and LTE learned
+    resumed = train_mod.make_optimizer(model, s, old.state_dict())
+    assert len(resumed.param_groups) == 3 and resumed.param_groups[2]["params"][0] is model.gate.scale
