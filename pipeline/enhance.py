@@ -20,6 +20,8 @@ from PIL import Image
 from pipeline import images
 from pipeline.attention import AttentionMaps, save_attention
 from pipeline.params import OUTPUT_EXTENSIONS, WRITE_FALLBACK, EnhanceParams
+from pipeline.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumbnail_jpeg
+from pipeline.vocabulary import CredentialsState
 from ttsr_core.config import MIN_REF_SIDE, SCALE
 from ttsr_core.device import resolve_device
 from ttsr_core.files import sha256_file
@@ -198,6 +200,8 @@ class EnhanceResult:
     format: str
     device: str
     timings: Mapping[str, float]
+    credentials: CredentialsState | None = None  # None: no stamp was asked for (refsr sr without one)
+    credentials_note: str | None = None  # why an asked-for carrier is missing
 
 
 def enhance_photo(
@@ -212,6 +216,7 @@ def enhance_photo(
     protected: Collection[PathLike] = (),
     max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
     reference_cache: ReferenceCache | None = None,
+    stamp: StampRequest | None = None,
 ) -> EnhanceResult:
     """Enhance the photo at `target_path` with the references at `ref_paths` (best first).
 
@@ -220,7 +225,9 @@ def enhance_photo(
     reset to 1) and ICC profile. The format follows `output_path`'s extension unless
     `params.output_format` is set. Refuses to write over the target, a reference or anything in
     `protected`. The attention maps go to `attention_path` when
-    given (see `pipeline.attention`). Raises images.UnreadableImageError for undecodable inputs.
+    given (see `pipeline.attention`). With a `stamp`, the output carries its provenance (XMP and/or a
+    signed C2PA manifest, `pipeline.stamp`); a format that cannot carry it is written without, and the
+    result's `credentials` says so. Raises images.UnreadableImageError for undecodable inputs.
     """
     if not ref_paths:
         raise ValueError(f"at least one reference is needed to enhance {str(target_path)!r}")
@@ -236,7 +243,8 @@ def enhance_photo(
 
     t0 = time.perf_counter()
     lr, meta = images.load_rgb(target_path, max_pixels=max_pixels)
-    refs = [images.load_rgb(p, max_pixels=max_pixels)[0] for p in ref_paths]
+    loaded = [images.load_rgb(p, max_pixels=max_pixels) for p in ref_paths]
+    refs = [rgb for rgb, _ in loaded]
     timings["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -248,7 +256,15 @@ def enhance_photo(
     t0 = time.perf_counter()
     fmt = params.output_format or Image.registered_extensions().get(out.suffix.lower()) or "PNG"
     fmt = WRITE_FALLBACK.get(fmt, fmt)
-    written = images.save_atomic(out, arrays.image, meta, format=fmt, quality=params.quality, protected=guarded)
+    stamped = None
+    if stamp is not None:
+        signing = stamp.identity is not None
+        sources = [(Path(p), m.format, rgb) for p, (rgb, m) in zip(ref_paths, loaded)]
+        stamped = ProvenanceStamp(
+            stamp, ingredients_for(stamp.provenance, (Path(target_path), meta.format, lr), sources) if signing else (),
+            thumbnail_jpeg(arrays.image) if signing else b"")
+    written = images.save_atomic(out, arrays.image, meta, format=fmt, quality=params.quality, protected=guarded,
+                                 stamp=stamped)
     attention = None
     if attention_path is not None:
         maps = AttentionMaps(arrays.soft_attention, arrays.hard_attention, arrays.ref_grids)
@@ -266,4 +282,6 @@ def enhance_photo(
         format=fmt,
         device=str(dev),
         timings=timings,
+        credentials=stamped.state if stamped is not None else None,
+        credentials_note=stamped.note if stamped is not None else None,
     )

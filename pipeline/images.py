@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from pipeline.provenance import Stamp
 from ttsr_core.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -391,14 +392,14 @@ def save_atomic(
     quality: int = 95,
     *,
     protected: Collection[PathLike] = (),
+    stamp: Stamp | None = None,
 ) -> Path:
     """Write rgb (H, W, 3) uint8 to path so that readers see the old file or the whole new one.
 
     Encodes into a hidden temp file beside it and renames that over the target
     (ttsr_core.files.atomic_write). EXIF (orientation 1) and an RGB ICC profile from meta are kept
     for JPEG, PNG, WebP and TIFF. Refuses (ValueError) to write onto any path in `protected` (the
-    album's inputs).
-    Returns the path written.
+    album's inputs). A `stamp` adds save arguments (XMP) and rewrites the bytes (C2PA) before the rename.
     """
     if not isinstance(rgb, np.ndarray):
         raise TypeError(f"rgb must be a numpy array, got {type(rgb).__name__}")
@@ -417,12 +418,14 @@ def save_atomic(
             raise ValueError(f"refusing to overwrite input image {str(target)!r}")
     fmt = _resolve_format(target, format)
     params = _save_params(fmt, meta, quality)
-
+    params.update(stamp.save_params(fmt, params.get("exif")) if stamp is not None else {})  # type: ignore[arg-type]
     image = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
 
     def encode(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             image.save(handle, format=fmt, **params)
+        if stamp is not None:
+            tmp.write_bytes(stamp.finish(tmp.read_bytes(), fmt))
 
     atomic_write(target, encode)
     logger.debug("wrote %s (%s, %dx%d)", target, fmt, rgb.shape[1], rgb.shape[0])

@@ -1,4 +1,4 @@
-"""The album's words that the database stores: a photo's role and an enhancement's outcome (stdlib only).
+"""The album's words that the database stores: a photo's role, an enhancement's outcome and credentials (stdlib only).
 
 Defined once, here, where the domain decides them (the scan gives roles, the gallery shows outcomes);
 ``db.models`` stores these very enums, so the two rooms cannot drift apart. Members are named as they
@@ -23,3 +23,12 @@ class EnhancementStatus(enum.StrEnum):
 
     succeeded = "succeeded"
     failed = "failed"
+
+
+class CredentialsState(enum.StrEnum):
+    """What provenance an output carries in the file itself (see ``pipeline.stamp``)."""
+
+    signed = "signed"  # a signed C2PA manifest, and XMP unless --no-xmp
+    xmp_only = "xmp-only"  # --no-credentials: the XMP marking only
+    none = "none"  # --no-credentials --no-xmp
+    refused = "refused"  # asked for, but the format or the library refused: written without (see the note)
