@@ -11,7 +11,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # The domain's own words, stored as they are (the one definition of each lives in pipeline).
-from pipeline.vocabulary import EnhancementStatus, PhotoRole
+from pipeline.vocabulary import CredentialsState, EnhancementStatus, PhotoRole
 
 # Deterministic constraint names on every backend, so a later migration can drop or alter
 # a constraint by name without reflecting it first.
@@ -203,6 +203,9 @@ class Enhancement(Base):
     status: Mapped[EnhancementStatus] = mapped_column(_str_enum(EnhancementStatus))
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What the output file carries of its own provenance; NULL: failed, or written before credentials.
+    credentials: Mapped[CredentialsState | None] = mapped_column(_str_enum(CredentialsState))
+    credentials_note: Mapped[str | None] = mapped_column(sa.Text)  # why an asked-for carrier is missing
 
     run: Mapped[Run | None] = relationship()
     target: Mapped[Photo] = relationship()

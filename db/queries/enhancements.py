@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from db.models import Enhancement, EnhancementReference, EnhancementStatus, Photo, utcnow
+from db.models import CredentialsState, Enhancement, EnhancementReference, EnhancementStatus, Photo, utcnow
 from db.queries.checks import absolute_path, check_sha256
 
 
@@ -66,6 +66,8 @@ def record_enhancement(
     attention_path: str | os.PathLike[str] | None = None,
     error: str | None = None,
     references: Sequence[ReferenceRow | tuple[int, int, str, float, float]] = (),
+    credentials: CredentialsState | None = None,
+    credentials_note: str | None = None,
 ) -> Enhancement:
     """Add one enhancement and its ranked references in a single flush.
 
@@ -110,6 +112,8 @@ def record_enhancement(
         timings=timings,
         status=final,
         error=error,
+        credentials=None if credentials is None else CredentialsState(credentials),
+        credentials_note=credentials_note,
         created_at=utcnow(),
         references=[
             EnhancementReference(
