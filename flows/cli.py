@@ -42,12 +42,23 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
             max_target_side=get("max_target_side"), ref_ratio=get("ref_ratio"), top_k=get("top_k"),
             refs=get("refs"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),
             force=get("force") or None, workers=get("workers"), dask=get("dask"), processes=get("processes"),
-            **extra,
+            credentials=get("credentials"), xmp=get("xmp"), embed_names=get("embed_names"),
+            signing_key=get("signing_key"), signing_cert=get("signing_cert"), **extra,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     workspace_environment(settings.home, verbose=args.verbose)
     return settings
+
+
+def _check_signing(settings) -> None:  # type: ignore[no-untyped-def]
+    """A signing key that cannot be read is a usage error before any work (and the local key is made now)."""
+    from flows.stamping import signing_identity
+
+    try:
+        signing_identity(settings)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _status(args: argparse.Namespace, text: str) -> None:
@@ -171,6 +182,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty(),
                          report=not args.no_report)
     found = check_enhance_command(settings, args.album)
+    _check_signing(settings)
     digest = shortcut.fingerprint(RunKind.enhance, found, settings, {"report": settings.report})
     sessions = resources_for(settings).sessions
     if (state := _shortcut(args, settings, RunKind.enhance, found, digest)) is not None:
@@ -231,29 +243,15 @@ def _cmd_sr(args: argparse.Namespace) -> int:
 
 
 def _cmd_which_ref(args: argparse.Namespace) -> int:
-    from flows.provenance import describe_path
+    from flows.cli_provenance import cmd_which_ref
 
-    settings = _settings(args)
-    answer = describe_path(settings, args.path)
-    if args.json:
-        print(json.dumps(_jsonable(answer), indent=1))
-        return EXIT_OK if answer.enhancements else EXIT_FAILED
-    if not answer.enhancements:
-        print(f"{shown(answer.path)}: {shown(answer.note)}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"{shown(answer.path)} ({answer.kind})")
-    if answer.note:
-        print(f"  {shown(answer.note)}")
-    for e in answer.enhancements:
-        print(f"- enhancement #{e.id} of {shown(e.target)}  [{e.status}]{'  (current file)' if e.current else ''}")
-        for r in e.references:
-            print(f"    reference #{r.rank + 1}: {shown(r.path)}  cosine {r.cosine:.3f}  relevance {r.relevance:.3f}")
-        print(f"    model {shown(e.model_name)} ({e.model_sha256[:12]}) on {e.device}; run #{e.run_id} at {e.created_at}")
-        if e.output_path:
-            print(f"    output {shown(e.output_path)}")
-        if e.error:
-            print(f"    error {shown(e.error)}")
-    return EXIT_OK
+    return cmd_which_ref(args, _settings)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from flows.cli_provenance import cmd_verify
+
+    return cmd_verify(args)
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -281,6 +279,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from flows.preflight import check_enhance_command
 
     settings = _settings(args)  # before Prefect is imported: it reads PREFECT_HOME at import
+    _check_signing(settings)
     check_enhance_command(settings, args.album)
     prefect_home()
     from prefect import serve
@@ -321,7 +320,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "index": _cmd_index, "enhance": _cmd_enhance, "sr": _cmd_sr, "which-ref": _cmd_which_ref,
-    "history": _cmd_history, "serve": _cmd_serve, "report": _cmd_report,
+    "history": _cmd_history, "serve": _cmd_serve, "report": _cmd_report, "verify": _cmd_verify,
 }
 
 

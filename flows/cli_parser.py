@@ -126,6 +126,24 @@ def _model_args(p: argparse.ArgumentParser, *, album: bool) -> None:
                        help="cosine candidates re-ranked by the model's own texture relevance (default 4)")
 
 
+def _provenance_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "provenance in the file",
+        "Every output carries what made it: an XMP packet (target and reference hashes, scores, model, run,\n"
+        "IPTC digital source type) and a signed C2PA manifest (Content Credentials) with the photos as\n"
+        "ingredients by hash and thumbnail. Without --signing-key, refsr signs with a local key it makes in\n"
+        "REFSR_HOME: that proves integrity (the file is unchanged), not identity. No paths or user names.")
+    g.add_argument("--no-credentials", dest="credentials", action="store_false", default=None,
+                   help="no C2PA manifest (the XMP marking stays unless --no-xmp)")
+    g.add_argument("--no-xmp", dest="xmp", action="store_false", default=None, help="no XMP packet")
+    g.add_argument("--embed-names", action="store_true", default=None,
+                   help="also write the target's and references' file names (never their folders)")
+    g.add_argument("--signing-key", type=Path, default=None, metavar="PEM",
+                   help="private key that signs the manifest (default $REFSR_SIGNING_KEY, else refsr's local key)")
+    g.add_argument("--signing-cert", type=Path, default=None, metavar="PEM",
+                   help="its certificate chain, signer first (default $REFSR_SIGNING_CERT)")
+
+
 def _engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("task engine (needs the [dask] extra: pip install 'refsr-album[dask]')")
     how = g.add_mutually_exclusive_group()
@@ -192,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (mirrors the album's sub-folders); default ALBUM/enhanced")
     _model_args(p, album=True)
     p.add_argument("--force", action="store_true", help="redo enhancements even when already done")
+    _provenance_args(p)
     p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                    help="photos in flight at once; the model itself runs one at a time per device (default 2); "
                         "with --processes, the number of worker processes")
@@ -220,12 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
         "which-ref", formatter_class=_Formatter, help="which reference produced an output (or a target's history)",
         description="PATH is an enhanced output or an album photo. For an output: the reference(s) that lent "
                     "it texture, their scores, the model, the run and when. For a target: every enhancement "
-                    "it has had, newest first.",
+                    "it has had, newest first. An output the database does not know (a copy on another machine, "
+                    "a fresh REFSR_HOME) answers from the provenance it carries (its signed manifest, else its "
+                    "XMP), by content hash; when both know it, a disagreement between file and database is said.",
         epilog="examples:\n  refsr which-ref examples/album/enhanced/leuven/from-chat/leuvenA-small.jpg\n"
                "  refsr which-ref examples/album/leuven/from-chat/leuvenA-small.jpg --json\n\n" + _COMMON_EPILOG)
     p.add_argument("path", type=Path, metavar="PATH")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _workspace_args(p)
+
+    from flows.cli_provenance import add_verify_parser
+
+    add_verify_parser(sub, _Formatter)
 
     p = sub.add_parser(
         "history", formatter_class=_Formatter, help="past runs with their counts and status",
@@ -263,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(p)
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder; default ALBUM/enhanced")
     _model_args(p, album=True)
+    _provenance_args(p)
     _scan_args(p)
     _workspace_args(p)
     from flows.report import add_report_parser

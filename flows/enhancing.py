@@ -29,6 +29,7 @@ from flows.resources import Resources, resources_for
 from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target
 from flows.runners import Submit, photo_tasks
 from flows.settings import Settings
+from flows.stamping import stamp_request
 from pipeline.attention import attention_path_for
 from pipeline.enhance import enhance_photo, job_key, plan_output_paths, stable_hash
 from pipeline.params import EnhanceParams
@@ -125,30 +126,35 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
                              job_key=key, output_path=output_path, enhancement_id=enhancement_id,
                              reranked=found.reranked, timings=timings)
 
-    if not settings.force and (hit := reusable(res.sessions, key, out_path)) is not None:
+    carries = settings.stamp_options()
+    if not settings.force and (hit := reusable(res.sessions, key, out_path, carries)) is not None:
         return outcome(Outcome.CACHED, hit.output_path, hit.id)
     with job_claim(settings, res.sessions, key, wait=wait) as held:
         if held is None:
             return outcome(Outcome.ELSEWHERE, None, None)
-        if not settings.force and (hit := reusable(res.sessions, key, out_path)) is not None:
+        if not settings.force and (hit := reusable(res.sessions, key, out_path, carries)) is not None:
             return outcome(Outcome.CACHED, hit.output_path, hit.id)
         claim_output(res.sessions, job.out_dir, out_path, attention_path_for(job.out_dir, key))
-        if not settings.force and (hit := reuse_elsewhere(res.sessions, job, target.id, key, out_path)) is not None:
+        if not settings.force and (hit := reuse_elsewhere(res.sessions, job, target.id, key, out_path,
+                                                          carries)) is not None:
             return outcome(Outcome.CACHED, hit.output_path, hit.id)
         ckpt = res.model()
         if ckpt.sha256 != job.model_sha256:
             raise RuntimeError(f"checkpoint {res.spec.model_path} changed during the run")
         root = Path(job.album_root)
+        stamp = stamp_request(settings, target_sha256=target.sha256, target_rel=target.rel_path, ranked=found.ranked,
+                              ref_rels=ref_paths, model_name=job.model_name, model_sha256=job.model_sha256,
+                              job_key=key, run_id=job.run_id)
         with res.device_slot():
             result = enhance_photo(ckpt.model, root / target.rel_path, [root / p for p in ref_paths], Path(out_path),
                                    params, attention_path=attention_path_for(job.out_dir, key), device=job.device,
-                                   reference_cache=res.reference_cache())
+                                   reference_cache=res.reference_cache(), stamp=stamp)
         timings.update({k: round(v, 4) for k, v in result.timings.items()})
         fault_point("enhanced")  # crash tests: die or stall holding the job, its output written, not recorded
         try:
             held.check()
             enhancement_id = record_success(res.sessions, job, target.id, key, params, found.key, result, timings,
-                                            found.ranked, settle=held.settle)
+                                            found.ranked, settle=held.settle, carries=carries)
         except ClaimLost:
             # This process stalled past its lease and another took the job over: the job is theirs to
             # record (our output was renamed into place whole, as theirs will be).

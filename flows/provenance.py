@@ -14,6 +14,8 @@ from db.models import Album, Enhancement
 from flows.common import recover_crashed_runs
 from flows.resources import resources_for
 from flows.settings import Settings
+from pipeline import credentials, xmp
+from pipeline.provenance import Provenance
 from ttsr_core.files import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -46,14 +48,58 @@ class EnhancementInfo:
     timings: dict
     attention_path: str | None
     error: str | None
+    job_key: str = ""
+    credentials: str | None = None  # what the output carries (pipeline.vocabulary.CredentialsState)
+    credentials_note: str | None = None
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What the file itself says about its making (pipeline.stamp), and how far to trust it."""
+
+    carrier: str  # "c2pa" (our signed assertion) or "xmp" (unsigned)
+    verified: bool  # c2pa: signature valid and the bytes are the ones signed; xmp: always False
+    reason: str  # the verdict in one line
+    provenance: Provenance
 
 
 @dataclass(frozen=True)
 class PathAnswer:
     path: str
-    kind: str  # "output", "target" or "unknown"
+    kind: str  # "output", "target", "file" (only the file knows: a copy elsewhere) or "unknown"
     enhancements: tuple[EnhancementInfo, ...]
     note: str = ""
+    file: FileFacts | None = None
+
+
+def file_facts(path: Path) -> FileFacts | None:
+    """The provenance a refsr output carries: the signed manifest's when there is one, else its XMP."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if credentials.read_provenance(data) is not None:
+        verdict = credentials.verify(path)
+        if verdict.provenance is not None:
+            return FileFacts("c2pa", verdict.ok, verdict.reason, verdict.provenance)
+    found = xmp.read(data)
+    if found is None:
+        return None
+    return FileFacts("xmp", False, "XMP only: unsigned, so anyone could have written or changed it", found)
+
+
+def disagreements(facts: Provenance, e: EnhancementInfo) -> list[str]:
+    """Where the file's own provenance and the database's record of it differ."""
+    out = []
+    if facts.job_key != e.job_key:
+        out.append("job")
+    if facts.model_sha256 != e.model_sha256:
+        out.append(f"model ({facts.model_sha256[:12]} in the file, {e.model_sha256[:12]} recorded)")
+    if [r.sha256 for r in facts.references] != [r.sha256 for r in e.references]:
+        out.append("references")
+    if facts.run_id is not None and e.run_id is not None and facts.run_id != e.run_id:
+        out.append(f"run (#{facts.run_id} in the file, #{e.run_id} recorded)")
+    return out
 
 
 def _info(e: Enhancement, current_sha: str | None) -> EnhancementInfo:
@@ -68,26 +114,38 @@ def _info(e: Enhancement, current_sha: str | None) -> EnhancementInfo:
         model_name=e.model_name, model_sha256=e.model_sha256, device=e.device, run_id=e.run_id,
         flow_run_id=e.run.flow_run_id if e.run is not None else None, created_at=e.created_at,
         params=dict(e.params or {}), timings=dict(e.timings or {}), attention_path=e.attention_path, error=e.error,
+        job_key=e.job_key, credentials=e.credentials.value if e.credentials else None,
+        credentials_note=e.credentials_note,
     )
 
 
 def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
-    """What the database knows about `path`: an enhanced output first, else an album photo (target)."""
+    """What the database knows about `path`: an enhanced output first, else an album photo (target).
+
+    An output also answers from the provenance it carries (pipeline.stamp): alone when the database
+    does not know the file (a copy on another machine, a fresh REFSR_HOME), and compared with the
+    record when it does, the answer's note naming where the two disagree.
+    """
     resolved = Path(path).expanduser().resolve()
     factory = resources_for(settings).sessions
+    facts = file_facts(resolved) if resolved.is_file() else None
     with factory() as session:
         found = queries.enhancements_for_output(session, resolved)
         if found:
             current_sha = sha256_file(resolved) if resolved.is_file() else None
             infos = tuple(_info(e, current_sha) for e in found)
-            note = ""
+            notes = []
             if not any(i.current for i in infos):
-                note = ("the file on disk differs from every recorded output (edited, or missing)"
-                        if resolved.exists() else "the output file no longer exists")
+                notes.append("the file on disk differs from every recorded output (edited, or missing)"
+                             if resolved.exists() else "the output file no longer exists")
             # The enhancement that wrote the current bytes first, then the older ones.
             ordered = tuple(sorted(infos, key=lambda i: not i.current))
-            return PathAnswer(str(resolved), "output", ordered, note)
+            if facts is not None and (differ := disagreements(facts.provenance, ordered[0])):
+                notes.append(f"the file and the database disagree on: {', '.join(differ)}")
+            return PathAnswer(str(resolved), "output", ordered, "; ".join(notes), facts)
         photo = queries.photo_by_path(session, resolved)
+        if photo is None and facts is not None:
+            return PathAnswer(str(resolved), "file", (), f"not in this database; from the file's {facts.carrier}", facts)
         if photo is None:
             return PathAnswer(str(resolved), "unknown", (), "neither a recorded output nor a photo of an indexed album")
         enhancements = queries.enhancements_for_target(session, photo.id)

@@ -24,16 +24,26 @@ from ttsr_core.files import atomic_write, sha256_file
 logger = logging.getLogger(__name__)
 
 
-def reusable(sessions: sessionmaker[Session], key: str, out_path: str) -> Enhancement | None:
+def _carries(hit: Enhancement, carries: dict[str, bool] | None) -> bool:
+    """Whether `hit`'s output carries the provenance asked for now (an output from before credentials: no)."""
+    return carries is None or (hit.params or {}).get("stamp") == carries
+
+
+def reusable(sessions: sessionmaker[Session], key: str, out_path: str,
+             carries: dict[str, bool] | None = None) -> Enhancement | None:
     """The succeeded enhancement of `key` that wrote `out_path`, when the file still holds what it wrote.
 
     Like the album scan, an output whose size and mtime match the record is trusted without
     reading it; anything else is hashed and compared. A job done into another place (another
-    ``--out``, or a name that a new photo now shares) is redone where this run puts it.
+    ``--out``, or a name that a new photo now shares) is redone where this run puts it, and so is
+    one whose output carries other provenance than `carries` asks (``Settings.stamp_options``).
     """
     with sessions() as session:
         hit = queries.latest_succeeded_enhancement(session, key)
     if hit is None or not hit.output_path:
+        return None
+    if not _carries(hit, carries):
+        logger.info("output %s of job %s carries other provenance than asked; redoing it", hit.output_path, key[:12])
         return None
     out = Path(hit.output_path)
     if out != Path(out_path).resolve():
@@ -63,7 +73,7 @@ def _intact(hit: Enhancement) -> bool:
 
 
 def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str,
-                    out_path: str) -> Enhancement | None:
+                    out_path: str, carries: dict[str, bool] | None = None) -> Enhancement | None:
     """The job done already under another output path (the photo renamed or copied): its output, put at `out_path`.
 
     Same content, same references, same model: the pixels would be the same, so no model work. Only an
@@ -74,7 +84,7 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
     """
     with sessions() as session:
         hit = queries.latest_succeeded_enhancement(session, key)
-        if hit is None or not hit.output_path or not _intact(hit):
+        if hit is None or not hit.output_path or not _carries(hit, carries) or not _intact(hit):
             return None
         source = session.get(Photo, hit.target_photo_id)
         gone = source is None or source.status is PhotoStatus.gone
@@ -96,7 +106,7 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
             params={**(hit.params or {}), "output_stat": _output_stat(new),
                     how: str(old)},
             timings={}, output_path=new, output_sha256=hit.output_sha256, attention_path=hit.attention_path,
-            references=references,
+            references=references, credentials=hit.credentials, credentials_note=hit.credentials_note,
         )
 
 
@@ -127,7 +137,8 @@ def _rows(ranked: Sequence[RankedReference]) -> list[tuple[int, int, str, float,
 
 def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str, params: EnhanceParams,
                    retrieval_key: str | None, result: EnhanceResult, timings: dict[str, float],
-                   ranked: Sequence[RankedReference], settle: Callable[[Session], None] | None = None) -> int:
+                   ranked: Sequence[RankedReference], settle: Callable[[Session], None] | None = None,
+                   carries: dict[str, bool] | None = None) -> int:
     """Record what `result` wrote, with its references; returns the enhancement's id.
 
     `settle(session)` runs inside the same transaction (marking the job's claim done), so the
@@ -139,11 +150,12 @@ def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: i
             session, job.run_id, session.get(Photo, photo_id), key, status=EnhancementStatus.succeeded,
             model_name=job.model_name, model_sha256=job.model_sha256, embedder=job.embedder_key,
             device=result.device,
-            params={**params.pixel_params(), "retrieval_key": retrieval_key, "output_stat": written},
+            params={**params.pixel_params(), "retrieval_key": retrieval_key, "output_stat": written,
+                    **({"stamp": carries} if carries is not None else {})},
             timings=timings, output_path=result.output_path.resolve(),
             output_sha256=result.output_sha256,
             attention_path=result.attention_path.resolve() if result.attention_path else None,
-            references=_rows(ranked),
+            references=_rows(ranked), credentials=result.credentials, credentials_note=result.credentials_note,
         )
         if settle is not None:
             settle(session)

@@ -33,6 +33,8 @@ DEVICE_ENV = "REFSR_DEVICE"
 DASK_ENV = "REFSR_DASK"  # address of a Dask scheduler, e.g. tcp://scheduler:8786
 LEASE_ENV = "REFSR_CLAIM_LEASE_S"
 REFERENCE_CACHE_ENV = "REFSR_REFERENCE_CACHE_MB"
+SIGNING_KEY_ENV = "REFSR_SIGNING_KEY"  # PEM private key that signs Content Credentials
+SIGNING_CERT_ENV = "REFSR_SIGNING_CERT"  # its PEM certificate chain, signer first
 ALBUM_CONFIG_NAME = "refsr.toml"
 DEFAULT_OUT_NAME = "enhanced"  # inside the album; ScanSettings excludes it by default
 MODEL_RELPATH = Path("models/ttsr-lite/ttsr-lite-x4.safetensors")
@@ -118,6 +120,13 @@ class Settings:
     # Encoded references kept per process for the next targets that use them (ttsr_core/reference_cache.py):
     # ~0.7 GB for the compact model and a 1920×1440 reference; 0 keeps none.
     reference_cache_mb: int = 1024
+    # Provenance inside each output (pipeline/stamp.py): a signed C2PA manifest, an XMP packet, and the
+    # photos' file names only when asked. No key given: refsr's local key, made in `home` on first use.
+    credentials: bool = True
+    xmp: bool = True
+    embed_names: bool = False
+    signing_key: Path | None = None
+    signing_cert: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home))
@@ -162,6 +171,12 @@ class Settings:
         if self.dask is not None and self.processes:
             raise ValueError(f"Settings: give a Dask scheduler address ({self.dask!r}) or a local cluster of "
                              "processes, not both")
+        if (self.signing_key is None) != (self.signing_cert is None):
+            raise ValueError(f"give both a signing key and its certificate chain, or neither (got key "
+                             f"{self.signing_key!r}, certificate {self.signing_cert!r})")
+        for name in ("signing_key", "signing_cert"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
         # Validated by the objects built from these values, so errors name the same fields.
         self.retrieval()
         self.enhance_params()
@@ -192,6 +207,9 @@ class Settings:
             except ValueError:
                 raise ValueError(f"${REFERENCE_CACHE_ENV} must be a whole number of MB, "
                                  f"got {env[REFERENCE_CACHE_ENV]!r}") from None
+        for name, var in (("signing_key", SIGNING_KEY_ENV), ("signing_cert", SIGNING_CERT_ENV)):
+            if overrides.get(name) is None and env.get(var, "").strip():
+                overrides[name] = Path(env[var].strip())
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -258,6 +276,10 @@ class Settings:
             f"TTSR checkpoint not found: {path} (given by --model or ${MODEL_ENV}); the shipped default is "
             f"{default_model_path()}."
         )
+
+    def stamp_options(self) -> dict[str, bool]:
+        """What an output should carry besides pixels; a recorded output that carries otherwise is redone."""
+        return {"credentials": self.credentials, "xmp": self.xmp, "embed_names": self.embed_names}
 
     def output_dir(self, album_root: Path) -> Path:
         return self.out_dir if self.out_dir is not None else Path(album_root) / DEFAULT_OUT_NAME
