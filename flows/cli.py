@@ -40,7 +40,7 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
             precision=get("precision"),
             search=get("search"), embedder=get("embedder"), min_ref_side=get("min_ref_side"),
             max_target_side=get("max_target_side"), ref_ratio=get("ref_ratio"), top_k=get("top_k"),
-            refs=get("refs"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),
+            refs=get("refs"), verify=get("verify"), verify_pool=get("verify_pool"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),
             force=get("force") or None, workers=get("workers"), dask=get("dask"), processes=get("processes"),
             **extra,
         )
@@ -247,7 +247,16 @@ def _cmd_which_ref(args: argparse.Namespace) -> int:
     for e in answer.enhancements:
         print(f"- enhancement #{e.id} of {shown(e.target)}  [{e.status}]{'  (current file)' if e.current else ''}")
         for r in e.references:
-            print(f"    reference #{r.rank + 1}: {shown(r.path)}  cosine {r.cosine:.3f}  relevance {r.relevance:.3f}")
+            verified = "" if r.inliers is None else f"  inliers {r.inliers}"
+            print(f"    reference #{r.rank + 1}: {shown(r.path)}  cosine {r.cosine:.3f}{verified}  "
+                  f"relevance {r.relevance:.3f}")
+        if e.candidates:
+            print(f"    candidates, as ranked ({len(e.candidates)}; first {min(5, len(e.candidates))} shown; "
+                  "--json for all):")
+            for c in e.candidates[:5]:
+                rel = "-" if c.relevance is None else f"{c.relevance:.3f}"
+                inl = "-" if c.inliers is None else str(c.inliers)
+                print(f"      {shown(c.path or c.sha256[:12])}  cosine {c.cosine:.3f}  inliers {inl}  relevance {rel}")
         print(f"    model {shown(e.model_name)} ({e.model_sha256[:12]}) on {e.device}; run #{e.run_id} at {e.created_at}")
         if e.output_path:
             print(f"    output {shown(e.output_path)}")

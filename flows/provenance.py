@@ -8,9 +8,10 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from db import queries
-from db.models import Album, Enhancement
+from db.models import Album, Enhancement, Photo
 from flows.common import recover_crashed_runs
 from flows.resources import resources_for
 from flows.settings import Settings
@@ -26,6 +27,20 @@ class ReferenceInfo:
     sha256: str
     cosine: float
     relevance: float
+    inliers: int | None = None  # feature matches one geometry explains; None when not verified
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    """One candidate retrieval scored for an enhancement, chosen or not."""
+
+    path: str | None  # absolute path of the photo; None when it is no longer in the database
+    sha256: str
+    cosine: float
+    inliers: int | None
+    verified: float | None
+    relevance: float | None
+    rank: int | None  # its place among the chosen references; None when not chosen
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,7 @@ class EnhancementInfo:
     timings: dict
     attention_path: str | None
     error: str | None
+    candidates: tuple[CandidateInfo, ...] = ()  # in the order retrieval ranked them
 
 
 @dataclass(frozen=True)
@@ -56,10 +72,25 @@ class PathAnswer:
     note: str = ""
 
 
-def _info(e: Enhancement, current_sha: str | None) -> EnhancementInfo:
+def _candidates(session: Session, e: Enhancement) -> tuple[CandidateInfo, ...]:
+    rows = [c for c in (e.candidates or []) if isinstance(c, dict)]
+    photos = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_([c.get("photo_id") for c in rows])))}
+    out = []
+    for c in rows:
+        photo = photos.get(c.get("photo_id"))
+        path = str(Path(photo.album.root) / photo.rel_path) if photo is not None else None
+        out.append(CandidateInfo(path, str(c.get("sha256", "")), float(c.get("cosine", 0.0)), c.get("inliers"),
+                                 c.get("verified"), c.get("relevance"), c.get("rank")))
+    return tuple(out)
+
+
+def _info(session: Session, e: Enhancement, current_sha: str | None) -> EnhancementInfo:
     album_root = Path(e.target.album.root)
+    candidates = _candidates(session, e)
+    inliers = {c.sha256: c.inliers for c in candidates}
     refs = tuple(
-        ReferenceInfo(r.rank, str(Path(r.photo.album.root) / r.photo.rel_path), r.ref_sha256, r.cosine, r.relevance)
+        ReferenceInfo(r.rank, str(Path(r.photo.album.root) / r.photo.rel_path), r.ref_sha256, r.cosine, r.relevance,
+                      inliers.get(r.ref_sha256))
         for r in e.references
     )
     return EnhancementInfo(
@@ -68,6 +99,7 @@ def _info(e: Enhancement, current_sha: str | None) -> EnhancementInfo:
         model_name=e.model_name, model_sha256=e.model_sha256, device=e.device, run_id=e.run_id,
         flow_run_id=e.run.flow_run_id if e.run is not None else None, created_at=e.created_at,
         params=dict(e.params or {}), timings=dict(e.timings or {}), attention_path=e.attention_path, error=e.error,
+        candidates=candidates,
     )
 
 
@@ -79,7 +111,7 @@ def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
         found = queries.enhancements_for_output(session, resolved)
         if found:
             current_sha = sha256_file(resolved) if resolved.is_file() else None
-            infos = tuple(_info(e, current_sha) for e in found)
+            infos = tuple(_info(session, e, current_sha) for e in found)
             note = ""
             if not any(i.current for i in infos):
                 note = ("the file on disk differs from every recorded output (edited, or missing)"
@@ -95,7 +127,7 @@ def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
         for e in enhancements:
             out = Path(e.output_path) if e.output_path else None
             sha = sha256_file(out) if out is not None and out.is_file() else None
-            infos.append(_info(e, sha))
+            infos.append(_info(session, e, sha))
         note = "" if infos else f"album photo ({photo.role.value}) with no enhancement yet"
         return PathAnswer(str(resolved), "target", tuple(infos), note)
 
