@@ -40,7 +40,8 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
             precision=get("precision"),
             search=get("search"), embedder=get("embedder"), min_ref_side=get("min_ref_side"),
             max_target_side=get("max_target_side"), ref_ratio=get("ref_ratio"), top_k=get("top_k"),
-            refs=get("refs"), verify=get("verify"), verify_pool=get("verify_pool"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),
+            refs=get("refs"), verify=get("verify"), verify_pool=get("verify_pool"),
+            copies=get("copies"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),
             force=get("force") or None, workers=get("workers"), dask=get("dask"), processes=get("processes"),
             **extra,
         )
@@ -238,6 +239,10 @@ def _cmd_which_ref(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_jsonable(answer), indent=1))
         return EXIT_OK if answer.enhancements else EXIT_FAILED
+    for c in answer.copies:
+        scale = f" (x{c.scale:.2f})" if c.scale else ""
+        print(f"{shown(c.copy)} is a copy of {shown(c.original)}{scale}", file=sys.stderr if not answer.enhancements
+              else sys.stdout)
     if not answer.enhancements:
         print(f"{shown(answer.path)}: {shown(answer.note)}", file=sys.stderr)
         return EXIT_FAILED
@@ -262,6 +267,25 @@ def _cmd_which_ref(args: argparse.Namespace) -> int:
             print(f"    output {shown(e.output_path)}")
         if e.error:
             print(f"    error {shown(e.error)}")
+    return EXIT_OK
+
+
+def _cmd_copies(args: argparse.Namespace) -> int:
+    from flows.provenance import album_copies
+
+    settings = _settings(args)
+    found = album_copies(settings, args.album)
+    if found is None:
+        raise UsageError(f"{shown(args.album)} has not been indexed: run `refsr index {shown(args.album)}` first")
+    if args.json:
+        print(json.dumps(_jsonable(found), indent=1))
+        return EXIT_OK
+    if not found:
+        print("no copies found among the album's photos")
+        return EXIT_OK
+    rows = [[c.copy, c.original, f"x{c.scale:.2f}" if c.scale else "-", str(c.inliers),
+             f"{c.agreement_db:.1f} dB" if c.agreement_db is not None else "-"] for c in found]
+    _print_table(rows, ["copy", "original", "scale", "inliers", "agreement"])
     return EXIT_OK
 
 
@@ -330,7 +354,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "index": _cmd_index, "enhance": _cmd_enhance, "sr": _cmd_sr, "which-ref": _cmd_which_ref,
-    "history": _cmd_history, "serve": _cmd_serve, "report": _cmd_report,
+    "copies": _cmd_copies, "history": _cmd_history, "serve": _cmd_serve, "report": _cmd_report,
 }
 
 

@@ -65,11 +65,40 @@ class EnhancementInfo:
 
 
 @dataclass(frozen=True)
+class CopyInfo:
+    """One copy in an album, as `refsr index` found it."""
+
+    copy: str  # absolute path
+    original: str
+    scale: float | None  # original pixels per copy pixel
+    inliers: int
+    agreement_db: float | None
+
+
+@dataclass(frozen=True)
 class PathAnswer:
     path: str
     kind: str  # "output", "target" or "unknown"
     enhancements: tuple[EnhancementInfo, ...]
     note: str = ""
+    copies: tuple[CopyInfo, ...] = ()  # the photo's (or the output's target's) copy relations
+
+
+def _copy_infos(session: Session, album_id: int, photo_id: int | None = None) -> tuple[CopyInfo, ...]:
+    root = None
+    out = []
+    for c in queries.album_copies(session, album_id, photo_id):
+        root = root or Path(c.copy.album.root)
+        out.append(CopyInfo(str(root / c.copy.rel_path), str(root / c.original.rel_path), c.check.scale,
+                            c.check.inliers, c.check.agreement_db))
+    return tuple(out)
+
+
+def album_copies(settings: Settings, album: str | Path) -> tuple[CopyInfo, ...] | None:
+    """The copies recorded for `album`; None when the album was never indexed."""
+    with resources_for(settings).sessions() as session:
+        found = queries.get_album(session, Path(album).expanduser().resolve())
+        return None if found is None else _copy_infos(session, found.id)
 
 
 def _candidates(session: Session, e: Enhancement) -> tuple[CandidateInfo, ...]:
@@ -118,7 +147,8 @@ def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
                         if resolved.exists() else "the output file no longer exists")
             # The enhancement that wrote the current bytes first, then the older ones.
             ordered = tuple(sorted(infos, key=lambda i: not i.current))
-            return PathAnswer(str(resolved), "output", ordered, note)
+            target = found[0].target
+            return PathAnswer(str(resolved), "output", ordered, note, _copy_infos(session, target.album_id, target.id))
         photo = queries.photo_by_path(session, resolved)
         if photo is None:
             return PathAnswer(str(resolved), "unknown", (), "neither a recorded output nor a photo of an indexed album")
@@ -129,7 +159,7 @@ def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
             sha = sha256_file(out) if out is not None and out.is_file() else None
             infos.append(_info(session, e, sha))
         note = "" if infos else f"album photo ({photo.role.value}) with no enhancement yet"
-        return PathAnswer(str(resolved), "target", tuple(infos), note)
+        return PathAnswer(str(resolved), "target", tuple(infos), note, _copy_infos(session, photo.album_id, photo.id))
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ class Settings:
     # Geometric verification of the best `verify_pool` cosine candidates (pipeline/verification.py).
     verify: bool = True
     verify_pool: int = 24
+    copies: bool = True  # find copies among the album's photos when indexing (flows/copies.py)
     rerank_target_side: int = 64
     rerank_candidate_side: int = 256
     outscale: float = 4.0

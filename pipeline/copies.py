@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -140,12 +141,21 @@ def _agreement(copy: np.ndarray, original: np.ndarray, h_copy_to_orig: np.ndarra
     return worst, psnr
 
 
-def check_copy(a: np.ndarray, fa: LocalFeatures, b: np.ndarray, fb: LocalFeatures,
+Pixels = np.ndarray | Callable[[], np.ndarray]
+
+
+def _full_size(f: LocalFeatures) -> tuple[int, int]:
+    return round(f.size[0] * f.scale), round(f.size[1] * f.scale)
+
+
+def check_copy(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures,
                settings: CopySettings = CopySettings(), *, bytes_a: int = 0, bytes_b: int = 0) -> CopyVerdict:
     """Whether photos `a` and `b` ((H, W, 3) uint8, with their local features) are one picture, and which is the copy.
 
-    The copy is the one with fewer pixels for the same content; at one scale, the one whose frame
-    the other covers (a crop), else the smaller file (`bytes_a`, `bytes_b`; a recompression).
+    `a` and `b` may be callables that load the pixels: they are called only for a pair that passes
+    the geometric test. The copy is the one with fewer pixels for the same content; at one scale,
+    the one whose frame the other covers (a crop), else the smaller file (`bytes_a`, `bytes_b`; a
+    recompression).
     """
     pa, pb = match_features(fa, fb, settings.ratio)
     if len(pa) < settings.min_inliers:
@@ -155,7 +165,7 @@ def check_copy(a: np.ndarray, fa: LocalFeatures, b: np.ndarray, fb: LocalFeature
     if h is None or inliers < settings.min_inliers:
         return CopyVerdict(False, None, None, inliers, None, None, None, f"{inliers} inliers")
     a_to_b = _full_map(h, fa, fb)
-    ah, aw = a.shape[:2]
+    aw, ah = _full_size(fa)
     scale, aniso, angle, persp = _shape_of(a_to_b, aw, ah)
     if abs(aniso) > settings.max_anisotropy or abs(angle) > settings.max_rotation_deg \
             or persp > settings.max_perspective:
@@ -163,7 +173,7 @@ def check_copy(a: np.ndarray, fa: LocalFeatures, b: np.ndarray, fb: LocalFeature
                            f"not a similarity (stretch {aniso:.3f}, turn {angle:.1f}°, tilt {persp:.3f})")
     b_to_a = np.linalg.inv(a_to_b)
     b_to_a /= b_to_a[2, 2]
-    bh, bw = b.shape[:2]
+    bw, bh = _full_size(fb)
     cover_a = _coverage(a_to_b, (aw, ah), (bw, bh))  # a's frame inside b
     cover_b = _coverage(b_to_a, (bw, bh), (aw, ah))
     if abs(scale - 1.0) > 0.03:
@@ -178,6 +188,7 @@ def check_copy(a: np.ndarray, fa: LocalFeatures, b: np.ndarray, fb: LocalFeature
     if coverage < settings.min_coverage:
         return CopyVerdict(False, None, factor, inliers, coverage, None, None,
                            f"the original shows {coverage:.0%} of the copy's frame")
+    copy_px, orig_px = (p() if callable(p) else p for p in (copy_px, orig_px))
     worst, psnr = _agreement(copy_px, orig_px, to_orig, settings)
     ok = worst <= settings.max_block_rmse
     reason = "one picture" if ok else f"a part differs (block RMS {worst:.1f} > {settings.max_block_rmse:g})"
