@@ -31,6 +31,7 @@ class CopySettings:
     ratio: float = 0.8
     threshold_px: float = 3.0  # MAGSAC++ inlier threshold, in the reduced photos
     min_inliers: int = 20
+    min_similarity_share: float = 0.8  # similarity inliers / homography inliers
     max_anisotropy: float = 0.04  # |s1/s2 - 1| of the map's linear part: a copy is not stretched
     max_rotation_deg: float = 2.0
     max_perspective: float = 0.01  # how far the map's perspective row moves a point at the image corner
@@ -160,10 +161,20 @@ def check_copy(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures,
     pa, pb = match_features(fa, fb, settings.ratio)
     if len(pa) < settings.min_inliers:
         return CopyVerdict(False, None, None, 0, None, None, None, f"{len(pa)} matches")
-    h, mask = cv2.findHomography(pa, pb, cv2.USAC_MAGSAC, settings.threshold_px, maxIters=2000, confidence=0.999)
+    # A similarity (scale, turn, shift) fitted directly: a homography's eight parameters overfit the few,
+    # noisy matches of a thumbnail and make a copy look tilted.
+    m, mask = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=settings.threshold_px,
+                                          maxIters=2000, confidence=0.999)
     inliers = int(mask.sum()) if mask is not None else 0
-    if h is None or inliers < settings.min_inliers:
+    if m is None or inliers < settings.min_inliers:
         return CopyVerdict(False, None, None, inliers, None, None, None, f"{inliers} inliers")
+    h = np.vstack([m, [0.0, 0.0, 1.0]])
+    # Another view of a place is explained better by a homography (or not at all) than by a similarity.
+    _, hmask = cv2.findHomography(pa, pb, cv2.USAC_MAGSAC, settings.threshold_px, maxIters=2000, confidence=0.999)
+    h_inliers = int(hmask.sum()) if hmask is not None else 0
+    if inliers < settings.min_similarity_share * h_inliers:
+        return CopyVerdict(False, None, None, inliers, None, None, None,
+                           f"not a similarity ({inliers} of a homography's {h_inliers} inliers)")
     a_to_b = _full_map(h, fa, fb)
     aw, ah = _full_size(fa)
     scale, aniso, angle, persp = _shape_of(a_to_b, aw, ah)

@@ -81,7 +81,8 @@ class GeometricModel(enum.StrEnum):
 class VerifySettings:
     """Geometric verification of the `pool` best cosine candidates (pipeline.verification).
 
-    Both photos are reduced to `max_side` (never enlarged) and described by up to `max_features`
+    Both photos are reduced to `max_side` (a photo smaller than `min_side` is enlarged to it, so a
+    thumbnail still yields features) and described by up to `max_features`
     RootSIFT features; a match passes Lowe's `ratio` test, and an inlier is a match that one
     `model`, fitted by MAGSAC++ with `threshold_px` (at `max_side`), explains. `min_inliers` is the
     count below which agreement is taken for chance; above it a candidate's score grows by
@@ -92,6 +93,7 @@ class VerifySettings:
     enabled: bool = True
     pool: int = 24
     max_side: int = 640
+    min_side: int = 320
     max_features: int = 2000
     ratio: float = 0.8
     model: GeometricModel = GeometricModel.HOMOGRAPHY
@@ -100,8 +102,10 @@ class VerifySettings:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("pool", "max_side", "max_features", "min_inliers"):
+        for name in ("pool", "max_side", "min_side", "max_features", "min_inliers"):
             _positive("VerifySettings", name, getattr(self, name))
+        if self.min_side > self.max_side:
+            raise ValueError(f"VerifySettings.min_side ({self.min_side!r}) cannot exceed max_side ({self.max_side!r})")
         if self.max_side < 64:
             raise ValueError(f"VerifySettings.max_side must be >= 64, got {self.max_side!r}")
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 < self.ratio <= 1:
@@ -117,7 +121,8 @@ class VerifySettings:
 
     def feature_fingerprint(self) -> dict[str, object]:
         """What changes a photo's local features (for the feature cache)."""
-        return {"max_side": self.max_side, "max_features": self.max_features, "kind": "rootsift-v1"}
+        return {"max_side": self.max_side, "min_side": self.min_side, "max_features": self.max_features,
+                "kind": "rootsift-v1"}
 
     def fingerprint(self) -> dict[str, object]:
         """What changes the verified ranking (for the re-rank memo)."""

@@ -30,7 +30,7 @@ class LocalFeatures:
     """SIFT keypoints of one photo reduced to `VerifySettings.max_side`.
 
     points (n, 2) float32 x, y in the reduced photo; descriptors (n, 128) uint8 (raw SIFT, the
-    compact form that is cached); `scale` = original pixels per reduced pixel (>= 1);
+    compact form that is cached); `scale` = original pixels per reduced pixel (< 1 when enlarged);
     size = (width, height) of the reduced photo.
     """
 
@@ -68,21 +68,26 @@ class Verification:
     inlier_points: tuple[np.ndarray, np.ndarray] | None = None  # (k, 2) each, in the reduced photos
 
 
-def reduce_for_features(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """Grey uint8 (h, w) at most `max_side` on its long side (area-averaged, never enlarged), and the scale."""
+def reduce_for_features(rgb: np.ndarray, max_side: int, min_side: int = 1) -> tuple[np.ndarray, float]:
+    """Grey uint8 (h, w) with its long side in [`min_side`, `max_side`] (area-averaged down, bicubic up), and the scale.
+
+    The scale is original pixels per returned pixel.
+    """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     h, w = grey.shape
-    scale = max(1.0, max(h, w) / max_side)
-    if scale > 1.0:
-        grey = cv2.resize(grey, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA)
+    long_side = max(h, w)
+    scale = long_side / max_side if long_side > max_side else long_side / min_side if long_side < min_side else 1.0
+    if scale != 1.0:
+        size = (max(1, round(w / scale)), max(1, round(h / scale)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale > 1 else cv2.INTER_CUBIC)
     return grey, scale
 
 
 def local_features(rgb: np.ndarray, settings: VerifySettings = VerifySettings()) -> LocalFeatures:
     """SIFT features of an (H, W, 3) uint8 photo, reduced to `settings.max_side` first."""
-    grey, scale = reduce_for_features(rgb, settings.max_side)
+    grey, scale = reduce_for_features(rgb, settings.max_side, settings.min_side)
     sift = cv2.SIFT_create(nfeatures=settings.max_features)
     keypoints, descriptors = sift.detectAndCompute(grey, None)
     if descriptors is None or not keypoints:
