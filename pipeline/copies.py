@@ -57,12 +57,18 @@ class CopyVerdict:
     block_rmse: float | None  # the worst block's RMS difference after the colour fit
     agreement_db: float | None  # PSNR of the aligned pictures after the colour fit
     reason: str
+    copy_to_original: np.ndarray | None = None  # 3×3, copy pixels → original pixels, when it is a copy
+
+
+def _to_full(f: LocalFeatures) -> np.ndarray:
+    """Reduced pixel → full pixel, pixel centres onto pixel centres (a centre sits at an integer coordinate)."""
+    s = f.scale
+    return np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]])
 
 
 def _full_map(h: np.ndarray, a: LocalFeatures, b: LocalFeatures) -> np.ndarray:
     """A map between the reduced photos → the same map between the full photos."""
-    sa, sb = np.diag([a.scale, a.scale, 1.0]), np.diag([1.0 / b.scale, 1.0 / b.scale, 1.0])
-    full = np.linalg.inv(sb) @ h @ np.linalg.inv(sa)
+    full = _to_full(b) @ h @ np.linalg.inv(_to_full(a))
     return full / full[2, 2]
 
 
@@ -92,27 +98,34 @@ def align_original(original: np.ndarray, h_copy_to_orig: np.ndarray, size: tuple
     does not alias. Returns (h, w, 3) uint8; outside the original it repeats the border.
     """
     scale = math.sqrt(abs(np.linalg.det(h_copy_to_orig[:2, :2])))  # original px per frame px
-    pre = 1.0
+    m = h_copy_to_orig
     if scale > 1.5:
-        pre = scale
         oh, ow = original.shape[:2]
-        original = cv2.resize(original, (max(1, round(ow / pre)), max(1, round(oh / pre))),
-                              interpolation=cv2.INTER_AREA)
-    m = np.diag([1.0 / pre, 1.0 / pre, 1.0]) @ h_copy_to_orig
+        rw, rh = max(1, round(ow / scale)), max(1, round(oh / scale))
+        original = cv2.resize(original, (rw, rh), interpolation=cv2.INTER_AREA)
+        fx, fy = ow / rw, oh / rh
+        # Original pixel → reduced pixel, centres onto centres.
+        to_reduced = np.array([[1 / fx, 0.0, 0.5 / fx - 0.5], [0.0, 1 / fy, 0.5 / fy - 0.5], [0.0, 0.0, 1.0]])
+        m = to_reduced @ h_copy_to_orig
     return cv2.warpPerspective(original, m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                borderMode=cv2.BORDER_REPLICATE)
 
 
-def fit_colours(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """`source` with each channel mapped by the least-squares line onto `target`'s (float32, same shape)."""
-    out = np.empty(source.shape, np.float32)
+def colour_fit(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel least-squares (gain, offset), each (3,), that map `source`'s colours onto `target`'s."""
+    gains, offsets = np.ones(3), np.zeros(3)
     for c in range(source.shape[2]):
         x = source[..., c].astype(np.float64).ravel()
         y = target[..., c].astype(np.float64).ravel()
         design = np.stack([x, np.ones_like(x)], axis=1)
-        (gain, offset), *_ = np.linalg.lstsq(design, y, rcond=None)
-        out[..., c] = (source[..., c] * gain + offset).astype(np.float32)
-    return out
+        (gains[c], offsets[c]), *_ = np.linalg.lstsq(design, y, rcond=None)
+    return gains, offsets
+
+
+def fit_colours(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`source` with each channel mapped by the least-squares line onto `target`'s (float32, same shape)."""
+    gains, offsets = colour_fit(source, target)
+    return (source.astype(np.float32) * gains.astype(np.float32) + offsets.astype(np.float32)).astype(np.float32)
 
 
 def _agreement(copy: np.ndarray, original: np.ndarray, h_copy_to_orig: np.ndarray,
@@ -203,5 +216,6 @@ def check_copy(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures,
     worst, psnr = _agreement(copy_px, orig_px, to_orig, settings)
     ok = worst <= settings.max_block_rmse
     reason = "one picture" if ok else f"a part differs (block RMS {worst:.1f} > {settings.max_block_rmse:g})"
-    return CopyVerdict(ok, copy if ok else None, factor, inliers, coverage, worst, psnr, reason)
+    return CopyVerdict(ok, copy if ok else None, factor, inliers, coverage, worst, psnr, reason,
+                       to_orig if ok else None)
 

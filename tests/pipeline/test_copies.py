@@ -77,9 +77,10 @@ def test_unrelated_photos_are_no_copy(original: np.ndarray) -> None:
 
 
 def test_align_original_puts_the_original_in_the_copys_frame(original: np.ndarray) -> None:
-    # The copy is the crop (200..820, 100..560) at 0.4×: copy pixel (x, y) is original (200 + x/0.4, 100 + y/0.4).
-    h = np.array([[2.5, 0, 200], [0, 2.5, 100], [0, 0, 1.0]])
+    # The copy is the crop (200..820, 100..560) at 0.4×: the centre of copy pixel x is at crop pixel
+    # (x + 0.5) * 2.5 - 0.5, i.e. original 200.75 + 2.5 x (and likewise down).
+    h = np.array([[2.5, 0, 200.75], [0, 2.5, 100.75], [0, 0, 1.0]])
     aligned = align_original(original, h, (248, 184))
     truth = shrink(original[100:560, 200:820], 0.4)
     diff = np.abs(aligned[4:-4, 4:-4].astype(float) - truth[4:-4, 4:-4].astype(float)).mean()
-    assert diff < 6
+    assert diff < 1.5
