@@ -39,7 +39,7 @@ class CopySettings:
     compare_side: int = 192  # long side at which pixels are compared
     blur_px: float = 1.5  # Gaussian sigma at compare_side, applied to both before comparing
     blocks: int = 12  # blocks along the long side; each must agree
-    max_block_rmse: float = 14.0  # worst block's RMS difference (0-255) after the colour fit
+    max_block_rmse: float = 11.0  # worst block's RMS difference (0-255) after the colour fit
 
     def fingerprint(self) -> str:
         return COPY_METHOD
