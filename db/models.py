@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.x typed models for albums, photos, embeddings, runs, enhancements and job claims."""
+"""SQLAlchemy 2.x typed models for albums, photos, embeddings, runs, enhancements, copies and job claims."""
 
 from __future__ import annotations
 
@@ -199,6 +199,9 @@ class Enhancement(Base):
     device: Mapped[str] = mapped_column(sa.Text)
     params: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     attention_path: Mapped[str | None] = mapped_column(sa.Text)
+    # Every candidate retrieval looked at, in its final order: photo_id, sha256, cosine, inliers,
+    # verified, relevance, rank (None where the enhancement predates verification).
+    candidates: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON)
     timings: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     status: Mapped[EnhancementStatus] = mapped_column(_str_enum(EnhancementStatus))
     error: Mapped[str | None] = mapped_column(sa.Text)
@@ -247,6 +250,33 @@ class EnhancementReference(Base):
             f"EnhancementReference(enhancement_id={self.enhancement_id!r}, rank={self.rank!r}, "
             f"ref_photo_id={self.ref_photo_id!r})"
         )
+
+
+class CopyCheck(Base):
+    """Whether one photo is a copy of another (smaller, recompressed, cropped, lightly edited), by content.
+
+    One row per unordered pair of contents (`sha_a` < `sha_b`) and `method`, so a pair is looked at
+    once; when it is a copy, `copy_sha256`/`original_sha256` say which way round.
+    """
+
+    __tablename__ = "copy_checks"
+    __table_args__ = (sa.UniqueConstraint("sha_a", "sha_b", "method"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha_a: Mapped[str] = mapped_column(sa.String(64), index=True)
+    sha_b: Mapped[str] = mapped_column(sa.String(64), index=True)
+    method: Mapped[str] = mapped_column(sa.String(32))
+    is_copy: Mapped[bool] = mapped_column(sa.Boolean)
+    copy_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    original_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    scale: Mapped[float | None] = mapped_column(sa.Float)  # original pixels per copy pixel
+    inliers: Mapped[int] = mapped_column(sa.Integer)
+    agreement_db: Mapped[float | None] = mapped_column(sa.Float)  # PSNR of the aligned pixels, colour-fitted
+    coverage: Mapped[float | None] = mapped_column(sa.Float)  # share of the copy's frame the original shows
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"CopyCheck(sha_a={self.sha_a[:12]!r}, sha_b={self.sha_b[:12]!r}, is_copy={self.is_copy!r})"
 
 
 class JobClaim(Base):

@@ -40,7 +40,8 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
             precision=get("precision"),
             search=get("search"), embedder=get("embedder"), min_ref_side=get("min_ref_side"),
             max_target_side=get("max_target_side"), ref_ratio=get("ref_ratio"), top_k=get("top_k"),
-            refs=get("refs"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),
+            refs=get("refs"), verify=get("verify"), verify_pool=get("verify_pool"),
+            copies=get("copies"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),
             force=get("force") or None, workers=get("workers"), dask=get("dask"), processes=get("processes"),
             credentials=get("credentials"), xmp=get("xmp"), embed_names=get("embed_names"),
             signing_key=get("signing_key"), signing_cert=get("signing_cert"), **extra,
@@ -254,6 +255,25 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return cmd_verify(args)
 
 
+def _cmd_copies(args: argparse.Namespace) -> int:
+    from flows.provenance import album_copies
+
+    settings = _settings(args)
+    found = album_copies(settings, args.album)
+    if found is None:
+        raise UsageError(f"{shown(args.album)} has not been indexed: run `refsr index {shown(args.album)}` first")
+    if args.json:
+        print(json.dumps(_jsonable(found), indent=1))
+        return EXIT_OK
+    if not found:
+        print("no copies found among the album's photos")
+        return EXIT_OK
+    rows = [[c.copy, c.original, f"x{c.scale:.2f}" if c.scale else "-", str(c.inliers),
+             f"{c.agreement_db:.1f} dB" if c.agreement_db is not None else "-"] for c in found]
+    _print_table(rows, ["copy", "original", "scale", "inliers", "agreement"])
+    return EXIT_OK
+
+
 def _cmd_history(args: argparse.Namespace) -> int:
     from flows.provenance import history
 
@@ -320,7 +340,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "index": _cmd_index, "enhance": _cmd_enhance, "sr": _cmd_sr, "which-ref": _cmd_which_ref,
-    "history": _cmd_history, "serve": _cmd_serve, "report": _cmd_report, "verify": _cmd_verify,
+    "copies": _cmd_copies, "history": _cmd_history, "serve": _cmd_serve, "report": _cmd_report,
+    "verify": _cmd_verify,
 }
 
 

@@ -59,8 +59,21 @@ def print_index(data: dict[str, Any]) -> None:
         print(f"  unreadable: {shown(rel)}: {shown(reason)}")
     for failure in data.get("embed_failures", []):
         print(f"  not embedded: {shown(failure['rel_path'])}: {shown(failure['error'])}")
+    _copies_lines(data)
     if not (scan["new"] or scan["changed"] or scan["gone"]):
         print("  nothing changed since the last scan (no pixels read)")
+
+
+def _copies_lines(data: dict[str, Any], shown_max: int = 5) -> None:
+    """The album's copies, as the index found them (the first few; `refsr copies` lists all)."""
+    found = (data.get("copies") or {}).get("copies") or []
+    if not found:
+        return
+    print(f"  copies {len(found)}: a smaller, recompressed, cropped or edited version of another album photo"
+          + (f" (first {shown_max}; `refsr copies ALBUM` lists all)" if len(found) > shown_max else ""))
+    for c in found[:shown_max]:
+        scale = f"  x{c['scale']:.2f}" if c.get("scale") else ""
+        print(f"    {shown(c['copy'])}  is a copy of  {shown(c['original'])}{scale}")
 
 
 def as_unchanged_index(data: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +104,7 @@ def print_enhance(data: dict[str, Any], *, wall_s: float) -> None:
     print(f"album {shown(data['album'])} -> {shown(data['out_dir'])}")
     print(f"  scan: {scan_line(scan)}  ({scan['targets']} targets, {scan['references']} references)")
     _neither_line(data)
+    _copies_lines(data["index"])
     print(f"  model {shown(Path(data['model_path']).name)} ({data['model_sha256'][:12]}) on {data['device']}; "
           f"run #{data['run_id']}")
     if data.get("recovered_runs"):

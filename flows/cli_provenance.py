@@ -73,6 +73,10 @@ def cmd_which_ref(args: argparse.Namespace, settings_of: Callable[[argparse.Name
     if args.json:
         print(json.dumps(jsonable(answer), indent=1))
         return EXIT_OK if answer.enhancements or answer.file else EXIT_FAILED
+    for c in answer.copies:
+        scale = f" (x{c.scale:.2f})" if c.scale else ""
+        print(f"{shown(c.copy)} is a copy of {shown(c.original)}{scale}",
+              file=sys.stdout if answer.enhancements else sys.stderr)
     if not answer.enhancements and answer.file is None:
         print(f"{shown(answer.path)}: {shown(answer.note)}", file=sys.stderr)
         return EXIT_FAILED
@@ -82,7 +86,16 @@ def cmd_which_ref(args: argparse.Namespace, settings_of: Callable[[argparse.Name
     for e in answer.enhancements:
         print(f"- enhancement #{e.id} of {shown(e.target)}  [{e.status}]{'  (current file)' if e.current else ''}")
         for r in e.references:
-            print(f"    reference #{r.rank + 1}: {shown(r.path)}  cosine {r.cosine:.3f}  relevance {r.relevance:.3f}")
+            verified = "" if r.inliers is None else f"  inliers {r.inliers}"
+            print(f"    reference #{r.rank + 1}: {shown(r.path)}  cosine {r.cosine:.3f}{verified}  "
+                  f"relevance {r.relevance:.3f}")
+        if e.candidates:
+            print(f"    candidates, as ranked ({len(e.candidates)}; first {min(5, len(e.candidates))} shown; "
+                  "--json for all):")
+            for c in e.candidates[:5]:
+                rel = "-" if c.relevance is None else f"{c.relevance:.3f}"
+                inl = "-" if c.inliers is None else str(c.inliers)
+                print(f"      {shown(c.path or c.sha256[:12])}  cosine {c.cosine:.3f}  inliers {inl}  relevance {rel}")
         print(f"    model {shown(e.model_name)} ({e.model_sha256[:12]}) on {e.device}; run #{e.run_id} at {e.created_at}")
         if e.output_path:
             print(f"    output {shown(e.output_path)}")

@@ -154,7 +154,8 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
         try:
             held.check()
             enhancement_id = record_success(res.sessions, job, target.id, key, params, found.key, result, timings,
-                                            found.ranked, settle=held.settle, carries=carries)
+                                            found.ranked, settle=held.settle, carries=carries,
+                                            candidates=found.candidate_records())
         except ClaimLost:
             # This process stalled past its lease and another took the job over: the job is theirs to
             # record (our output was renamed into place whole, as theirs will be).
@@ -174,7 +175,8 @@ def _failed(res: Resources, job: JobContext, target: TargetPhoto, found: Retriev
     error = one_line(exc)
     logger.warning("%s failed at %s: %s", target.rel_path, stage, error)
     record_key = key or stable_hash({"target": target.sha256, "stage": stage})
-    enhancement_id = record_failure(res.sessions, job, target.id, record_key, params, stage, error, ranked, timings)
+    enhancement_id = record_failure(res.sessions, job, target.id, record_key, params, stage, error, ranked, timings,
+                                    found.candidate_records() if found is not None else None)
     return TargetOutcome(target.id, target.rel_path, Outcome.FAILED, references=ranked, job_key=key,
                          enhancement_id=enhancement_id, reranked=found is not None and found.reranked,
                          timings=timings, error=error)
@@ -199,6 +201,7 @@ def _table(outcomes: tuple[TargetOutcome, ...]) -> list[dict[str, object]]:
             "status": o.status.value,
             "references": ", ".join(o.ref_paths) or "-",
             "cosine": ", ".join(f"{r.cosine:.3f}" for r in o.references) or "-",
+            "inliers": ", ".join("-" if r.inliers is None else str(r.inliers) for r in o.references) or "-",
             "relevance": ", ".join(f"{r.relevance:.3f}" for r in o.references) or "-",
             "retrieve_s": o.timings.get("retrieve_s", 0.0),
             "sr_s": o.timings.get("sr_s", 0.0),

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.models import Photo, PhotoRole, PhotoStatus, RunKind, RunStatus
+from flows.copies import CopyScan, copies_task
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
 from flows.locks import engine_of, index_lock
 from flows.resources import resources_for
@@ -84,6 +85,7 @@ class IndexSummary:
     embedded: int
     embed_failures: tuple[EmbedOutcome, ...] = field(default_factory=tuple)
     index: IndexState | None = None
+    copies: CopyScan | None = None  # None when copy detection is off (Settings.copies)
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -266,7 +268,9 @@ def index_steps(album_root: Path, settings: Settings) -> IndexSummary:
     if bar is not None:
         bar.close()
     state = sync_index_task(scan.album_id, emb.key, settings)
-    return IndexSummary(str(album_root), scan.album_id, None, scan, len(todo) - len(failures), tuple(failures), state)
+    copies = copies_task(scan.album_id, str(album_root), emb.key, settings) if settings.copies else None
+    return IndexSummary(str(album_root), scan.album_id, None, scan, len(todo) - len(failures), tuple(failures), state,
+                        copies)
 
 
 def _bar(settings: Settings, desc: str, total: int | None = None, unit: str = "it"):  # type: ignore[no-untyped-def]
@@ -303,6 +307,8 @@ def index_album(album: str, settings: Settings) -> IndexSummary:
         summary = index_steps(root, settings)
         counts = {**summary.scan.as_dict(), "embedded": summary.embedded,
                   "embed_failed": len(summary.embed_failures)}
+        if summary.copies is not None:
+            counts["copies"] = len(summary.copies.copies)
         finish_run(sessions, run.run_id, RunStatus.completed, counts)
     return IndexSummary(summary.album, summary.album_id, run.run_id, summary.scan, summary.embedded,
-                        summary.embed_failures, summary.index)
+                        summary.embed_failures, summary.index, summary.copies)

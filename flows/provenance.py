@@ -8,9 +8,10 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from db import queries
-from db.models import Album, Enhancement
+from db.models import Album, Enhancement, Photo
 from flows.common import recover_crashed_runs
 from flows.resources import resources_for
 from flows.settings import Settings
@@ -28,6 +29,20 @@ class ReferenceInfo:
     sha256: str
     cosine: float
     relevance: float
+    inliers: int | None = None  # feature matches one geometry explains; None when not verified
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    """One candidate retrieval scored for an enhancement, chosen or not."""
+
+    path: str | None  # absolute path of the photo; None when it is no longer in the database
+    sha256: str
+    cosine: float
+    inliers: int | None
+    verified: float | None
+    relevance: float | None
+    rank: int | None  # its place among the chosen references; None when not chosen
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ class EnhancementInfo:
     job_key: str = ""
     credentials: str | None = None  # what the output carries (pipeline.vocabulary.CredentialsState)
     credentials_note: str | None = None
+    candidates: tuple[CandidateInfo, ...] = ()  # in the order retrieval ranked them
 
 
 @dataclass(frozen=True)
@@ -64,12 +80,24 @@ class FileFacts:
 
 
 @dataclass(frozen=True)
+class CopyInfo:
+    """One copy in an album, as `refsr index` found it."""
+
+    copy: str  # absolute path
+    original: str
+    scale: float | None  # original pixels per copy pixel
+    inliers: int
+    agreement_db: float | None
+
+
+@dataclass(frozen=True)
 class PathAnswer:
     path: str
     kind: str  # "output", "target", "file" (only the file knows: a copy elsewhere) or "unknown"
     enhancements: tuple[EnhancementInfo, ...]
     note: str = ""
     file: FileFacts | None = None
+    copies: tuple[CopyInfo, ...] = ()  # the photo's (or the output's target's) copy relations
 
 
 def file_facts(path: Path) -> FileFacts | None:
@@ -102,10 +130,42 @@ def disagreements(facts: Provenance, e: EnhancementInfo) -> list[str]:
     return out
 
 
-def _info(e: Enhancement, current_sha: str | None) -> EnhancementInfo:
+def _copy_infos(session: Session, album_id: int, photo_id: int | None = None) -> tuple[CopyInfo, ...]:
+    root = None
+    out = []
+    for c in queries.album_copies(session, album_id, photo_id):
+        root = root or Path(c.copy.album.root)
+        out.append(CopyInfo(str(root / c.copy.rel_path), str(root / c.original.rel_path), c.check.scale,
+                            c.check.inliers, c.check.agreement_db))
+    return tuple(out)
+
+
+def album_copies(settings: Settings, album: str | Path) -> tuple[CopyInfo, ...] | None:
+    """The copies recorded for `album`; None when the album was never indexed."""
+    with resources_for(settings).sessions() as session:
+        found = queries.get_album(session, Path(album).expanduser().resolve())
+        return None if found is None else _copy_infos(session, found.id)
+
+
+def _candidates(session: Session, e: Enhancement) -> tuple[CandidateInfo, ...]:
+    rows = [c for c in (e.candidates or []) if isinstance(c, dict)]
+    photos = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_([c.get("photo_id") for c in rows])))}
+    out = []
+    for c in rows:
+        photo = photos.get(c.get("photo_id"))
+        path = str(Path(photo.album.root) / photo.rel_path) if photo is not None else None
+        out.append(CandidateInfo(path, str(c.get("sha256", "")), float(c.get("cosine", 0.0)), c.get("inliers"),
+                                 c.get("verified"), c.get("relevance"), c.get("rank")))
+    return tuple(out)
+
+
+def _info(session: Session, e: Enhancement, current_sha: str | None) -> EnhancementInfo:
     album_root = Path(e.target.album.root)
+    candidates = _candidates(session, e)
+    inliers = {c.sha256: c.inliers for c in candidates}
     refs = tuple(
-        ReferenceInfo(r.rank, str(Path(r.photo.album.root) / r.photo.rel_path), r.ref_sha256, r.cosine, r.relevance)
+        ReferenceInfo(r.rank, str(Path(r.photo.album.root) / r.photo.rel_path), r.ref_sha256, r.cosine, r.relevance,
+                      inliers.get(r.ref_sha256))
         for r in e.references
     )
     return EnhancementInfo(
@@ -116,6 +176,7 @@ def _info(e: Enhancement, current_sha: str | None) -> EnhancementInfo:
         params=dict(e.params or {}), timings=dict(e.timings or {}), attention_path=e.attention_path, error=e.error,
         job_key=e.job_key, credentials=e.credentials.value if e.credentials else None,
         credentials_note=e.credentials_note,
+        candidates=candidates,
     )
 
 
@@ -133,7 +194,7 @@ def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
         found = queries.enhancements_for_output(session, resolved)
         if found:
             current_sha = sha256_file(resolved) if resolved.is_file() else None
-            infos = tuple(_info(e, current_sha) for e in found)
+            infos = tuple(_info(session, e, current_sha) for e in found)
             notes = []
             if not any(i.current for i in infos):
                 notes.append("the file on disk differs from every recorded output (edited, or missing)"
@@ -142,7 +203,9 @@ def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
             ordered = tuple(sorted(infos, key=lambda i: not i.current))
             if facts is not None and (differ := disagreements(facts.provenance, ordered[0])):
                 notes.append(f"the file and the database disagree on: {', '.join(differ)}")
-            return PathAnswer(str(resolved), "output", ordered, "; ".join(notes), facts)
+            target = found[0].target
+            return PathAnswer(str(resolved), "output", ordered, "; ".join(notes), facts,
+                              _copy_infos(session, target.album_id, target.id))
         photo = queries.photo_by_path(session, resolved)
         if photo is None and facts is not None:
             return PathAnswer(str(resolved), "file", (), f"not in this database; from the file's {facts.carrier}", facts)
@@ -153,9 +216,10 @@ def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
         for e in enhancements:
             out = Path(e.output_path) if e.output_path else None
             sha = sha256_file(out) if out is not None and out.is_file() else None
-            infos.append(_info(e, sha))
+            infos.append(_info(session, e, sha))
         note = "" if infos else f"album photo ({photo.role.value}) with no enhancement yet"
-        return PathAnswer(str(resolved), "target", tuple(infos), note)
+        return PathAnswer(str(resolved), "target", tuple(infos), note,
+                          copies=_copy_infos(session, photo.album_id, photo.id))
 
 
 @dataclass(frozen=True)

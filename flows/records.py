@@ -89,6 +89,7 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
         source = session.get(Photo, hit.target_photo_id)
         gone = source is None or source.status is PhotoStatus.gone
         references = [(r.rank, r.ref_photo_id, r.ref_sha256, r.cosine, r.relevance) for r in hit.references]
+        candidates = hit.candidates
     old, new = Path(hit.output_path), Path(out_path).resolve()
     if not old.is_relative_to(Path(job.out_dir).resolve()):
         return None
@@ -107,6 +108,7 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
                     how: str(old)},
             timings={}, output_path=new, output_sha256=hit.output_sha256, attention_path=hit.attention_path,
             references=references, credentials=hit.credentials, credentials_note=hit.credentials_note,
+            candidates=candidates,
         )
 
 
@@ -138,7 +140,8 @@ def _rows(ranked: Sequence[RankedReference]) -> list[tuple[int, int, str, float,
 def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str, params: EnhanceParams,
                    retrieval_key: str | None, result: EnhanceResult, timings: dict[str, float],
                    ranked: Sequence[RankedReference], settle: Callable[[Session], None] | None = None,
-                   carries: dict[str, bool] | None = None) -> int:
+                   carries: dict[str, bool] | None = None,
+                   candidates: Sequence[dict[str, object]] | None = None) -> int:
     """Record what `result` wrote, with its references; returns the enhancement's id.
 
     `settle(session)` runs inside the same transaction (marking the job's claim done), so the
@@ -156,6 +159,7 @@ def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: i
             output_sha256=result.output_sha256,
             attention_path=result.attention_path.resolve() if result.attention_path else None,
             references=_rows(ranked), credentials=result.credentials, credentials_note=result.credentials_note,
+            candidates=candidates,
         )
         if settle is not None:
             settle(session)
@@ -166,7 +170,8 @@ def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: i
 
 def record_failure(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str, params: EnhanceParams,
                    stage: str, error: str, ranked: Sequence[RankedReference] = (),
-                   timings: dict[str, float] | None = None) -> int | None:
+                   timings: dict[str, float] | None = None,
+                   candidates: Sequence[dict[str, object]] | None = None) -> int | None:
     """Record a failed enhancement with its reason; never raises (the run goes on)."""
     try:
         with sessions.begin() as session:
@@ -174,7 +179,7 @@ def record_failure(sessions: sessionmaker[Session], job: JobContext, photo_id: i
                 session, job.run_id, session.get(Photo, photo_id), key, status=EnhancementStatus.failed,
                 model_name=job.model_name, model_sha256=job.model_sha256, embedder=job.embedder_key,
                 device=job.device, params={**params.pixel_params(), "failed_stage": stage},
-                timings=timings or {}, error=error, references=_rows(ranked),
+                timings=timings or {}, error=error, references=_rows(ranked), candidates=candidates,
             )
             return row.id
     except Exception as exc:  # the database itself may be what failed

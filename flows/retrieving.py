@@ -1,4 +1,4 @@
-"""References for one target: cosine candidates from the album's index, re-ranked by the model, remembered."""
+"""References for one target: cosine candidates from the album's index, verified, re-ranked by the model, remembered."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import queries
 from db.models import Photo, PhotoRole
 from flows.common import JsonCache
+from flows.features import FeatureCache
 from flows.jobs import JobContext
 from flows.resources import Resources
 from flows.settings import Settings, scan_settings
@@ -23,7 +24,7 @@ from pipeline import images
 from pipeline.enhance import stable_hash
 from pipeline.params import RetrievalSettings
 from pipeline.roles import RelativeRoles, no_reference_reason
-from pipeline.retrieval import Candidate, RankedReference, cosine_candidates, rank_references
+from pipeline.retrieval import Candidate, CandidateScore, RankedReference, cosine_candidates, rank_candidates
 
 if TYPE_CHECKING:
     from pipeline.vector_index import VectorIndex
@@ -67,6 +68,7 @@ class Retrieval:
     """The references chosen for a target, and how."""
 
     ranked: tuple[RankedReference, ...]  # best first; empty when there is none (see `missing`)
+    scores: tuple[CandidateScore, ...] = ()  # every candidate looked at, in final order
     key: str | None = None  # the re-rank memo key, recorded with the enhancement
     reranked: bool = False  # the model scored the candidates now (no remembered ranking)
     seconds: float = 0.0
@@ -74,6 +76,10 @@ class Retrieval:
 
     def timings(self) -> dict[str, float]:
         return {"retrieve_s": self.seconds}
+
+    def candidate_records(self) -> list[dict[str, object]]:
+        """Each candidate's scores as the enhancement record keeps them."""
+        return [s.as_record() for s in self.scores]
 
 
 class RerankMemo:
@@ -86,22 +92,27 @@ class RerankMemo:
     def key(target_sha256: str, candidates: Sequence[Candidate], model_sha256: str,
             retrieval: RetrievalSettings) -> str:
         return stable_hash({"target": target_sha256, "candidates": [c.sha256 for c in candidates],
-                            "model": model_sha256, "rerank": retrieval.rerank.fingerprint(), "refs": retrieval.refs})
+                            "model": model_sha256, "rerank": retrieval.rerank.fingerprint(), "refs": retrieval.refs,
+                            "top_k": retrieval.top_k, "verify": retrieval.verify.fingerprint()})
 
-    def get(self, key: str, candidates: Sequence[Candidate]) -> tuple[RankedReference, ...]:
-        """The remembered ranking in terms of these candidates' photo ids; () when none is usable."""
+    def get(self, key: str, candidates: Sequence[Candidate]
+            ) -> tuple[tuple[RankedReference, ...], tuple[CandidateScore, ...]]:
+        """The remembered ranking and scores in terms of these candidates' photo ids; ((), ()) when none is usable."""
         by_sha = {c.sha256: c.photo_id for c in candidates}
         try:
-            return tuple(
+            memo = self._cache.get(key) or {}
+            ranked = tuple(
                 RankedReference(rank=int(r["rank"]), photo_id=by_sha[r["sha256"]], sha256=r["sha256"],
-                                cosine=float(r["cosine"]), relevance=float(r["relevance"]))
-                for r in self._cache.get(key) or ()
+                                cosine=float(r["cosine"]), relevance=float(r["relevance"]), inliers=r.get("inliers"))
+                for r in memo.get("ranked", ())
             )
-        except (KeyError, TypeError, ValueError):
-            return ()
+            scores = tuple(CandidateScore(**{**s, "photo_id": by_sha[s["sha256"]]}) for s in memo.get("scores", ()))
+            return ranked, scores
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return (), ()
 
-    def put(self, key: str, ranked: Sequence[RankedReference]) -> None:
-        self._cache.put(key, [asdict(r) for r in ranked])
+    def put(self, key: str, ranked: Sequence[RankedReference], scores: Sequence[CandidateScore]) -> None:
+        self._cache.put(key, {"ranked": [asdict(r) for r in ranked], "scores": [asdict(s) for s in scores]})
 
 
 def _cosine_index(res: Resources, job: JobContext) -> VectorIndex | None:
@@ -112,10 +123,11 @@ def _cosine_index(res: Resources, job: JobContext) -> VectorIndex | None:
 
 
 def choose_references(res: Resources, job: JobContext, target: TargetPhoto, settings: Settings) -> Retrieval:
-    """Cosine top-k from the album's vector index, re-ranked by the model's own texture relevance.
+    """Cosine candidates from the album's vector index, verified geometrically, re-ranked by the model.
 
     A ranking remembered for the same target, candidates, model and settings is reused unless
-    `settings.force`; re-ranking takes one of the process's model slots.
+    `settings.force`; re-ranking takes one of the process's model slots. The candidates' local
+    features are cached by content hash (``<home>/cache/features``), so each photo is described once.
     """
     t0 = time.perf_counter()
     index = _cosine_index(res, job)
@@ -130,10 +142,12 @@ def choose_references(res: Resources, job: JobContext, target: TargetPhoto, sett
                                                          list(target.reference_sides.values()), scan.min_ref_side))
     if index is None or len(index) == 0:
         return Retrieval((), missing="the album's references have no vectors yet (see `refsr index`)")
-    # Ask for enough neighbours that the pair rule's exclusions still leave top_k candidates.
-    k = min(len(index), settings.top_k + len(target.references) - len(eligible))
+    retrieval = settings.retrieval()
+    wanted = max(retrieval.top_k, retrieval.verify.pool if retrieval.verify.enabled else 0)
+    # Ask for enough neighbours that the pair rule's exclusions still leave `wanted` candidates.
+    k = min(len(index), wanted + len(target.references) - len(eligible))
     candidates = cosine_candidates(index, target.vector, k, target_id=target.id, target_sha256=target.sha256,
-                                   sha256_by_id=eligible)[: settings.top_k]
+                                   sha256_by_id=eligible)[:wanted]
     if not candidates:
         return Retrieval((), missing="no reference candidate in the album's vector index (run `refsr index` again)")
     root = Path(job.album_root)
@@ -145,18 +159,23 @@ def choose_references(res: Resources, job: JobContext, target: TargetPhoto, sett
     if not present:
         return Retrieval((), missing="every reference candidate is gone since the scan")
     candidates = present
-    retrieval = settings.retrieval()
     memo = RerankMemo(settings.home / "cache" / "rerank")
     key = memo.key(target.sha256, candidates, job.model_sha256, retrieval)
-    ranked = () if settings.force else memo.get(key, candidates)
+    ranked, scores = ((), ()) if settings.force else memo.get(key, candidates)
     reranked = not ranked
     if reranked:
         model = res.model().model
         lr = images.load_rgb(root / target.rel_path)[0]
+        cache = FeatureCache(settings.home / "cache" / "features")
+
+        def load(c: Candidate) -> np.ndarray:
+            return images.load_rgb(root / target.references[c.photo_id][1])[0]
+
         with res.device_slot():
-            ranked = rank_references(
-                model, lr, candidates, lambda c: images.load_rgb(root / target.references[c.photo_id][1])[0],
-                retrieval, device=job.device, amp_dtype=job.amp_dtype,
+            ranking = rank_candidates(
+                model, lr, candidates, load, retrieval, device=job.device, amp_dtype=job.amp_dtype,
+                features=lambda c: cache.get(c.sha256, lambda: load(c), retrieval.verify),
             )
-        memo.put(key, ranked)
-    return Retrieval(ranked, key, reranked, round(time.perf_counter() - t0, 4))
+        ranked, scores = ranking.chosen, ranking.scores
+        memo.put(key, ranked, scores)
+    return Retrieval(ranked, scores, key, reranked, round(time.perf_counter() - t0, 4))

@@ -19,7 +19,7 @@ from db.engine import sqlite_file
 from pipeline.clip_embedder import WEIGHTS_ENV_VAR as CLIP_WEIGHTS_ENV
 from pipeline.clip_embedder import ClipSettings
 from pipeline.embedders import EmbedderKind, EmbedderSettings
-from pipeline.params import EnhanceParams, RerankSettings, RetrievalSettings
+from pipeline.params import EnhanceParams, RerankSettings, RetrievalSettings, VerifySettings
 from pipeline.roles import DEFAULT_REF_RATIO, RelativeRoles
 from pipeline.scan import ScanSettings
 from ttsr_core.config import Precision, SearchConfig, SearchMode
@@ -97,6 +97,10 @@ class Settings:
     ref_ratio: float | None = None
     top_k: int = 4
     refs: int = 1
+    # Geometric verification of the best `verify_pool` cosine candidates (pipeline/verification.py).
+    verify: bool = True
+    verify_pool: int = 24
+    copies: bool = True  # find copies among the album's photos when indexing (flows/copies.py)
     rerank_target_side: int = 64
     rerank_candidate_side: int = 256
     outscale: float = 4.0
@@ -148,7 +152,7 @@ class Settings:
         for name in ("min_ref_side", "max_target_side", "tile"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
-        for name in ("top_k", "refs", "workers", "device_slots", "claim_attempts"):
+        for name in ("top_k", "refs", "verify_pool", "workers", "device_slots", "claim_attempts"):
             _positive_int(name, getattr(self, name))
         _positive_int("retries", self.retries, 0)
         if self.ref_ratio is not None:
@@ -235,6 +239,7 @@ class Settings:
                 candidate_side=self.rerank_candidate_side,
                 search=self.search_config(),
             ),
+            verify=VerifySettings(enabled=bool(self.verify), pool=self.verify_pool),
         )
 
     def embedder_settings(self) -> EmbedderSettings:

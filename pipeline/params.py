@@ -7,6 +7,7 @@ validates through them, does not import torch: the commands that only read the d
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from ttsr_core.config import MIN_REF_SIDE, Precision, SearchConfig, SearchMode
@@ -69,13 +70,76 @@ class RerankSettings:
         }
 
 
+class GeometricModel(enum.StrEnum):
+    """What one set of feature matches must agree on to count as inliers."""
+
+    HOMOGRAPHY = "homography"  # a plane, or a scene seen from one place: strict, few chance inliers
+    FUNDAMENTAL = "fundamental"  # any rigid scene from two viewpoints: looser (a point need only lie on a line)
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """Geometric verification of the `pool` best cosine candidates (pipeline.verification).
+
+    Both photos are reduced to `max_side` (a photo smaller than `min_side` is enlarged to it, so a
+    thumbnail still yields features) and described by up to `max_features`
+    RootSIFT features; a match passes Lowe's `ratio` test, and an inlier is a match that one
+    `model`, fitted by MAGSAC++ with `threshold_px` (at `max_side`), explains. `min_inliers` is the
+    count below which agreement is taken for chance; above it a candidate's score grows by
+    `weight` per decade of inliers (see pipeline.verification.blend). `enabled=False` ranks by
+    cosine alone.
+    """
+
+    enabled: bool = True
+    pool: int = 24
+    max_side: int = 640
+    min_side: int = 320
+    max_features: int = 2000
+    ratio: float = 0.8
+    model: GeometricModel = GeometricModel.HOMOGRAPHY
+    threshold_px: float = 4.0
+    min_inliers: int = 12
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("pool", "max_side", "min_side", "max_features", "min_inliers"):
+            _positive("VerifySettings", name, getattr(self, name))
+        if self.min_side > self.max_side:
+            raise ValueError(f"VerifySettings.min_side ({self.min_side!r}) cannot exceed max_side ({self.max_side!r})")
+        if self.max_side < 64:
+            raise ValueError(f"VerifySettings.max_side must be >= 64, got {self.max_side!r}")
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 < self.ratio <= 1:
+            raise ValueError(f"VerifySettings.ratio must be in (0, 1], got {self.ratio!r}")
+        _positive("VerifySettings", "threshold_px", self.threshold_px, float)
+        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or self.weight < 0:
+            raise ValueError(f"VerifySettings.weight must be a number >= 0, got {self.weight!r}")
+        try:
+            object.__setattr__(self, "model", GeometricModel(self.model))
+        except ValueError:
+            raise ValueError(f"VerifySettings.model must be one of {[m.value for m in GeometricModel]}, "
+                             f"got {self.model!r}") from None
+
+    def feature_fingerprint(self) -> dict[str, object]:
+        """What changes a photo's local features (for the feature cache)."""
+        return {"max_side": self.max_side, "min_side": self.min_side, "max_features": self.max_features,
+                "kind": "rootsift-v1"}
+
+    def fingerprint(self) -> dict[str, object]:
+        """What changes the verified ranking (for the re-rank memo)."""
+        return {**self.feature_fingerprint(), "enabled": self.enabled, "pool": self.pool, "ratio": self.ratio,
+                "model": self.model.value, "threshold_px": self.threshold_px, "min_inliers": self.min_inliers,
+                "weight": self.weight}
+
+
 @dataclass(frozen=True)
 class RetrievalSettings:
-    """How many cosine candidates are re-ranked (`top_k`) and how many references are kept (`refs`)."""
+    """How many cosine candidates are verified (`verify.pool`), how many of the verified ranking are
+    re-ranked by texture relevance (`top_k`), and how many references are kept (`refs`)."""
 
     top_k: int = 4
     refs: int = 1
     rerank: RerankSettings = field(default_factory=RerankSettings)
+    verify: VerifySettings = field(default_factory=VerifySettings)
 
     def __post_init__(self) -> None:
         for name in ("top_k", "refs"):

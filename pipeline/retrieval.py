@@ -1,4 +1,4 @@
-"""Reference retrieval: cosine top-k from the vector index, re-ranked by the texture model's own relevance."""
+"""Reference retrieval: cosine top-k from the vector index, verified geometrically, re-ranked by the model's relevance."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from PIL import Image
 
 from pipeline.images import shrink
 from pipeline.params import RerankSettings, RetrievalSettings
+from pipeline.verification import LocalFeatures, local_features, verification_bonus, verify_pair
 from ttsr_core.arrays import check_rgb, resize_bicubic
 from ttsr_core.config import MIN_REF_SIDE, SCALE, Precision
 from ttsr_core.device import autocast, resolve_device
@@ -51,6 +52,33 @@ class RankedReference:
     sha256: str
     cosine: float  # embedding similarity in [-1, 1]
     relevance: float  # mean soft attention of the target against this photo, in [-1, 1]
+    inliers: int | None = None  # feature matches one geometry explains; None when not verified
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """Everything retrieval knew of one candidate: what provenance records for each."""
+
+    photo_id: int
+    sha256: str
+    cosine: float
+    inliers: int | None  # None: not verified (verification off)
+    verified: float  # cosine + verification bonus: the order the relevance pool is drawn from
+    relevance: float | None  # None: outside the pool the model re-ranked
+    rank: int | None  # its place among the chosen references; None when not chosen
+
+    def as_record(self) -> dict[str, object]:
+        return {"photo_id": self.photo_id, "sha256": self.sha256, "cosine": round(self.cosine, 6),
+                "inliers": self.inliers, "verified": round(self.verified, 6),
+                "relevance": None if self.relevance is None else round(self.relevance, 6), "rank": self.rank}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The chosen references, and every candidate's scores in final order (best first)."""
+
+    chosen: tuple[RankedReference, ...]
+    scores: tuple[CandidateScore, ...]
 
 
 def cosine_candidates(
@@ -124,6 +152,64 @@ def texture_relevance(
     return tuple(scores)
 
 
+def rank_candidates(
+    model: TTSR,
+    target: np.ndarray,
+    candidates: Sequence[Candidate],
+    load: Callable[[Candidate], np.ndarray],
+    settings: RetrievalSettings = RetrievalSettings(),
+    *,
+    features: Callable[[Candidate], LocalFeatures] | None = None,
+    device: str | torch.device | None = "cpu",
+    amp_dtype: Precision | None = None,
+) -> Ranking:
+    """Verify cosine `candidates` geometrically, re-rank the best `top_k` by texture relevance; keep `refs`.
+
+    `candidates` come best-cosine first; the first `settings.verify.pool` are matched against the
+    target (pipeline.verification) and ordered by cosine + verification bonus. Of that order the
+    first `top_k` are scored by the model's texture relevance: candidates that verification vouches
+    for (bonus > 0) keep their verified order in front — matches that one geometry explains are
+    better evidence of the same place than texture likeness (benchmarks/RETRIEVAL.md) — and the rest
+    follow by relevance, then cosine, then photo id. `load(candidate)` returns (H, W, 3) uint8;
+    `features(candidate)` its local features (a cache), else they are computed from `load`.
+    """
+    if not candidates:
+        return Ranking((), ())
+    verify = settings.verify
+    pool = list(candidates)[: max(settings.top_k, verify.pool if verify.enabled else 0)]
+    inliers: list[int | None] = [None] * len(pool)
+    if verify.enabled:
+        mine = local_features(target, verify)
+        for i, cand in enumerate(pool):
+            theirs = features(cand) if features is not None else local_features(load(cand), verify)
+            inliers[i] = verify_pair(mine, theirs, verify).inliers
+    bonus = [0.0 if n is None else verification_bonus(n, verify) for n in inliers]
+    verified = [c.cosine + b for c, b in zip(pool, bonus)]
+    order = sorted(range(len(pool)), key=lambda i: (-verified[i], -pool[i].cosine, pool[i].photo_id))
+    head, tail = order[: settings.top_k], order[settings.top_k:]
+    relevance = dict(zip(head, texture_relevance(model, target, [load(pool[i]) for i in head], settings.rerank,
+                                                 device=device, amp_dtype=amp_dtype)))
+    sure = [i for i in head if bonus[i] > 0]
+    rest = sorted((i for i in head if bonus[i] <= 0),
+                  key=lambda i: (-relevance[i], -pool[i].cosine, pool[i].photo_id))
+    final = sure + rest + tail
+    chosen = final[: settings.refs]
+    ranked = tuple(
+        RankedReference(rank=rank, photo_id=pool[i].photo_id, sha256=pool[i].sha256, cosine=pool[i].cosine,
+                        relevance=relevance[i], inliers=inliers[i])
+        for rank, i in enumerate(chosen)
+    )
+    scores = tuple(
+        CandidateScore(photo_id=pool[i].photo_id, sha256=pool[i].sha256, cosine=pool[i].cosine,
+                       inliers=inliers[i], verified=verified[i], relevance=relevance.get(i),
+                       rank=chosen.index(i) if i in chosen else None)
+        for i in final
+    )
+    logger.debug("ranked %d candidates: %s", len(pool), ", ".join(
+        f"{pool[i].photo_id}: cos={pool[i].cosine:.3f} inl={inliers[i]} rel={relevance.get(i)}" for i in final))
+    return Ranking(ranked, scores)
+
+
 def rank_references(
     model: TTSR,
     target: np.ndarray,
@@ -134,32 +220,5 @@ def rank_references(
     device: str | torch.device | None = "cpu",
     amp_dtype: Precision | None = None,
 ) -> tuple[RankedReference, ...]:
-    """Re-rank cosine `candidates` by texture relevance; return the best `settings.refs`.
-
-    `load(candidate)` returns the candidate's (H, W, 3) uint8 pixels (oriented). Candidates that
-    fail to load raise from `load`: the caller decides whether that fails the target. Ties in
-    relevance fall back to cosine, then photo id, so the choice is deterministic.
-    """
-    if not candidates:
-        return ()
-    pool = list(candidates)[: settings.top_k]
-    pixels = [load(c) for c in pool]
-    relevance = texture_relevance(model, target, pixels, settings.rerank, device=device, amp_dtype=amp_dtype)
-    order = sorted(range(len(pool)), key=lambda i: (-relevance[i], -pool[i].cosine, pool[i].photo_id))
-    chosen = order[: settings.refs]
-    ranked = tuple(
-        RankedReference(
-            rank=rank,
-            photo_id=pool[i].photo_id,
-            sha256=pool[i].sha256,
-            cosine=pool[i].cosine,
-            relevance=relevance[i],
-        )
-        for rank, i in enumerate(chosen)
-    )
-    logger.debug(
-        "re-ranked %d candidates: %s",
-        len(pool),
-        ", ".join(f"{pool[i].photo_id}: cos={pool[i].cosine:.3f} rel={relevance[i]:.3f}" for i in order),
-    )
-    return ranked
+    """The chosen references of :func:`rank_candidates`, best first."""
+    return rank_candidates(model, target, candidates, load, settings, device=device, amp_dtype=amp_dtype).chosen

@@ -15,8 +15,10 @@ ALLOWED: dict[str, set[str]] = {
     # PIL: the paper's data pipeline is PIL bicubic (LR↓, LR↑, Ref↓↑), and train/evaluate read image
     # files; safetensors is the checkpoint format; tqdm draws the training progress bar.
     "ttsr_core": {"torch", "numpy", "PIL", "safetensors", "tqdm"},
+    # c2pa, cryptography: Content Credentials (pipeline/credentials.py); cv2: local features and robust
+    # geometry for verification, copy detection and restoration.
     "pipeline": {"torch", "numpy", "PIL", "faiss", "open_clip", "huggingface_hub", "pillow_heif", "safetensors",
-                 "c2pa", "cryptography"},  # c2pa, cryptography: Content Credentials (pipeline/credentials.py)
+                 "c2pa", "cryptography", "cv2"},
     "db": {"sqlalchemy", "alembic", "psycopg"},
     "flows": {"prefect", "prefect_dask", "torch", "numpy", "PIL", "sqlalchemy", "tqdm"},  # prefect_dask: [dask]
 }

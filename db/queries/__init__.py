@@ -4,6 +4,7 @@ One module per subject (photos, runs, enhancements); callers use them through th
 (``from db import queries``; ``queries.upsert_photo(session, ...)``).
 """
 
+from db.queries.copies import CopyPair, album_copies, checked_pairs, record_copy_check
 from db.queries.enhancements import (
     ReferenceRow,
     enhancements_for_album,
@@ -31,6 +32,10 @@ from db.queries.photos import (
 from db.queries.runs import RunSummary, annotate_run, finish_run, latest_run, run_history, start_run
 
 __all__ = [
+    "CopyPair",
+    "album_copies",
+    "checked_pairs",
+    "record_copy_check",
     "PHOTO_FIELDS",
     "PhotoVector",
     "ReferenceRow",

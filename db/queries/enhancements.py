@@ -68,12 +68,14 @@ def record_enhancement(
     references: Sequence[ReferenceRow | tuple[int, int, str, float, float]] = (),
     credentials: CredentialsState | None = None,
     credentials_note: str | None = None,
+    candidates: Sequence[dict[str, Any]] | None = None,
 ) -> Enhancement:
     """Add one enhancement and its ranked references in a single flush.
 
     ``references`` rows are (rank, ref_photo_id, ref_sha256, cosine, relevance) with rank 0 the
-    best. Everything lands in the caller's transaction together; if the flush fails nothing is
-    written and the caller must roll back.
+    best. ``candidates``: every candidate retrieval scored (JSON-able dicts, as
+    ``pipeline.retrieval.CandidateScore.as_record`` gives them), or None. Everything lands in the
+    caller's transaction together; if the flush fails nothing is written and the caller must roll back.
     """
     final = EnhancementStatus(status)
     check_sha256(job_key, "job_key")
@@ -109,6 +111,7 @@ def record_enhancement(
         device=device,
         params=params,
         attention_path=attention,
+        candidates=None if candidates is None else [dict(c) for c in candidates],
         timings=timings,
         status=final,
         error=error,

@@ -128,6 +128,11 @@ def test_enhance_task_enhances_then_reuses_then_forces(make_album, settings_for)
         assert rows[0].job_key == rows[1].job_key  # --force: a new record beside the old one
         assert rows[0].references[0].ref_photo_id == first.references[0].photo_id
         assert Path(rows[0].attention_path).is_file()
+        # Every candidate's scores are recorded, the chosen one first with its rank.
+        scored = rows[1].candidates
+        assert [c["photo_id"] for c in scored][0] == first.references[0].photo_id and scored[0]["rank"] == 0
+        assert len(scored) == 2 and all(isinstance(c["inliers"], int) and -1 <= c["cosine"] <= 1 for c in scored)
+        assert {c["rank"] for c in scored[1:]} == {None}
 
 
 def test_enhance_task_redoes_a_job_whose_output_was_deleted(make_album, settings_for) -> None:

@@ -13,10 +13,13 @@ from pipeline.retrieval import (
     RerankSettings,
     RetrievalSettings,
     cosine_candidates,
+    rank_candidates,
     rank_references,
     texture_relevance,
 )
+from pipeline.params import VerifySettings
 from pipeline.vector_index import VectorIndex
+from tests.pipeline.scenes import scene, tilt, view
 from ttsr_core.config import SearchConfig, SearchMode, TTSRConfig
 from ttsr_core.inference import prepare_reference, resize_bicubic, to_tensor
 from ttsr_core.net import TTSR
@@ -132,11 +135,38 @@ def test_rank_references_orders_by_relevance_then_cosine(model: TTSR, monkeypatc
         return np.zeros((16, 16, 3), np.uint8)
 
     target = np.zeros((8, 8, 3), np.uint8)
-    got = rank_references(model, target, cands, load, RetrievalSettings(top_k=3, refs=2))
+    plain = RetrievalSettings(top_k=3, refs=2, verify=VerifySettings(enabled=False))
+    got = rank_references(model, target, cands, load, plain)
     assert loaded == [1, 2, 3]  # only the top_k cosine candidates are looked at
     assert [(r.rank, r.photo_id) for r in got] == [(0, 2), (1, 3)]  # tie at 0.9 broken by cosine
     assert got[0].cosine == 0.8 and got[0].relevance == 0.9
     assert rank_references(model, target, [], load) == ()
+
+
+def test_verification_puts_the_same_place_first_and_every_candidate_keeps_its_scores(model: TTSR,
+                                                                                    monkeypatch) -> None:
+    place = scene(0)
+    target = view(place, np.diag([0.5, 0.5, 1.0]) @ tilt(640, 480, 0.08, 0.05), (320, 240))
+    pixels = {i: scene(100 + i) for i in range(1, 9)}
+    pixels[6] = view(place, tilt(640, 480, -0.06, 0.1, 1.1), (640, 480))  # the same place, worst cosine but one
+    cands = [Candidate(i, SHA[i], 0.9 - 0.01 * i) for i in range(1, 9)]
+    # The model likes a look-alike best: texture relevance alone would pick candidate 1.
+    monkeypatch.setattr(retrieval, "texture_relevance",
+                        lambda m, t, px, s, **kw: tuple(0.9 - 0.1 * i for i in range(len(px))))
+    settings = RetrievalSettings(top_k=3, refs=2, verify=VerifySettings(pool=8))
+    got = rank_candidates(model, target, cands, lambda c: pixels[c.photo_id], settings)
+    assert [r.photo_id for r in got.chosen] == [6, 1]
+    assert got.chosen[0].inliers is not None and got.chosen[0].inliers >= 50
+    assert [s.photo_id for s in got.scores][:3] == [6, 1, 2]  # verified first, then relevance
+    assert len(got.scores) == 8 and all(s.inliers is not None for s in got.scores)
+    assert [s.rank for s in got.scores[:3]] == [0, 1, None]
+    assert sum(s.relevance is not None for s in got.scores) == 3  # only the top_k met the model
+    record = got.scores[0].as_record()
+    assert record["photo_id"] == 6 and record["inliers"] == got.chosen[0].inliers and record["rank"] == 0
+    # Without verification the look-alikes win.
+    off = rank_candidates(model, target, cands, lambda c: pixels[c.photo_id],
+                          RetrievalSettings(top_k=3, refs=2, verify=VerifySettings(enabled=False)))
+    assert [r.photo_id for r in off.chosen] == [1, 2] and off.scores[0].inliers is None
 
 
 def test_settings_reject_bad_values_naming_them() -> None:
