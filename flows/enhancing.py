@@ -142,7 +142,8 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
         with res.device_slot():
             result = enhance_photo(ckpt.model, root / target.rel_path, [root / p for p in ref_paths], Path(out_path),
                                    params, attention_path=attention_path_for(job.out_dir, key), device=job.device,
-                                   reference_cache=res.reference_cache())
+                                   reference_cache=res.reference_cache(),
+                                   sha256=[target.sha256, *(r.sha256 for r in found.ranked)])
         timings.update({k: round(v, 4) for k, v in result.timings.items()})
         fault_point("enhanced")  # crash tests: die or stall holding the job, its output written, not recorded
         try:

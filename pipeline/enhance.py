@@ -19,6 +19,7 @@ from PIL import Image
 
 from pipeline import images
 from pipeline.attention import AttentionMaps, save_attention
+from pipeline.hashed_read import load_verified
 from pipeline.params import OUTPUT_EXTENSIONS, WRITE_FALLBACK, EnhanceParams
 from ttsr_core.config import MIN_REF_SIDE, SCALE
 from ttsr_core.device import resolve_device
@@ -212,6 +213,7 @@ def enhance_photo(
     protected: Collection[PathLike] = (),
     max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
     reference_cache: ReferenceCache | None = None,
+    sha256: Sequence[str] | None = None,
 ) -> EnhanceResult:
     """Enhance the photo at `target_path` with the references at `ref_paths` (best first).
 
@@ -221,9 +223,15 @@ def enhance_photo(
     `params.output_format` is set. Refuses to write over the target, a reference or anything in
     `protected`. The attention maps go to `attention_path` when
     given (see `pipeline.attention`). Raises images.UnreadableImageError for undecodable inputs.
+    `sha256` (the target's, then each reference's): the pixels used must be those bytes, else
+    hashed_read.PhotoChangedError before any work (the record will name these hashes).
     """
     if not ref_paths:
         raise ValueError(f"at least one reference is needed to enhance {str(target_path)!r}")
+    if sha256 is not None and len(sha256) != 1 + len(ref_paths):
+        raise ValueError(f"sha256 needs the target's and each reference's hash, got {len(sha256)} "
+                         f"for {1 + len(ref_paths)} photos")
+    hashes = list(sha256) if sha256 is not None else [None] * (1 + len(ref_paths))
     dev = resolve_device(device)
     out = Path(output_path)
     guarded = [Path(target_path), *map(Path, ref_paths), *map(Path, protected)]
@@ -235,8 +243,8 @@ def enhance_photo(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    lr, meta = images.load_rgb(target_path, max_pixels=max_pixels)
-    refs = [images.load_rgb(p, max_pixels=max_pixels)[0] for p in ref_paths]
+    lr, meta = load_verified(target_path, hashes[0], max_pixels=max_pixels)
+    refs = [load_verified(p, h, max_pixels=max_pixels)[0] for p, h in zip(ref_paths, hashes[1:])]
     timings["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -1,0 +1,80 @@
+"""Files that change under a running `refsr` (issue 25): provenance never pairs a hash with other pixels."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.fallback_embedder import FallbackEmbedder
+from tests.flows.test_cli import _enhance_args, _env, _finish, _start
+
+pytestmark = pytest.mark.slow
+
+
+def _pause_then(proc, err: Path, act) -> None:  # noqa: ANN001
+    """Wait for the fault hook's pause, then act while the run sleeps there."""
+    for _ in range(3000):
+        if "fault injection: pausing" in err.read_text() or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, err.read_text()[-2000:]
+    act()
+
+
+def _swap(a: Path, b: Path) -> None:
+    """Exchange two files' contents, each replaced atomically (as a photo app saving an edit does)."""
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    for path, data in ((a, data_b), (b, data_a)):
+        tmp = path.with_name(".swap")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+
+def _rgb(data: bytes) -> np.ndarray:
+    import io
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.mark.parametrize("phase", ["scanned", "target"])  # before embedding; before retrieval and enhancement
+def test_a_photo_replaced_mid_run_is_never_filed_under_the_other_pictures_hash(
+        phase: str, make_album, tiny_model: Path, tmp_path: Path) -> None:
+    album = make_album(3)  # scene0 and scene1 swap their targets' pictures; scene2 is enhanced
+    a, b = album / "scene0" / "small" / "scene0.jpg", album / "scene1" / "small" / "scene1.jpg"
+    pictures = {hashlib.sha256(p.read_bytes()).hexdigest(): _rgb(p.read_bytes())
+                for p in album.glob("scene*/small/*.jpg")}
+    home = tmp_path / "h"
+    if phase == "target":  # embedded with the right pixels first, so only the enhancement meets the swap
+        from tests.flows.test_cli import _refsr
+
+        indexed = _refsr(["index", str(album), "--home", str(home), "--embedder", "fallback", "--no-progress"],
+                         _env(tmp_path), tmp_path / "index")
+        assert indexed.returncode == 0, indexed.stderr[-2000:]
+    proc, out = _start([*_enhance_args(album, home, tiny_model), "--force"],
+                       _env(tmp_path, REFSR_FAULT_INJECT=f"{phase}:1:pause:3"), tmp_path / "run")
+    _pause_then(proc, out.with_suffix(".err"), lambda: _swap(a, b))
+    done = _finish(proc, out)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]  # the changed photo is not done
+    assert "changed since it was scanned" in done.stdout + done.stderr
+
+    embedder = FallbackEmbedder()
+    with sqlite3.connect(home / "refsr.db") as con:
+        vectors = con.execute("SELECT sha256, vector FROM embeddings").fetchall()
+        outputs = con.execute("SELECT target_sha256, output_path FROM enhancements "
+                              "WHERE status = 'succeeded'").fetchall()
+    for sha, blob in vectors:
+        if sha in pictures:  # a target's hash holds that very picture's vector
+            np.testing.assert_allclose(np.frombuffer(blob, "<f4"), embedder.embed([pictures[sha]])[0], atol=1e-5)
+    assert outputs, done.stdout
+    for sha, path in outputs:  # each output, shrunk back, is nearest to the picture its record names
+        h, w = pictures[sha].shape[:2]
+        shrunk = np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.BICUBIC), dtype=np.float32)
+        errors = {other: np.abs(shrunk - pic.astype(np.float32)).mean() for other, pic in pictures.items()}
+        assert min(errors, key=errors.__getitem__) == sha, errors
