@@ -227,14 +227,18 @@ def sync_index_task(album_id: int, embedder_key: str, settings: Settings) -> Ind
             return IndexState(path, embedder_key, len(index), len(index), 0, rebuilt=True)
         held = set(index.ids().tolist())
         wanted = set(ids.tolist())
+        kept = sorted(held & wanted)
+        # A reference replaced in place keeps its photo id: its entry is stale if its vector is not the database's.
+        stale = index.stale(kept, np.stack([vectors[i] for i in kept])) if kept else []
         extra, missing = sorted(held - wanted), sorted(wanted - held)
-        if extra:
-            index.remove(extra)
-        if missing:
-            index.add(missing, np.stack([vectors[i] for i in missing]))
-        if extra or missing:
+        if extra or stale:
+            index.remove(extra + stale)
+        if missing or stale:
+            fresh = sorted(missing + stale)
+            index.add(fresh, np.stack([vectors[i] for i in fresh]))
+        if extra or missing or stale:
             index.save(path)
-        return IndexState(path, embedder_key, len(index), len(missing), len(extra), rebuilt)
+        return IndexState(path, embedder_key, len(index), len(missing) + len(stale), len(extra) + len(stale), rebuilt)
 
 
 # -- shared steps ------------------------------------------------------------------------------

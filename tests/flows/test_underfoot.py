@@ -78,3 +78,27 @@ def test_a_photo_replaced_mid_run_is_never_filed_under_the_other_pictures_hash(
         shrunk = np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.BICUBIC), dtype=np.float32)
         errors = {other: np.abs(shrunk - pic.astype(np.float32)).mean() for other, pic in pictures.items()}
         assert min(errors, key=errors.__getitem__) == sha, errors
+
+
+def test_a_reference_replaced_in_place_gets_its_new_vector_in_the_index(make_album, tmp_path: Path) -> None:
+    from pipeline.vector_index import VectorIndex
+    from tests.flows.conftest import scene
+    from tests.flows.test_cli import _refsr
+
+    album = make_album(2)
+    home = tmp_path / "h"
+    args = ["index", str(album), "--home", str(home), "--embedder", "fallback", "--no-progress"]
+    first = _refsr(args, _env(tmp_path), tmp_path / "first")
+    assert first.returncode == 0, first.stderr[-2000:]
+    ref = album / "scene0" / "ref.png"
+    Image.fromarray(scene(999)).save(ref)  # another picture under the same name
+    again = _refsr(args, _env(tmp_path), tmp_path / "again")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "changed 1" in again.stdout, again.stdout
+
+    with sqlite3.connect(home / "refsr.db") as con:
+        (photo_id,) = con.execute("SELECT id FROM photos WHERE rel_path = 'scene0/ref.png'").fetchone()
+    (path,) = (home / "faiss").rglob("*.faiss")
+    held = VectorIndex.load(path, "fallback:v1").reconstruct(photo_id)
+    want = FallbackEmbedder().embed([np.asarray(Image.open(ref).convert("RGB"))])[0]
+    np.testing.assert_allclose(held, want / np.linalg.norm(want), atol=1e-5)
