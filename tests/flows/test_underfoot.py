@@ -102,3 +102,22 @@ def test_a_reference_replaced_in_place_gets_its_new_vector_in_the_index(make_alb
     held = VectorIndex.load(path, "fallback:v1").reconstruct(photo_id)
     want = FallbackEmbedder().embed([np.asarray(Image.open(ref).convert("RGB"))])[0]
     np.testing.assert_allclose(held, want / np.linalg.norm(want), atol=1e-5)
+
+
+def test_a_name_that_is_not_utf8_is_listed_escaped_and_the_album_goes_on(make_album, tiny_model: Path,
+                                                                         tmp_path: Path) -> None:
+    from tests.flows.test_cli import _refsr
+
+    album = make_album(2)
+    odd = os.path.join(os.fsencode(album / "scene1"), b"bad\xff\xfeutf8.jpg")
+    with open(odd, "wb") as handle:
+        handle.write((album / "scene1" / "small" / "scene1.jpg").read_bytes())
+    home = tmp_path / "h"
+    enhanced = _refsr(_enhance_args(album, home, tiny_model), _env(tmp_path), tmp_path / "enhance")
+    assert enhanced.returncode == 0, enhanced.stdout[-2000:] + enhanced.stderr[-2000:]
+    assert "enhanced 2" in enhanced.stdout, enhanced.stdout
+    assert "scene1/bad\\xff\\xfeutf8.jpg: its name is not valid UTF-8" in enhanced.stdout, enhanced.stdout
+    indexed = _refsr(["index", str(album), "--home", str(home), "--no-progress"], _env(tmp_path), tmp_path / "index")
+    assert indexed.returncode == 0, indexed.stderr[-2000:]
+    assert "unreadable: scene1/bad\\xff\\xfeutf8.jpg" in indexed.stdout, indexed.stdout
+    assert os.path.exists(odd)  # left as it was
