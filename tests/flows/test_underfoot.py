@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -121,3 +123,62 @@ def test_a_name_that_is_not_utf8_is_listed_escaped_and_the_album_goes_on(make_al
     assert indexed.returncode == 0, indexed.stderr[-2000:]
     assert "unreadable: scene1/bad\\xff\\xfeutf8.jpg" in indexed.stdout, indexed.stdout
     assert os.path.exists(odd)  # left as it was
+
+
+def _session_members(sid: int) -> list[str]:
+    """Live processes of session `sid` (the test starts refsr as a session leader): 'pid command'."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+        except OSError:
+            continue
+        fields = text.rpartition(")")[2].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            found.append(f"{stat.parent.name} {cmd}")
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+def test_processes_leave_no_process_behind_when_refsr_is_killed(sig: int, make_album, tiny_model: Path,
+                                                                tmp_path: Path) -> None:
+    pytest.importorskip("prefect_dask")
+    album = make_album(2)
+    args = [*_enhance_args(album, tmp_path / "h", tiny_model), "--processes", "--workers", "2"]
+    proc, out = _start(args, _env(tmp_path, REFSR_FAULT_INJECT="target:1:pause:120"), tmp_path / "run")
+    try:
+        _pause_then(proc, out.with_suffix(".err"), lambda: None)  # a worker is inside a photo task
+        assert len(_session_members(proc.pid)) >= 3  # refsr, its Prefect server, the workers
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=60)
+        left = _session_members(proc.pid)
+        for _ in range(600):
+            if not left:
+                break
+            time.sleep(0.1)
+            left = _session_members(proc.pid)
+        assert not left, left
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_250_byte_name_is_enhanced_and_only_written_outputs_are_in_the_ledger(make_album, tiny_model: Path,
+                                                                               tmp_path: Path) -> None:
+    from tests.flows.test_cli import _refsr
+
+    album = make_album(1)
+    small = album / "scene0" / "small"
+    long_name = "p" * 246 + ".jpg"  # 250 bytes, within the file system's 255
+    (small / "scene0.jpg").rename(small / long_name)
+    done = _refsr(_enhance_args(album, tmp_path / "h", tiny_model), _env(tmp_path), tmp_path / "run")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (album / "enhanced" / "scene0" / "small" / long_name).is_file()
+    ledger = (album / "enhanced" / ".refsr-output").read_text()
+    for line in ledger.splitlines():
+        if line and not line.startswith("#"):
+            assert (album / "enhanced" / json.loads(line)).exists(), line
