@@ -147,7 +147,9 @@ def test_processes_leave_no_process_behind_when_refsr_is_killed(sig: int, make_a
     pytest.importorskip("prefect_dask")
     album = make_album(2)
     args = [*_enhance_args(album, tmp_path / "h", tiny_model), "--processes", "--workers", "2"]
-    proc, out = _start(args, _env(tmp_path, REFSR_FAULT_INJECT="target:1:pause:120"), tmp_path / "run")
+    env = _env(tmp_path, REFSR_FAULT_INJECT="target:1:pause:120")
+    env.pop("PREFECT_API_URL", None)  # the case at stake: refsr starts the temporary server itself
+    proc, out = _start(args, env, tmp_path / "run")
     try:
         _pause_then(proc, out.with_suffix(".err"), lambda: None)  # a worker is inside a photo task
         assert len(_session_members(proc.pid)) >= 3  # refsr, its Prefect server, the workers
