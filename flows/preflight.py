@@ -82,6 +82,10 @@ def check_device(choice: DeviceChoice) -> None:
 
 def check_model(settings: Settings) -> Path:
     """The checkpoint exists, is readable and has a TTSR layout (ours or the authors'), read from its header."""
+    given = settings.model_path
+    if given.exists() and not given.is_file():
+        kind = "a folder" if given.is_dir() else "not a regular file (a device, a FIFO?)"
+        raise UsageError(f"TTSR checkpoint is {kind}: {shown(given)}; pass a .safetensors or .pt file with --model")
     try:
         path = settings.check_model()
     except FileNotFoundError as exc:
