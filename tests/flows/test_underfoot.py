@@ -148,11 +148,15 @@ def test_processes_leave_no_process_behind_when_refsr_is_killed(sig: int, make_a
     pytest.importorskip("prefect_dask")
     album = make_album(2)
     args = [*_enhance_args(album, tmp_path / "h", tiny_model), "--processes", "--workers", "2"]
-    env = _env(tmp_path, REFSR_FAULT_INJECT="target:1:pause:120")
+    env = _env(tmp_path, REFSR_FAULT_INJECT="enhanced:1:pause:300")
     env.pop("PREFECT_API_URL", None)  # the case at stake: refsr starts the temporary server itself
     proc, out = _start(args, env, tmp_path / "run")
     try:
-        _pause_then(proc, out.with_suffix(".err"), lambda: None)  # a worker is inside a photo task
+        # A worker has run a photo task (its output is there): it has talked to a Prefect API by now.
+        deadline = time.monotonic() + 900
+        while not list((album / "enhanced").rglob("*.jpg")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None and list((album / "enhanced").rglob("*.jpg")), out.with_suffix(".err").read_text()
         assert len(_session_members(proc.pid)) >= 3  # refsr, its Prefect server, the workers
         os.kill(proc.pid, sig)
         proc.wait(timeout=60)
