@@ -49,6 +49,7 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     workspace_environment(settings.home, verbose=args.verbose)
+    _clock["database"] = settings.database_url
     return settings
 
 
@@ -72,6 +73,7 @@ def _start_flow(args: argparse.Namespace) -> None:
     from flows.shortcut import prefect_server_configured
 
     prefect_home()
+    _clock["working"] = True  # from here a fault ends a run that started: exit 1, not 2
     if not prefect_server_configured():
         die_with_this_process()
         _status(args, "refsr: starting Prefect's local server (a few seconds; set PREFECT_API_URL to use a running one)")
@@ -89,7 +91,7 @@ def _process_start() -> float:
         return _T0
 
 
-_clock = {"start": _T0}  # set by main(): the process's start for the console script, else the call's
+_clock: dict[str, Any] = {"start": _T0}  # set by main(): the process's start for the console script, else the call's
 
 
 def _started_at() -> datetime:
@@ -356,6 +358,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `refsr` console script; returns the exit status."""
     # The console script passes no argv: its time starts with the interpreter. Embedded calls start now.
+    _clock.clear()
     _clock["start"] = _process_start() if argv is None else time.time()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -390,6 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refsr {args.command}: {shown(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
+        from flows.db_faults import database_error, explain
+
+        if not args.verbose and (fault := database_error(exc)) is not None:
+            print(f"refsr {args.command}: {explain(fault, _clock.get('database'))}", file=sys.stderr)
+            return EXIT_FAILED if _clock.get("working") else EXIT_USAGE
         if args.verbose or type(exc).__name__ != "CheckpointError":  # ttsr_core's, named so torch stays unimported
             raise
         print(f"refsr {args.command}: {shown(' '.join(str(exc).split()))}", file=sys.stderr)

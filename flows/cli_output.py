@@ -105,6 +105,10 @@ def print_enhance(data: dict[str, Any], *, wall_s: float) -> None:
     print(f"  scan: {scan_line(scan)}  ({scan['targets']} targets, {scan['references']} references)")
     _neither_line(data)
     _copies_lines(data["index"])
+    for rel, reason in scan.get("unreadable_paths", []):
+        print(f"  unreadable: {shown(rel)}: {shown(reason)}")
+    for failure in data["index"].get("embed_failures", []):  # e.g. a photo replaced since its scan
+        print(f"  not embedded: {shown(failure['rel_path'])}: {shown(failure['error'])}")
     print(f"  model {shown(Path(data['model_path']).name)} ({data['model_sha256'][:12]}) on {data['device']}; "
           f"run #{data['run_id']}")
     if data.get("recovered_runs"):

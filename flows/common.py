@@ -65,6 +65,8 @@ def interrupted(exc: BaseException) -> bool:
 def one_line(exc: BaseException) -> str:
     """`Type: message` on one line, for records and tables."""
     text = " ".join(str(exc).split())
+    # SQLAlchemy appends the statement and its parameters (a whole row) and a link: not one line's worth.
+    text = text.split(" [SQL: ")[0].split(" (Background on this error")[0]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

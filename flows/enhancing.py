@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ from flows.faults import fault_point
 from flows.indexing import IndexSummary, index_steps
 from flows.jobs import JobContext, Outcome, TargetOutcome
 from flows.locks import job_claim
-from flows.records import claim_output, record_failure, record_success, reuse_elsewhere, reusable
+from flows.records import (claim_output, record_failure, record_success, release_output, reuse_elsewhere,
+                           reusable)
 from flows.resources import Resources, resources_for
 from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target
 from flows.runners import Submit, photo_tasks
@@ -145,10 +148,11 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
         stamp = stamp_request(settings, target_sha256=target.sha256, target_rel=target.rel_path, ranked=found.ranked,
                               ref_rels=ref_paths, model_name=job.model_name, model_sha256=job.model_sha256,
                               job_key=key, run_id=job.run_id)
-        with res.device_slot():
+        with res.device_slot(), _released_if_unwritten(job.out_dir, out_path):
             result = enhance_photo(ckpt.model, root / target.rel_path, [root / p for p in ref_paths], Path(out_path),
                                    params, attention_path=attention_path_for(job.out_dir, key), device=job.device,
-                                   reference_cache=res.reference_cache(), stamp=stamp)
+                                   reference_cache=res.reference_cache(), stamp=stamp,
+                                   sha256=[target.sha256, *(r.sha256 for r in found.ranked)])
         timings.update({k: round(v, 4) for k, v in result.timings.items()})
         fault_point("enhanced")  # crash tests: die or stall holding the job, its output written, not recorded
         try:
@@ -163,6 +167,15 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
             held.give_up()
             return outcome(Outcome.ELSEWHERE, None, None)
     return outcome(Outcome.ENHANCED, str(result.output_path), enhancement_id)
+
+
+@contextlib.contextmanager
+def _released_if_unwritten(out_dir: str, out_path: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        release_output(out_dir, out_path)
+        raise
 
 
 def _failed(res: Resources, job: JobContext, target: TargetPhoto, found: Retrieval | None, params: EnhanceParams,

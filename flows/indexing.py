@@ -18,10 +18,11 @@ from db import queries
 from db.models import Photo, PhotoRole, PhotoStatus, RunKind, RunStatus
 from flows.copies import CopyScan, copies_task
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
+from flows.faults import fault_point
 from flows.locks import engine_of, index_lock
 from flows.resources import resources_for
 from flows.settings import Settings, index_file, scan_settings
-from pipeline import images
+from pipeline.hashed_read import PhotoChangedError, load_verified
 from pipeline.scan import KnownPhoto, ScanResult, ScanStatus, scan_album
 from pipeline.vector_index import IndexMismatch, VectorIndex
 
@@ -167,9 +168,13 @@ def embed_photo(photo_id: int, album_root: str, settings: Settings) -> EmbedOutc
             return EmbedOutcome(photo_id, "?", f"photo {photo_id} is not in the database")
         rel, sha = photo.rel_path, photo.sha256
     try:
-        rgb, _ = images.load_rgb(Path(album_root) / rel)
+        # The vector is filed under `sha`: embed the bytes that hash to it, or none (a file replaced since the scan).
+        rgb, _ = load_verified(Path(album_root) / rel, sha)
         emb = res.embedder
         vector = emb.embed([rgb])[0].astype("<f4")
+    except PhotoChangedError as exc:
+        logger.warning("not embedded: %s", exc)
+        return EmbedOutcome(photo_id, rel, str(exc))
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -224,14 +229,18 @@ def sync_index_task(album_id: int, embedder_key: str, settings: Settings) -> Ind
             return IndexState(path, embedder_key, len(index), len(index), 0, rebuilt=True)
         held = set(index.ids().tolist())
         wanted = set(ids.tolist())
+        kept = sorted(held & wanted)
+        # A reference replaced in place keeps its photo id: its entry is stale if its vector is not the database's.
+        stale = index.stale(kept, np.stack([vectors[i] for i in kept])) if kept else []
         extra, missing = sorted(held - wanted), sorted(wanted - held)
-        if extra:
-            index.remove(extra)
-        if missing:
-            index.add(missing, np.stack([vectors[i] for i in missing]))
-        if extra or missing:
+        if extra or stale:
+            index.remove(extra + stale)
+        if missing or stale:
+            fresh = sorted(missing + stale)
+            index.add(fresh, np.stack([vectors[i] for i in fresh]))
+        if extra or missing or stale:
             index.save(path)
-        return IndexState(path, embedder_key, len(index), len(missing), len(extra), rebuilt)
+        return IndexState(path, embedder_key, len(index), len(missing) + len(stale), len(extra) + len(stale), rebuilt)
 
 
 # -- shared steps ------------------------------------------------------------------------------
@@ -240,6 +249,7 @@ def sync_index_task(album_id: int, embedder_key: str, settings: Settings) -> Ind
 def index_steps(album_root: Path, settings: Settings) -> IndexSummary:
     """Scan, embed what lacks a vector, sync the index; runs as tasks of the calling flow."""
     scan = scan_task(str(album_root), settings)
+    fault_point("scanned")  # tests: a photo replaced between its scan and its read
     res = resources_for(settings)
     emb = res.embedder
     with res.sessions() as session:

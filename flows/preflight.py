@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from db.engine import sqlite_file
 from flows.settings import DeviceChoice, Settings, scan_settings
 from pipeline.scan import ScanSettings, candidate_files
 
@@ -24,6 +25,10 @@ _OWN_FORMAT = "refsr-ttsr"  # ttsr_core.checkpoint.FORMAT_NAME, without importin
 _AUTHORS_KEY = "MainNet.SFE.conv_head.weight"
 _LOSSLESS = {"png", "tiff", "tif", "bmp"}
 _MB = 1024 * 1024
+# What the workspace needs free before a run: Prefect's own SQLite database (a few MB on its first
+# start, growing with each run's logs and states), ours, WAL files and the FAISS files, with margin.
+# Below it, Prefect's server fails to start ("database or disk is full") and Prefect waits for it.
+WORKSPACE_MIN_FREE = 64 * _MB
 
 
 class UsageError(ValueError):
@@ -77,6 +82,10 @@ def check_device(choice: DeviceChoice) -> None:
 
 def check_model(settings: Settings) -> Path:
     """The checkpoint exists, is readable and has a TTSR layout (ours or the authors'), read from its header."""
+    given = settings.model_path
+    if given.exists() and not given.is_file():
+        kind = "a folder" if given.is_dir() else "not a regular file (a device, a FIFO?)"
+        raise UsageError(f"TTSR checkpoint is {kind}: {shown(given)}; pass a .safetensors or .pt file with --model")
     try:
         path = settings.check_model()
     except FileNotFoundError as exc:
@@ -179,8 +188,22 @@ class AlbumCheck:
     files: tuple[tuple[str, Path], ...]
 
 
+def check_workspace_room(settings: Settings, need: int = WORKSPACE_MIN_FREE) -> None:
+    """REFSR_HOME, Prefect's home and a SQLite database's folder have room for a run's bookkeeping."""
+    places = [settings.home, Path(os.environ.get("PREFECT_HOME") or settings.home / "prefect")]
+    if (db_file := sqlite_file(settings.database_url)) is not None:
+        places.append(db_file.parent)
+    for place in dict.fromkeys(_existing_ancestor(Path(p).expanduser().resolve()) for p in places):
+        free = shutil.disk_usage(place).free
+        if free < need:
+            raise UsageError(f"not enough space in the workspace {shown(place)}: {free / _MB:.0f} MB free, a run "
+                             f"needs about {need / _MB:.0f} MB for its databases; free some space or set "
+                             "REFSR_HOME (--home) to a folder on another disk")
+
+
 def check_album_command(settings: Settings, album: str | os.PathLike[str]) -> AlbumCheck:
     """`refsr index` and `refsr enhance`: the album and its refsr.toml, and that it holds photos."""
+    check_workspace_room(settings)
     root = check_album(album)
     try:
         scan = scan_settings(settings, root)

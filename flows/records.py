@@ -133,6 +133,11 @@ def claim_output(sessions: sessionmaker[Session], out_dir: str, out_path: str, a
     outputs.resolve_inside(out_dir, attention_path)
 
 
+def release_output(out_dir: str, out_path: str) -> None:
+    """A write that failed leaves no claim on its name in the folder's ledger (see claim_output)."""
+    outputs.release_output(out_dir, out_path)
+
+
 def _rows(ranked: Sequence[RankedReference]) -> list[tuple[int, int, str, float, float]]:
     return [(r.rank, r.photo_id, r.sha256, r.cosine, r.relevance) for r in ranked]
 

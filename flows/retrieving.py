@@ -20,7 +20,7 @@ from flows.features import FeatureCache
 from flows.jobs import JobContext
 from flows.resources import Resources
 from flows.settings import Settings, scan_settings
-from pipeline import images
+from pipeline.hashed_read import load_verified
 from pipeline.enhance import stable_hash
 from pipeline.params import RetrievalSettings
 from pipeline.roles import RelativeRoles, no_reference_reason
@@ -165,11 +165,13 @@ def choose_references(res: Resources, job: JobContext, target: TargetPhoto, sett
     reranked = not ranked
     if reranked:
         model = res.model().model
-        lr = images.load_rgb(root / target.rel_path)[0]
+        # Each photo's pixels are checked against the hash its ranking will be remembered under.
+        lr = load_verified(root / target.rel_path, target.sha256)[0]
         cache = FeatureCache(settings.home / "cache" / "features")
 
         def load(c: Candidate) -> np.ndarray:
-            return images.load_rgb(root / target.references[c.photo_id][1])[0]
+            sha, rel = target.references[c.photo_id]
+            return load_verified(root / rel, sha)[0]
 
         with res.device_slot():
             ranking = rank_candidates(

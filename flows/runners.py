@@ -74,8 +74,32 @@ def photo_tasks(settings: Settings) -> Iterator[Submit]:
     runner = dask_runner(settings)
     where = settings.dask or f"a local cluster of {settings.workers} worker processes"
     logger.info("photo tasks go to Dask: %s", where)
-    with runner:
+    shared = _this_server() if settings.dask is None else contextlib.nullcontext()
+    with shared, runner:
         yield lambda task, parameters: runner.submit(task, parameters)
+
+
+@contextlib.contextmanager
+def _this_server() -> Iterator[None]:
+    """The local cluster's workers use this process's temporary Prefect server instead of starting their own.
+
+    Tasks carry the submitting context's settings to the worker; with no API URL in them, each
+    worker started a server of its own (~230 MB), a grandchild of refsr that no parent-death
+    signal reached, so a killed run left one per worker behind. With the URL there is none to leave.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the process's one temporary server (a singleton); started by the flow
+    if not server.running:
+        yield
+        return
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        yield
 
 
 __all__ = ["DASK_EXTRA_HINT", "Submit", "check_engine", "dask_runner", "photo_tasks", "uses_dask"]

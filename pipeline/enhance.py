@@ -19,6 +19,7 @@ from PIL import Image
 
 from pipeline import images
 from pipeline.attention import AttentionMaps, save_attention
+from pipeline.hashed_read import load_verified
 from pipeline.params import OUTPUT_EXTENSIONS, WRITE_FALLBACK, EnhanceParams
 from pipeline.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumbnail_jpeg
 from pipeline.vocabulary import CredentialsState
@@ -217,6 +218,7 @@ def enhance_photo(
     max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
     reference_cache: ReferenceCache | None = None,
     stamp: StampRequest | None = None,
+    sha256: Sequence[str] | None = None,
 ) -> EnhanceResult:
     """Enhance the photo at `target_path` with the references at `ref_paths` (best first).
 
@@ -228,9 +230,15 @@ def enhance_photo(
     given (see `pipeline.attention`). With a `stamp`, the output carries its provenance (XMP and/or a
     signed C2PA manifest, `pipeline.stamp`); a format that cannot carry it is written without, and the
     result's `credentials` says so. Raises images.UnreadableImageError for undecodable inputs.
+    `sha256` (the target's, then each reference's): the pixels used must be those bytes, else
+    hashed_read.PhotoChangedError before any work (the record will name these hashes).
     """
     if not ref_paths:
         raise ValueError(f"at least one reference is needed to enhance {str(target_path)!r}")
+    if sha256 is not None and len(sha256) != 1 + len(ref_paths):
+        raise ValueError(f"sha256 needs the target's and each reference's hash, got {len(sha256)} "
+                         f"for {1 + len(ref_paths)} photos")
+    hashes = list(sha256) if sha256 is not None else [None] * (1 + len(ref_paths))
     dev = resolve_device(device)
     out = Path(output_path)
     guarded = [Path(target_path), *map(Path, ref_paths), *map(Path, protected)]
@@ -242,8 +250,8 @@ def enhance_photo(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    lr, meta = images.load_rgb(target_path, max_pixels=max_pixels)
-    loaded = [images.load_rgb(p, max_pixels=max_pixels) for p in ref_paths]
+    lr, meta = load_verified(target_path, hashes[0], max_pixels=max_pixels)
+    loaded = [load_verified(p, h, max_pixels=max_pixels) for p, h in zip(ref_paths, hashes[1:])]
     refs = [rgb for rgb, _ in loaded]
     timings["load_s"] = time.perf_counter() - t0
 

@@ -298,20 +298,24 @@ def _bit_depth(mode: str) -> int:
     return 8
 
 
-def load_rgb(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageMeta]:
+def load_rgb(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
+             data: bytes | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Decode a photo as displayed: EXIF orientation applied, any colour mode → RGB, alpha over white.
 
     Returns (rgb, meta) with rgb of shape (H, W, 3), dtype uint8, C-contiguous. The pixel limit is
     checked from the header before any decoding. Raises UnreadableImageError for anything that is
     not a complete, decodable image within the limit; FileNotFoundError for a missing path.
     Truncation is only detected while PIL.ImageFile.LOAD_TRUNCATED_IMAGES is off (Pillow's default,
-    a process-wide switch this module never sets).
+    a process-wide switch this module never sets). ``data``: decode these bytes, already read from ``path``.
     """
     _validate_max_pixels(max_pixels)
     path = Path(path)
     heif_available()
-    _check_file(path)
-    with _decoding(path, max_pixels), Image.open(path) as im:
+    if data is None:
+        _check_file(path)
+    elif not data:
+        raise UnreadableImageError(path, "empty file (0 bytes)")
+    with _decoding(path, max_pixels), Image.open(path if data is None else io.BytesIO(data)) as im:
         _check_pixels(path, im.width, im.height, max_pixels)
         fmt = im.format or "UNKNOWN"
         mode = im.mode
@@ -327,17 +331,8 @@ def load_rgb(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tup
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise UnreadableImageError(path, f"decoded to unexpected shape {rgb.shape}")
     height, width = rgb.shape[:2]
-    meta = ImageMeta(
-        format=fmt,
-        mode=mode,
-        width=width,
-        height=height,
-        exif=exif,
-        icc_profile=out_icc,
-        had_alpha=had_alpha,
-        bit_depth=_bit_depth(mode),
-        orientation=orientation,
-    )
+    meta = ImageMeta(format=fmt, mode=mode, width=width, height=height, exif=exif, icc_profile=out_icc,
+                     had_alpha=had_alpha, bit_depth=_bit_depth(mode), orientation=orientation)
     return rgb, meta
 
 

@@ -81,6 +81,9 @@ _LEDGERS: dict[Path, _Ledger] = {}
 _LEDGERS_LOCK = threading.Lock()
 
 
+_UNWRITTEN = "# unwritten "  # a claimed name whose write failed (release_output)
+
+
 def _ledger_names(real_root: Path) -> set[str]:
     path = real_root / MARKER
     with _LEDGERS_LOCK:
@@ -97,11 +100,16 @@ def _ledger_names(real_root: Path) -> set[str]:
             return set()
         complete = new.rfind(b"\n") + 1  # a line still being appended (or torn by a crash) waits
         for line in new[:complete].decode("utf-8", errors="replace").splitlines():
-            if line and not line.startswith("#"):
+            unwritten = line.startswith(_UNWRITTEN)
+            if line and (unwritten or not line.startswith("#")):
                 try:
-                    ledger.names.add(json.loads(line))
+                    name = json.loads(line[len(_UNWRITTEN):] if unwritten else line)
                 except ValueError:
                     continue  # a torn line after a crash: that write never completed
+                if unwritten:
+                    ledger.names.discard(name)
+                else:
+                    ledger.names.add(name)
         ledger.offset += complete
         return set(ledger.names)
 
@@ -135,6 +143,23 @@ def claim_output(root: PathLike, path: PathLike, *, recorded: Callable[[Path], b
             )
     elif rel in _ledger_names(real_root):
         return real  # written before and since deleted: its line is there already
+    _append(real_root, json.dumps(rel))
+    return real
+
+
+def release_output(root: PathLike, path: PathLike) -> None:
+    """Take back `claim_output`'s ledger line when the write failed and nothing is at `path`.
+
+    The ledger then names only files refsr wrote: a user's file put there later is not refsr's to
+    replace. A comment line to earlier releases, which skip it (and keep the claim, as they did).
+    """
+    real_root = Path(os.path.realpath(root))
+    real = resolve_inside(real_root, path)
+    if not os.path.lexists(real) and (real_root / MARKER).is_file():
+        _append(real_root, _UNWRITTEN + json.dumps(real.relative_to(real_root).as_posix()))
+
+
+def _append(real_root: Path, line: str) -> None:
     # One short O_APPEND write per line: concurrent writers never interleave inside a line.
     fd = os.open(real_root / MARKER, os.O_RDWR | os.O_APPEND)
     try:
@@ -142,7 +167,6 @@ def claim_output(root: PathLike, path: PathLike, *, recorded: Callable[[Path], b
         # After a crash mid-line the file ends without a newline: start a fresh line, or the torn
         # fragment would swallow this name too.
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        os.write(fd, (("\n" if torn else "") + json.dumps(rel) + "\n").encode())
+        os.write(fd, (("\n" if torn else "") + line + "\n").encode())
     finally:
         os.close(fd)
-    return real

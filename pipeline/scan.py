@@ -199,6 +199,16 @@ def _iter_files(root: Path, settings: ScanSettings) -> Iterator[tuple[str, Path]
             yield path.relative_to(root).as_posix(), path
 
 
+def _utf8_name(rel: str) -> str:
+    """``rel`` itself, or for a name with bytes that are not UTF-8 (surrogates after os.walk) the
+    bytes escaped as ``\\xff``: one stable, printable, storable name per file."""
+    try:
+        rel.encode("utf-8")
+        return rel
+    except UnicodeEncodeError:
+        return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
 def _unreadable(rel: str, path: Path, reason: str, **stat: object) -> ScanEntry:
     logger.warning("unreadable photo %s: %s", rel, reason)
     return ScanEntry(
@@ -309,7 +319,11 @@ def scan_album(
     entries: list[ScanEntry] = []
     present: set[str] = set()
     for done, (rel, path) in enumerate(files, start=1):
-        entry = _scan_one(rel, path, known.get(rel), settings)
+        if (shown := _utf8_name(rel)) != rel:
+            # No database stores a name that is not text; listed by its bytes, escaped, and left alone.
+            rel, entry = shown, _unreadable(shown, path, "its name is not valid UTF-8; rename it to include it")
+        else:
+            entry = _scan_one(rel, path, known.get(rel), settings)
         if entry is not None:
             entries.append(entry)
             present.add(rel)

@@ -203,6 +203,17 @@ class VectorIndex:
         except RuntimeError as exc:
             raise KeyError(photo_id) from exc
 
+    def stale(self, ids: Iterable[int] | np.ndarray, vectors: np.ndarray, atol: float = 1e-5) -> list[int]:
+        """Those of (n,) held ids whose stored vector is not their row of (n, dim) ``vectors`` (normalised here).
+
+        A photo keeps its id when its file is replaced in place; only its vector tells the entry is old.
+        """
+        ids = _as_ids(ids)
+        x = _as_unit_vectors(vectors, self.dim) if len(ids) else np.empty((0, self.dim), np.float32)
+        if len(ids) != len(x):
+            raise ValueError(f"{len(ids)} ids but {len(x)} vectors")
+        return [int(i) for i, v in zip(ids.tolist(), x) if not np.allclose(self.reconstruct(i), v, atol=atol)]
+
     # -- search -------------------------------------------------------------------------------
 
     def search(self, vectors: np.ndarray, k: int,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 PathLike = str | os.PathLike[str]
+_LONG_NAME = 200  # bytes of a file name beyond which atomic_write's temp file takes a hashed stand-in
 
 
 def atomic_write(path: PathLike, write: Callable[[Path], object], *, mode: int | None = None) -> Path:
@@ -25,7 +26,10 @@ def atomic_write(path: PathLike, write: Callable[[Path], object], *, mode: int |
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # The temp name adds 14 bytes; a long name (up to the file system's 255) gets a short stand-in.
+    stem = target.name if len(os.fsencode(target.name)) <= _LONG_NAME else hashlib.sha256(
+        os.fsencode(target.name)).hexdigest()[:16]
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:

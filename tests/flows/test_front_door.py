@@ -68,6 +68,8 @@ def _mistakes(s: dict[str, Path]) -> list[tuple[list[str], int, str]]:
         (["enhance", album, "--model", str(s["other"])], 2, "not a TTSR checkpoint"),
         (["enhance", album, "--model", str(s["file"])], 2, "unknown checkpoint type"),
         (["enhance", album, "--model", str(s["root"] / "junk.pt")], 2, "not a torch checkpoint"),
+        (["enhance", album, "--model", str(s["root"])], 2, "TTSR checkpoint is a folder"),
+        (["enhance", album, "--model", "/dev/zero"], 2, "TTSR checkpoint is not a regular file"),
         (["enhance", album, "--out", str(s["file"])], 2, "output folder is a file"),
         (["enhance", album, "--out", str(s["file"] / "out")], 2, "cannot be created"),
         (["enhance", album, "--out", album], 2, "cannot be the album itself"),

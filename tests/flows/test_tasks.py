@@ -168,10 +168,11 @@ def test_enhance_task_records_a_failure_with_its_reason(make_album, settings_for
     # The photo breaks after indexing (a sync client wrote half a file).
     (album / target.rel_path).write_bytes(b"\xff\xd8\xff\xe0 truncated")
     outcome = _enhance(target, job, settings)
-    assert outcome.status is Outcome.FAILED and "UnreadableImageError" in outcome.error
+    # Its bytes are no longer those the scan hashed: that is what is said, before any decoding (issue 25).
+    assert outcome.status is Outcome.FAILED and "PhotoChangedError" in outcome.error
     with resources_for(settings).sessions() as session:
         row = session.scalars(select(Enhancement)).one()
-        assert row.status is EnhancementStatus.failed and "unreadable" in row.error
+        assert row.status is EnhancementStatus.failed and "changed since it was scanned" in row.error
         assert row.output_path is None
 
 

@@ -78,3 +78,21 @@ def test_the_ledger_is_read_incrementally_and_keeps_one_line_per_name(tmp_path: 
     (out / MARKER).unlink()  # replaced by a shorter file: read again from the start
     (out / MARKER).write_text('"z.jpg"\n')
     assert outputs._ledger_names(out.resolve()) == {"z.jpg"}
+
+
+def test_a_claim_whose_write_failed_is_released_and_a_written_one_kept(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    failed, written = root / "a" / "never.jpg", root / "done.jpg"
+    claim_output(root, failed)
+    claim_output(root, written)
+    written.write_bytes(b"refsr's output")
+    outputs.release_output(root, failed)  # nothing was written there
+    outputs.release_output(root, written)  # a file is there: the claim stands
+    assert outputs._ledger_names(root.resolve()) == {"done.jpg"}
+    failed.parent.mkdir()
+    failed.write_bytes(b"the user's own photo, put there later")
+    with pytest.raises(UnsafeOutputError, match="refsr did not write it"):
+        claim_output(root, failed)
+    claim_output(root, written)  # still refsr's
+    outputs._LEDGERS.clear()  # read again from the start: the same answer
+    assert outputs._ledger_names(root.resolve()) == {"done.jpg"}

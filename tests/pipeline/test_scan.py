@@ -286,3 +286,19 @@ def test_folders_marked_as_outputs_are_skipped_wherever_they_lie(tmp_path: Path,
     mark_output_folder(root / "trip" / "out2")
     mark_output_folder(root / "gallery")
     assert [e.rel_path for e in scan_album(root, {}, ScanSettings()).entries] == ["trip/a.jpg"]
+
+
+def test_a_name_that_is_not_utf8_is_unreadable_under_its_escaped_bytes(tmp_path, photo):
+    root = tmp_path / "album"
+    good = photo(root / "good.jpg", 800, 600)
+    odd = os.path.join(os.fsencode(root), b"bad\xff\xfeutf8.jpg")
+    with open(odd, "wb") as handle:
+        handle.write(good.read_bytes())
+    first = scan_album(root, {}, ScanSettings())
+    entry = _by_path(first)["bad\\xff\\xfeutf8.jpg"]
+    assert entry.status is ScanStatus.UNREADABLE and "not valid UTF-8" in entry.error
+    entry.rel_path.encode("utf-8")  # storable as text
+    assert _by_path(first)["good.jpg"].status is ScanStatus.NEW
+    again = _by_path(scan_album(root, _known_from(first), ScanSettings()))
+    assert again["bad\\xff\\xfeutf8.jpg"].status is ScanStatus.UNREADABLE  # the same name each scan, never gone
+    assert ScanStatus.GONE not in {e.status for e in again.values()}

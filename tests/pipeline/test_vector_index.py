@@ -142,3 +142,15 @@ def test_load_refuses_a_missing_or_unreadable_file(tmp_path: Path) -> None:
     path.write_bytes(b"not a faiss file")
     with pytest.raises(IndexMismatch, match="unreadable"):
         VectorIndex.load(path, KEY)
+
+
+@pytest.mark.parametrize("threshold", [10_000, 100], ids=["flat", "ivf"])
+def test_stale_names_the_ids_whose_vector_changed(threshold: int) -> None:
+    rng = np.random.default_rng(5)
+    x = unit(rng, 300, 16)
+    ids = np.arange(300, dtype=np.int64) + 7
+    index = VectorIndex.build(ids, x, KEY, IndexSettings(ivf_threshold=threshold, nprobe=10_000))
+    now = x.copy()
+    now[[3, 250]] = unit(rng, 2, 16)  # two photos replaced in place: same ids, other pictures
+    assert index.stale(ids, now * 3.0) == [10, 257]  # scale does not matter: cosine
+    assert index.stale(ids[:0], now[:0]) == []

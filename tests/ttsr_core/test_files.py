@@ -82,3 +82,17 @@ def test_new_files_get_the_mode_open_would_give(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o640
+
+
+def test_a_name_near_the_255_byte_limit_is_written_through_a_short_temp_name(tmp_path: Path) -> None:
+    from ttsr_core.files import remove_stale_temps
+
+    target = tmp_path / ("é" * 123 + ".png")  # 250 bytes: the temp name used to add 14 and pass 255
+    seen = []
+    atomic_write(target, lambda tmp: (seen.append(tmp.name), tmp.write_bytes(b"x")))
+    assert target.read_bytes() == b"x" and len(os.fsencode(seen[0])) < 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    stale = tmp_path / seen[0]
+    stale.write_bytes(b"left by a kill")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    assert remove_stale_temps(tmp_path) == [stale]  # still a name the clean-up knows
