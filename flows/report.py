@@ -224,8 +224,6 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
     if enh.run_id is not None:
         details.append(("run", str(enh.run_id)))
     details.append(("when", enh.created_at.strftime("%Y-%m-%d %H:%M UTC")))
-    if enh.params:
-        details.append(("params", json.dumps(enh.params, sort_keys=True, ensure_ascii=False, default=str)))
     return GalleryCard(
         key=f"e{enh.id}",
         title=enh.target.rel_path,
@@ -237,6 +235,7 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
         model=f"{enh.model_name} ({enh.model_sha256[:12]})",
         timings=_timings(enh.timings),
         details=tuple(details),
+        params=json.dumps(enh.params, sort_keys=True, ensure_ascii=False, default=str, indent=1) if enh.params else "",
         error=enh.error,
         attention=Path(enh.attention_path) if enh.attention_path else None,
     )
