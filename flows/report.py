@@ -34,9 +34,11 @@ Write a static HTML gallery of enhancement results and print the path of its ind
 One card per target photo shows the low-resolution input, a plain bicubic x4 upscale, the
 enhanced output and the reference photo(s) that lent their texture, side by side; 1:1 crops of
 all of them where transferred texture shows: high soft attention where the output also added
-detail over bicubic (the reference crop is the region the model copied texture from there); the soft-attention map as a heat overlay; and the scores:
-retrieval cosine, the model's texture relevance, a no-reference detail gain against bicubic,
-the model and the timings.
+detail over bicubic (the reference crop is the region the model copied texture from there);
+the soft-attention map as a heat layer over the output, at the output's size, with an opacity
+slider; and the scores: retrieval cosine, the model's texture relevance, a no-reference detail
+gain against bicubic, LR fidelity (higher = the output scaled back down is closer to the input),
+the model and the timings. The parameters each enhancement ran with are folded away on its card.
 
 The page needs no server and no network: open index.html in any browser. Thumbnails and
 crops are generated once into the gallery folder and reused; full-resolution photos are
