@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.models import Photo, PhotoRole, PhotoStatus, RunKind, RunStatus
+from flows import stopping
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
 from flows.locks import engine_of, index_lock
 from flows.resources import resources_for
@@ -164,6 +165,8 @@ def embed_photo(photo_id: int, album_root: str, settings: Settings) -> EmbedOutc
         if photo is None or photo.sha256 is None:
             return EmbedOutcome(photo_id, "?", f"photo {photo_id} is not in the database")
         rel, sha = photo.rel_path, photo.sha256
+    if stopping.requested():  # Ctrl-C during `refsr enhance`: no new model work (flows/stopping.py)
+        return EmbedOutcome(photo_id, rel, "stopped by Ctrl-C before it was embedded")
     try:
         rgb, _ = images.load_rgb(Path(album_root) / rel)
         emb = res.embedder
