@@ -268,7 +268,8 @@ def test_heat_is_laid_over_the_output_at_its_size_with_an_opacity_slider(album: 
     assert base and layer
     # Shown at the output's size (not a 160 px thumbnail), the two pictures one size, the layer translucent.
     assert (int(base[2]), int(base[3])) == (int(layer[2]), int(layer[3])) == (out_w, out_h)
-    with Image.open(out / unquote(html.unescape(layer[1]))) as im, Image.open(out / unquote(html.unescape(base[1]))) as b:
+    layer_file, base_file = (out / unquote(html.unescape(m[1])) for m in (layer, base))
+    with Image.open(layer_file) as im, Image.open(base_file) as b:
         assert im.mode == "RGBA" and im.size == b.size == (out_w, out_h)
         alpha = np.asarray(im)[..., 3]
     assert 0 < alpha.min() < alpha.max() == 255  # where attention is low the output shows through
@@ -277,7 +278,8 @@ def test_heat_is_laid_over_the_output_at_its_size_with_an_opacity_slider(album: 
     assert '<details class="params"><summary>parameters</summary><pre>{&quot;refs&quot;: 1' in page
     assert "<dt>params</dt>" not in page
     # LR fidelity says which way is better.
-    assert re.search(r"<dt>LR fidelity</dt><dd>[^<]*higher = the output, scaled back down, is closer to the input", page)
+    assert re.search(r"<dt>LR fidelity</dt><dd>[^<]*higher = the output, scaled back down, is closer to the input",
+                     page)
 
 
 def test_thumbnails_are_small_and_never_upscaled(album: dict[str, Path], tmp_path: Path) -> None:
