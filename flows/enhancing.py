@@ -256,14 +256,15 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
             outcomes=_enhance_targets(res, job, settings), recovered_runs=run.recovered,
             wall_s=round(time.perf_counter() - started, 3), stopped=stopping.requested(),
         )
-        create_table_artifact(
-            table=_table(summary.outcomes) or [{"target": "-", "status": "no targets"}],
-            key=f"enhance-album-{run.album_id}",
-            description=(
-                f"refsr enhance {root}: " + ", ".join(f"{k} {v}" for k, v in summary.counts().items())
-                + f"; model {model_path.name} ({ckpt.sha256[:12]}) on {job.device}"
-            ),
-        )
+        if not summary.stopped:  # a stopped run owes the user its exit: no Prefect API call it can spare
+            create_table_artifact(
+                table=_table(summary.outcomes) or [{"target": "-", "status": "no targets"}],
+                key=f"enhance-album-{run.album_id}",
+                description=(
+                    f"refsr enhance {root}: " + ", ".join(f"{k} {v}" for k, v in summary.counts().items())
+                    + f"; model {model_path.name} ({ckpt.sha256[:12]}) on {job.device}"
+                ),
+            )
         if settings.report and not summary.stopped:  # a stopped run owes the user its exit, not a gallery
             summary = replace(summary, gallery=_gallery(res.sessions, root, run.album_id, settings.home))
         counts = {**summary.counts(), **{f"scan_{k}": v for k, v in indexed.scan.as_dict().items()}}
