@@ -47,6 +47,7 @@ class RunStatus(enum.StrEnum):
     completed = "completed"
     failed = "failed"
     crashed = "crashed"
+    stopped = "stopped"  # Ctrl-C: what was done is recorded in its counts
 
 
 class ClaimStatus(enum.StrEnum):

@@ -23,7 +23,7 @@ from flows.cli_runtime import configure_logging, end_at_exit, prefect_home, work
 from flows.cli_output import print_table as _print_table
 from flows.preflight import NoPhotosError, UsageError, shown
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 130
 
 # -- settings and environment ------------------------------------------------------------------
 
@@ -66,6 +66,11 @@ def _check_signing(settings) -> None:  # type: ignore[no-untyped-def]
 def _status(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
         print(text, file=sys.stderr, flush=True)
+
+
+def _say(text: str) -> None:
+    """A line to stderr that is safe from a signal handler (no buffered stream that may be mid-write)."""
+    os.write(sys.stderr.fileno(), (text + "\n").encode("utf-8", "replace"))
 
 
 def _start_flow(args: argparse.Namespace) -> None:
@@ -187,6 +192,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     found = check_enhance_command(settings, args.album)
     _check_signing(settings)
     digest = shortcut.fingerprint(RunKind.enhance, found, settings, {"report": settings.report})
+    index_digest = shortcut.fingerprint(RunKind.index, found, settings)
     sessions = resources_for(settings).sessions
     if (state := _shortcut(args, settings, RunKind.enhance, found, digest)) is not None:
         data = {**as_cached_enhance(state["summary"]), "recovered_runs": []}
@@ -203,22 +209,39 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         check_engine(settings)
         from flows.enhancing import enhance_album  # Prefect and torch: only once the checks passed
 
-        _start_flow(args)
-        from prefect.task_runners import ThreadPoolTaskRunner
+        from flows import stopping
+        from flows.runners import StoppableThreadRunner
 
-        flow = enhance_album.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.workers))
-        summary = flow(str(found.root), settings)
+        flow = enhance_album.with_options(task_runner=StoppableThreadRunner(max_workers=settings.workers))
+        with stopping.first_ctrl_c_stops(_say):
+            _start_flow(args)
+            summary = flow(str(found.root), settings)
         ran["id"] = summary.run_id
         data = {**jsonable(summary), "gallery": summary.gallery, "neither": _neither(sessions, found.root)}
-        if not summary.failed:
-            outputs = [Path(o.output_path) for o in summary.outcomes if o.output_path]
-            files = outputs + ([Path(summary.gallery)] if summary.gallery else [])
-            shortcut.remember(sessions, summary.run_id, digest, data, files, _started_at())
+        if summary.stopped:
+            # The command leaves with os._exit (flows/stopping.py), so no exit handler will move the
+            # run's end: history gets the whole command's time here.
+            from db import queries
+
+            with sessions.begin() as session:
+                queries.annotate_run(session, summary.run_id, started_at=_started_at(), ended_at=datetime.now(UTC))
+        else:
+            if not summary.failed:
+                outputs = [Path(o.output_path) for o in summary.outcomes if o.output_path]
+                files = outputs + ([Path(summary.gallery)] if summary.gallery else [])
+                shortcut.remember(sessions, summary.run_id, digest, data, files, _started_at())
+            if not summary.index.embed_failures:  # what `refsr index` would find next: nothing to do
+                index_files = [summary.index.index.path] if summary.index.index else []
+                shortcut.remember(sessions, summary.run_id, index_digest,
+                                  {**data["index"], "neither": data["neither"]}, index_files, _started_at(),
+                                  key=shortcut.state_key(RunKind.index, RunKind.enhance))
     data["wall_s"] = round(_elapsed(), 3)
     if args.json:
         print(json.dumps(data, indent=1))
     else:
         print_enhance(data, wall_s=data["wall_s"])
+    if data.get("stopped"):
+        return EXIT_STOPPED
     return EXIT_FAILED if enhance_counts(data)["failed"] else EXIT_OK
 
 
@@ -241,7 +264,8 @@ def _cmd_sr(args: argparse.Namespace) -> int:
     result = enhance_photo(ckpt.model, args.lr, args.ref, args.out, settings.enhance_params(res.device.amp_dtype),
                            attention_path=args.attention, device=res.device.name)
     print(f"{shown(result.output_path)}  {result.width}x{result.height} {result.format}  "
-          f"sr {result.timings['sr_s']:.1f}s on {result.device}  (model {ckpt.name} {ckpt.sha256[:12]})")
+          f"sr {result.timings['sr_s']:.1f}s on {result.device}  "
+          f"(model {shown(settings.model_path.name)} ({ckpt.sha256[:12]}))")
     return EXIT_OK
 
 
@@ -370,8 +394,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (embedded use): leave signals alone
         previous = None
+    from flows import stopping
+
+    stopping.reset()
     try:
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        if stopping.requested() and argv is None:
+            # Stopped by Ctrl-C, summary printed and run recorded: leave now. A photo the run gave up
+            # on may still run in a thread that a normal exit would join, and Prefect's exit handlers
+            # would stop its server politely (seconds); it gets SIGTERM as this process dies.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except KeyboardInterrupt:
         print("refsr: interrupted", file=sys.stderr)
         return 130

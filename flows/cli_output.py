@@ -126,15 +126,24 @@ def print_enhance(data: dict[str, Any], *, wall_s: float) -> None:
     counts = enhance_counts(data)
     print()
     print("  " + "  ".join(f"{k} {v}" for k, v in counts.items()) + f"  in {wall_s:.1f}s")
-    print("  " + verdict(counts))
+    print("  " + verdict(counts, stopped=bool(data.get("stopped"))))
     if data.get("gallery"):
         print(f"  gallery: {shown(data['gallery'])}")
 
 
-def verdict(counts: dict[str, int]) -> str:
+def verdict(counts: dict[str, int], *, stopped: bool = False) -> str:
     """One line that claims only what the counts show."""
     total = sum(counts.values())
     done = counts.get("enhanced", 0) + counts.get("cached", 0)
+    if stopped:
+        parts = [f"stopped by Ctrl-C: {done} of {total} target(s) have an enhancement"]
+        if counts.get("enhanced"):
+            parts.append(f"{counts['enhanced']} of them made by this run")
+        if counts.get("dropped"):
+            parts.append(f"{counts['dropped']} in progress dropped after the grace period (not recorded)")
+        if counts.get("not-started"):
+            parts.append(f"{counts['not-started']} not started")
+        return "; ".join(parts) + "; run the command again to do the rest"
     if total == 0:
         return ("no targets: no photo of the album is small enough next to another to be enhanced "
                 "(roles: see `refsr index --help`)")

@@ -152,15 +152,16 @@ def _provenance_args(p: argparse.ArgumentParser) -> None:
                    help="its certificate chain, signer first (default $REFSR_SIGNING_CERT)")
 
 
-def _engine_args(p: argparse.ArgumentParser) -> None:
+def _engine_args(p: argparse.ArgumentParser, *, workers: bool = True) -> None:
     g = p.add_argument_group("task engine (needs the [dask] extra: pip install 'refsr-album[dask]')")
     how = g.add_mutually_exclusive_group()
     how.add_argument("--dask", default=None, metavar="ADDRESS",
                      help="run the photo tasks on the workers of this Dask scheduler, e.g. tcp://scheduler:8786 "
                           "(default $REFSR_DASK; with several machines use PostgreSQL and a shared album mount)")
+    # Only where --workers exists does the help name it (serve has none: its cluster has the default size).
+    size = "--workers processes" if workers else "2 worker processes"
     how.add_argument("--processes", action="store_true", default=None,
-                     help="run the photo tasks on a local Dask cluster of --workers processes, each loading the "
-                          "model once")
+                     help=f"run the photo tasks on a local Dask cluster of {size}, each loading the model once")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
             whose job (photo, references, model, settings) already succeeded is not redone; a new
             photo, a better reference or another model produces a new record beside the old one.
             Exit status 1 when any photo failed (each failure is recorded with its reason).
+            Ctrl-C: no new photo starts, the one in progress gets 2 s to finish or is dropped, the
+            summary prints what was done and the run is recorded as stopped (exit 130); a second
+            Ctrl-C exits at once. Nothing is ever half-written.
             """),
         epilog="examples:\n  refsr enhance examples/album\n"
                "  refsr enhance ~/Pictures/2019 --out ~/Pictures/2019-enhanced --refs 2 --top-k 8\n"
@@ -277,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "history", formatter_class=_Formatter, help="past runs with their counts and status",
-        description="Runs newest first: kind, album, start, duration, status and counts. Runs whose process "
+        description="Runs newest first: kind, album, start, duration, status and counts. A run stopped by "
+                    "Ctrl-C is 'stopped', with the counts of what it did. Runs whose process "
                     "died are shown as crashed once any later refsr command starts.",
         epilog="examples:\n  refsr history\n  refsr history examples/album --json\n\n" + _COMMON_EPILOG)
     p.add_argument("album", type=Path, nargs="?", default=None, metavar="ALBUM", help="only this album")
@@ -308,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="put the deployment on this work pool and return, instead of serving it here: "
                         "`prefect worker start --pool NAME` on any machine then runs it (create the pool once "
                         "with `prefect work-pool create NAME --type process`)")
-    _engine_args(p)
+    _engine_args(p, workers=False)
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder; default ALBUM/enhanced")
     _model_args(p, album=True)
     _provenance_args(p)

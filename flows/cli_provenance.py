@@ -70,6 +70,9 @@ def cmd_which_ref(args: argparse.Namespace, settings_of: Callable[[argparse.Name
     from flows.provenance import describe_path
 
     answer = describe_path(settings_of(args), args.path)
+    if answer.kind == "unknown" and not Path(answer.path).exists():
+        # A deleted output is still answered from its records; a path nothing knows is a mistake.
+        raise UsageError(f"not found: {shown(answer.path)}")
     if args.json:
         print(json.dumps(jsonable(answer), indent=1))
         return EXIT_OK if answer.enhancements or answer.file else EXIT_FAILED

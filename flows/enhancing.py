@@ -14,13 +14,14 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.futures import PrefectFuture
+from prefect.futures import wait as wait_for
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
 from db.claims import ClaimLost
 from db.models import PhotoRole, RunKind, RunStatus
+from flows import stopping
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
 from flows.faults import fault_point
 from flows.indexing import IndexSummary, index_steps
@@ -30,7 +31,7 @@ from flows.records import (claim_output, record_failure, record_success, release
                            reusable)
 from flows.resources import Resources, resources_for
 from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target
-from flows.runners import Submit, photo_tasks
+from flows.runners import StoppableThreadRunner, Submit, photo_tasks, uses_dask
 from flows.settings import Settings
 from flows.stamping import stamp_request
 from pipeline.attention import attention_path_for
@@ -41,6 +42,7 @@ from ttsr_core.files import remove_stale_temps
 logger = logging.getLogger(__name__)
 
 _REFERENCE_VANISHED_RETRIES = 2
+_POLL_S = 0.2  # how often the collecting loop looks for a Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class EnhanceSummary:
     recovered_runs: tuple[int, ...] = ()
     wall_s: float = 0.0
     gallery: str | None = None  # index.html of the album's gallery, when built
+    stopped: bool = False  # Ctrl-C: the outcomes say which photos were done, dropped or never started
 
     def counts(self) -> dict[str, int]:
         counts = {o.value: 0 for o in Outcome if o is not Outcome.ELSEWHERE}  # a finished run has none
@@ -92,6 +95,16 @@ def process_target(photo_id: int, job: JobContext, settings: Settings, out_path:
     fault_point("target")
     res = resources_for(settings)
     target = load_target(res.sessions, job, photo_id)
+    if not stopping.begin_photo(photo_id):
+        return TargetOutcome(photo_id, target.rel_path, Outcome.NOT_STARTED)
+    try:
+        return _process_target(res, job, target, settings, out_path, wait=wait)
+    finally:
+        stopping.end_photo(photo_id)
+
+
+def _process_target(res: Resources, job: JobContext, target: TargetPhoto, settings: Settings, out_path: str, *,
+                    wait: bool) -> TargetOutcome:
     params = settings.enhance_params(job.amp_dtype)
     found: Retrieval | None = None
     retries = _REFERENCE_VANISHED_RETRIES
@@ -99,7 +112,7 @@ def process_target(photo_id: int, job: JobContext, settings: Settings, out_path:
         try:
             found = choose_references(res, job, target, settings)
             if not found.ranked:
-                return TargetOutcome(photo_id, target.rel_path, Outcome.NO_REFERENCE, error=found.missing)
+                return TargetOutcome(target.id, target.rel_path, Outcome.NO_REFERENCE, error=found.missing)
             return enhance_target(res, job, target, found, params, settings, out_path, wait=wait)
         except FileNotFoundError as exc:
             # A reference deleted while this target was using it: choose again, without it.
@@ -149,12 +162,18 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
                               ref_rels=ref_paths, model_name=job.model_name, model_sha256=job.model_sha256,
                               job_key=key, run_id=job.run_id)
         with res.device_slot(), _released_if_unwritten(job.out_dir, out_path):
+            fault_point("model")  # Ctrl-C tests: a long enhancement to signal into
             result = enhance_photo(ckpt.model, root / target.rel_path, [root / p for p in ref_paths], Path(out_path),
                                    params, attention_path=attention_path_for(job.out_dir, key), device=job.device,
                                    reference_cache=res.reference_cache(), stamp=stamp,
                                    sha256=[target.sha256, *(r.sha256 for r in found.ranked)])
         timings.update({k: round(v, 4) for k, v in result.timings.items()})
         fault_point("enhanced")  # crash tests: die or stall holding the job, its output written, not recorded
+        if not stopping.may_record(target.id):
+            # Ctrl-C's grace ran out first and the run reported this photo as dropped: recording it
+            # now would contradict what was printed. The output is unrecorded, so the next run redoes it.
+            held.give_up()
+            return outcome(Outcome.DROPPED, None, None)
         try:
             held.check()
             enhancement_id = record_success(res.sessions, job, target.id, key, params, found.key, result, timings,
@@ -224,7 +243,7 @@ def _table(outcomes: tuple[TargetOutcome, ...]) -> list[dict[str, object]]:
     return rows
 
 
-@flow(name="enhance-album", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
+@flow(name="enhance-album", task_runner=StoppableThreadRunner(max_workers=2), log_prints=False)
 def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
     """Index `album`, then enhance every target photo whose job is not done yet.
 
@@ -242,11 +261,13 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
         logger.info("removed %s, left by a killed run", stale)
     with recorded_run(res.sessions, RunKind.enhance, root, settings,
                       {"album": str(root), "out_dir": str(out_dir)}) as run:
+        stopping.arm()
         indexed = index_steps(root, settings)
         ckpt = res.model()
         job = JobContext(
             album_root=str(root), album_id=run.album_id, run_id=run.run_id, out_dir=str(out_dir),
-            model_sha256=ckpt.sha256, model_name=ckpt.name,
+            # One name everywhere (summary, records, which-ref, gallery): the file's, with a short sha256 beside it.
+            model_sha256=ckpt.sha256, model_name=model_path.name,
             embedder_key=indexed.index.embedder_key if indexed.index else res.embedder.key,
             index_path=str(indexed.index.path) if indexed.index else "", device=res.device.name,
             amp_dtype=res.device.amp_dtype, index_host=socket.gethostname(),
@@ -255,21 +276,23 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
             album=str(root), album_id=run.album_id, run_id=run.run_id, out_dir=str(out_dir),
             model_path=str(model_path), model_sha256=ckpt.sha256, device=job.device, index=indexed,
             outcomes=_enhance_targets(res, job, settings), recovered_runs=run.recovered,
-            wall_s=round(time.perf_counter() - started, 3),
+            wall_s=round(time.perf_counter() - started, 3), stopped=stopping.requested(),
         )
-        create_table_artifact(
-            table=_table(summary.outcomes) or [{"target": "-", "status": "no targets"}],
-            key=f"enhance-album-{run.album_id}",
-            description=(
-                f"refsr enhance {root}: " + ", ".join(f"{k} {v}" for k, v in summary.counts().items())
-                + f"; model {ckpt.name} ({ckpt.sha256[:12]}) on {job.device}"
-            ),
-        )
-        if settings.report:
+        if not summary.stopped:  # a stopped run owes the user its exit: no Prefect API call it can spare
+            create_table_artifact(
+                table=_table(summary.outcomes) or [{"target": "-", "status": "no targets"}],
+                key=f"enhance-album-{run.album_id}",
+                description=(
+                    f"refsr enhance {root}: " + ", ".join(f"{k} {v}" for k, v in summary.counts().items())
+                    + f"; model {model_path.name} ({ckpt.sha256[:12]}) on {job.device}"
+                ),
+            )
+        if settings.report and not summary.stopped:  # a stopped run owes the user its exit, not a gallery
             summary = replace(summary, gallery=_gallery(res.sessions, root, run.album_id, settings.home))
         counts = {**summary.counts(), **{f"scan_{k}": v for k, v in indexed.scan.as_dict().items()}}
         error = f"{len(summary.failed)} photo(s) failed" if summary.failed else None
-        finish_run(res.sessions, run.run_id, RunStatus.completed, counts, error=error)
+        status = RunStatus.stopped if summary.stopped else RunStatus.completed
+        finish_run(res.sessions, run.run_id, status, counts, error=error)
         return summary
 
 
@@ -295,7 +318,9 @@ def _enhance_targets(res: Resources, job: JobContext, settings: Settings) -> tup
     with photo_tasks(settings) as submit:
         done = _run_targets(res, job, settings, params, submit, todo, wait=False, bar=bar)
         later = {o.photo_id for o in done if o.status is Outcome.ELSEWHERE}
-        if later:
+        if later and stopping.requested():
+            done = [o if o.photo_id not in later else replace(o, status=Outcome.NOT_STARTED) for o in done]
+        elif later:
             logger.warning("%d job(s) were held by other processes; waiting until they finish them, or until "
                            "their claims lapse (%g s after a holder dies) to take them over",
                            len(later), settings.claim_lease_s)
@@ -316,19 +341,36 @@ def _run_targets(res: Resources, job: JobContext, settings: Settings, params: En
         for pid, rel, out in todo
     }
     outcomes: list[TargetOutcome] = []
-    for future in as_completed(list(futures)):
-        pid, rel = futures[future]
-        try:
-            outcome = future.result()
-        except Exception as exc:  # transient error that outlived its retries
-            error = one_line(exc)
-            rid = record_failure(res.sessions, job, pid, stable_hash({"photo": pid, "run": job.run_id}), params,
-                                 "retries-exhausted", error)
-            outcome = TargetOutcome(pid, rel, Outcome.FAILED, enhancement_id=rid, error=error)
-        outcomes.append(outcome)
-        if bar is not None and outcome.status is not Outcome.ELSEWHERE:
-            bar.set_postfix_str(f"{rel} {outcome.status.value}", refresh=False)
-            bar.update(1)
+
+    def collect(done: set[PrefectFuture[TargetOutcome]]) -> None:
+        for future in done:
+            pid, rel = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:  # transient error that outlived its retries
+                error = one_line(exc)
+                rid = record_failure(res.sessions, job, pid, stable_hash({"photo": pid, "run": job.run_id}), params,
+                                     "retries-exhausted", error)
+                outcome = TargetOutcome(pid, rel, Outcome.FAILED, enhancement_id=rid, error=error)
+            outcomes.append(outcome)
+            if bar is not None and outcome.status is not Outcome.ELSEWHERE:
+                bar.set_postfix_str(f"{rel} {outcome.status.value}", refresh=False)
+                bar.update(1)
+
+    pending = set(futures)
+    # Short waits rather than one blocking one: the main thread must notice a Ctrl-C (flows/stopping.py).
+    while pending and not stopping.requested():
+        done, pending = wait_for(list(pending), timeout=_POLL_S)
+        collect(set(done))
+    if pending:  # stopped: what started gets its grace, the rest never starts
+        done, pending = wait_for(list(pending), timeout=stopping.grace_left())
+        collect(set(done))
+        dropped = stopping.give_up()
+        for future in pending:
+            pid, rel = futures[future]
+            # A Dask worker's task may be running in another process, which this one cannot see: dropped.
+            started = pid in dropped or uses_dask(settings)
+            outcomes.append(TargetOutcome(pid, rel, Outcome.DROPPED if started else Outcome.NOT_STARTED))
     return outcomes
 
 

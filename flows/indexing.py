@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.models import Photo, PhotoRole, PhotoStatus, RunKind, RunStatus
+from flows import stopping
 from flows.copies import CopyScan, copies_task
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
 from flows.faults import fault_point
@@ -167,6 +168,8 @@ def embed_photo(photo_id: int, album_root: str, settings: Settings) -> EmbedOutc
         if photo is None or photo.sha256 is None:
             return EmbedOutcome(photo_id, "?", f"photo {photo_id} is not in the database")
         rel, sha = photo.rel_path, photo.sha256
+    if stopping.requested():  # Ctrl-C during `refsr enhance`: no new model work (flows/stopping.py)
+        return EmbedOutcome(photo_id, rel, "stopped by Ctrl-C before it was embedded")
     try:
         # The vector is filed under `sha`: embed the bytes that hash to it, or none (a file replaced since the scan).
         rgb, _ = load_verified(Path(album_root) / rel, sha)

@@ -17,6 +17,10 @@ class Outcome(enum.StrEnum):
     # A live holder on another machine had the job when this run tried it; the run comes back to it
     # at its end, so a finished run reports one of the outcomes above instead.
     ELSEWHERE = "elsewhere"
+    # Ctrl-C (flows/stopping.py): a photo that never began its model work, and one in flight whose
+    # grace ran out (not recorded; an output it may still have renamed into place is redone next run).
+    NOT_STARTED = "not-started"
+    DROPPED = "dropped"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Prefect starts it as a child (`python -m uvicorn ...`) and stops it from an exit handler, which a
 SIGKILL never runs: the server lived on with its port and ~200 MB, one more per kill. On Linux the
 child asks the kernel for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG), set between
-fork and exec through the one Popen call Prefect makes for it.
+fork and exec through the one Popen call Prefect makes for it. The child also gets a process group
+of its own, so that a Ctrl-C typed at the terminal reaches refsr and not the server.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ _done = False
 
 
 def _deathsig_preexec(parent: int, prctl: Any) -> None:
+    # Its own process group: a terminal's Ctrl-C goes to the foreground group, and the server
+    # would shut down while the stopping run still reports to it. refsr alone decides
+    # (flows/stopping.py); the server still dies with it.
+    os.setpgid(0, 0)
     prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)

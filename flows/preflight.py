@@ -7,6 +7,7 @@ an NVIDIA driver is present), so a mistake is reported in the time it takes to s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -146,8 +147,12 @@ def check_output_folder(out: Path, inputs: Iterable[Path] = (), planned_bytes: i
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".refsr-write-check-"):
             pass
     except OSError as exc:
-        raise UsageError(f"output folder is not writable: {shown(existing)} ({exc.strerror or exc}); "
-                         "choose another with --out") from None
+        # A file system that takes no new files at all (/proc) answers "No such file or directory"
+        # for a folder that plainly exists: say what it means instead.
+        reason = "it accepts no new files" if exc.errno == errno.ENOENT else (exc.strerror or str(exc))
+        where = (f"output folder is not writable: {shown(out)}" if existing == out else
+                 f"output folder {shown(out)} cannot be created: {shown(existing)} is not writable")
+        raise UsageError(f"{where} ({reason}); choose another with --out") from None
     check_room(existing, planned_bytes)
     return out
 

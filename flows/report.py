@@ -34,9 +34,11 @@ Write a static HTML gallery of enhancement results and print the path of its ind
 One card per target photo shows the low-resolution input, a plain bicubic x4 upscale, the
 enhanced output and the reference photo(s) that lent their texture, side by side; 1:1 crops of
 all of them where transferred texture shows: high soft attention where the output also added
-detail over bicubic (the reference crop is the region the model copied texture from there); the soft-attention map as a heat overlay; and the scores:
-retrieval cosine, the model's texture relevance, a no-reference detail gain against bicubic,
-the model and the timings.
+detail over bicubic (the reference crop is the region the model copied texture from there);
+the soft-attention map as a heat layer over the output, at the output's size, with an opacity
+slider; and the scores: retrieval cosine, the model's texture relevance, a no-reference detail
+gain against bicubic, LR fidelity (higher = the output scaled back down is closer to the input),
+the model and the timings. The parameters each enhancement ran with are folded away on its card.
 
 The page needs no server and no network: open index.html in any browser. Thumbnails and
 crops are generated once into the gallery folder and reused; full-resolution photos are
@@ -224,8 +226,6 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
     if enh.run_id is not None:
         details.append(("run", str(enh.run_id)))
     details.append(("when", enh.created_at.strftime("%Y-%m-%d %H:%M UTC")))
-    if enh.params:
-        details.append(("params", json.dumps(enh.params, sort_keys=True, ensure_ascii=False, default=str)))
     return GalleryCard(
         key=f"e{enh.id}",
         title=enh.target.rel_path,
@@ -237,6 +237,7 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
         model=f"{enh.model_name} ({enh.model_sha256[:12]})",
         timings=_timings(enh.timings),
         details=tuple(details),
+        params=json.dumps(enh.params, sort_keys=True, ensure_ascii=False, default=str, indent=1) if enh.params else "",
         error=enh.error,
         attention=Path(enh.attention_path) if enh.attention_path else None,
     )

@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 from db.locks import sqlite_file
+from flows import stopping
 from flows.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,22 @@ logger = logging.getLogger(__name__)
 Submit = Callable[[Task[Any, Any], dict[str, Any]], PrefectFuture[Any]]
 
 DASK_EXTRA_HINT = "pip install 'refsr-album[dask]' (prefect-dask)"
+
+
+class StoppableThreadRunner(ThreadPoolTaskRunner):  # type: ignore[type-arg]
+    """Prefect's thread runner, except that after Ctrl-C it does not wait for a photo the run gave up on.
+
+    Prefect's own exit waits for every running thread: a dropped photo (flows/stopping.py) would
+    hold the command until its model work ended, which is what the user stopped. Queued tasks are
+    cancelled either way; the command leaves with os._exit, so nothing joins the abandoned thread.
+    """
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        executor = getattr(self, "_executor", None)
+        if stopping.requested() and executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        super().__exit__(exc_type, exc_value, traceback)
 
 
 def uses_dask(settings: Settings) -> bool:
@@ -102,4 +120,4 @@ def _this_server() -> Iterator[None]:
         yield
 
 
-__all__ = ["DASK_EXTRA_HINT", "Submit", "check_engine", "dask_runner", "photo_tasks", "uses_dask"]
+__all__ = ["DASK_EXTRA_HINT", "StoppableThreadRunner", "Submit", "check_engine", "dask_runner", "photo_tasks", "uses_dask"]

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from pipeline.attention import AttentionMaps, load_attention, reference_point
 from pipeline.gallery.assets import Assets, Picture, Sources, digest, file_signature
 from pipeline.gallery.cards import GalleryCard, GallerySettings
-from pipeline.gallery.heat import heat_overlay, peak_region, transfer_weight
+from pipeline.gallery.heat import heat_layer, heat_overlay, peak_region, transfer_weight
 from pipeline.images import UnreadableImageError, read_header, save_atomic, shrink
 from pipeline.vocabulary import EnhancementStatus
 from ttsr_core.arrays import resize_bicubic
@@ -42,6 +42,18 @@ class Crop:
 
 
 @dataclass(frozen=True)
+class HeatView:
+    """Soft attention laid over the output: both pictures at one size, shown at the output's size."""
+
+    base: Picture  # the output (shrunk to GallerySettings.heat_side at most)
+    layer: Picture  # the heat colours, alpha growing with attention, the crop box drawn on it
+    width: int  # the output's own size, which the page shows them at
+    height: int
+    low: float  # the map's own range, which the colours span
+    high: float
+
+
+@dataclass(frozen=True)
 class CardView:
     """A card with everything the page needs of its generated images."""
 
@@ -53,6 +65,7 @@ class CardView:
     ref_thumbs: tuple[Picture | None, ...]
     heat: Picture | None
     heat_range: tuple[float, float] | None
+    heat_view: HeatView | None
     crops: tuple[Crop, ...]
     gain: DetailGain | None
     sizes: dict[str, str]
@@ -103,6 +116,25 @@ def _save_heat(lr: np.ndarray, maps: AttentionMaps, box: Box, out_hw: tuple[int,
     )
     save_atomic(card_dir / "heat.png", np.asarray(image))
     return {"file": "heat.png", "min": lo, "max": hi}
+
+
+def _save_heat_view(enhanced: np.ndarray, maps: AttentionMaps, box: Box, card_dir: Path,
+                    settings: GallerySettings) -> dict[str, Any]:
+    """The output and a heat layer of the same size to lay over it, the crop box drawn; their meta entry."""
+    base = shrink(enhanced, settings.heat_side)
+    h, w = base.shape[:2]
+    rgba, lo, hi = heat_layer(maps.soft, w, h)
+    layer = Image.fromarray(rgba, mode="RGBA")
+    left, top, right, bottom = box
+    sy, sx = h / enhanced.shape[0], w / enhanced.shape[1]
+    ImageDraw.Draw(layer).rectangle(
+        (left * sx, top * sy, max(left * sx + 2, right * sx - 1), max(top * sy + 2, bottom * sy - 1)),
+        outline=(80, 220, 255, 255), width=max(1, round(w / 320)),
+    )
+    save_atomic(card_dir / "heat-base.jpg", base, format="JPEG", quality=settings.thumb_quality)
+    atomic_write(card_dir / "heat-layer.png", lambda tmp: layer.save(tmp, format="PNG"))  # RGBA: not save_atomic
+    return {"base": "heat-base.jpg", "layer": "heat-layer.png", "width": int(enhanced.shape[1]),
+            "height": int(enhanced.shape[0]), "min": lo, "max": hi}
 
 
 def _save_output_crops(lr: np.ndarray, bicubic: np.ndarray, enhanced: np.ndarray, box: Box,
@@ -179,6 +211,8 @@ def _build_card_assets(
         meta["heat"] = _save_heat(lr, maps, box, (out_h, out_w), card_dir, settings)
     if enhanced is None or bicubic is None:
         return meta
+    if maps is not None:
+        meta["heat_view"] = _save_heat_view(enhanced, maps, box, card_dir, settings)
     meta["gain"] = dataclasses.asdict(detail_gain(lr, enhanced, bicubic))
     save_atomic(card_dir / "bicubic-thumb.jpg", shrink(bicubic, settings.thumb_side), format="JPEG",
                 quality=settings.thumb_quality)
@@ -271,6 +305,10 @@ def prepare_card(card: GalleryCard, index: int, assets: Assets) -> CardView:
         if picture is not None:
             crops.append(Crop(str(entry.get("label", "")), picture, str(entry.get("note", ""))))
     gain_meta = meta.get("gain")
+    hv = meta.get("heat_view")
+    heat_view = None
+    if isinstance(hv, dict) and (base := pic(hv.get("base"))) and (layer := pic(hv.get("layer"))):
+        heat_view = HeatView(base, layer, int(hv["width"]), int(hv["height"]), float(hv["min"]), float(hv["max"]))
     return CardView(
         card=card,
         index=index,
@@ -280,6 +318,7 @@ def prepare_card(card: GalleryCard, index: int, assets: Assets) -> CardView:
         ref_thumbs=ref_thumbs,
         heat=heat,
         heat_range=(heat_meta["min"], heat_meta["max"]) if heat is not None and isinstance(heat_meta, dict) else None,
+        heat_view=heat_view,
         crops=tuple(crops),
         gain=DetailGain(**gain_meta) if isinstance(gain_meta, dict) else None,
         sizes=dict(meta.get("sizes", {})),

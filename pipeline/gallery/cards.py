@@ -22,11 +22,12 @@ class GallerySettings:
     crop_side: int = 160  # side of a 1:1 crop of the enhanced output
     thumb_format: str = "JPEG"  # or "WEBP"
     thumb_quality: int = 85
-    heat_alpha: float = 0.6  # opacity of the heat colours over the greyed target
+    heat_alpha: float = 0.6  # opacity of the heat colours over the greyed target, and the slider's start
+    heat_side: int = 1024  # long side of the heat layer shown over the output (never more than the output's)
     prune: bool = True  # delete cached assets that no card of this render uses
 
     def __post_init__(self) -> None:
-        for name in ("thumb_side", "crop_side", "thumb_quality"):
+        for name in ("thumb_side", "crop_side", "thumb_quality", "heat_side"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"GallerySettings.{name} must be a positive int, got {value!r}")
@@ -74,7 +75,8 @@ class GalleryCard:
     references: tuple[GalleryReference, ...] = ()
     model: str = ""
     timings: tuple[tuple[str, float], ...] = ()  # ("model_s", 1.5), shown in the given order
-    details: tuple[tuple[str, str], ...] = ()  # further label/value rows (device, embedder, run, params)
+    details: tuple[tuple[str, str], ...] = ()  # further label/value rows (device, embedder, run, when)
+    params: str = ""  # the enhancement's parameters as JSON: folded away on the page, for whoever needs them
     error: str | None = None
     # The saved attention, or the file it was saved to (loaded with `load_attention`).
     attention: AttentionMaps | Path | None = field(default=None, compare=False)

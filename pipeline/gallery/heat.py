@@ -1,4 +1,4 @@
-"""Pictures of soft attention: where it peaks, and a heat overlay of it on the target."""
+"""Pictures of soft attention: where it peaks, a heat overlay on the target, a layer to lay over the output."""
 
 from __future__ import annotations
 
@@ -62,6 +62,28 @@ def heat_colours(values: np.ndarray) -> np.ndarray:
     return np.round(out).astype(np.uint8)
 
 
+def _stretched(soft: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float, float]:
+    """The map normalised to its own min..max and stretched to (height, width); with that min and max."""
+    lo, hi = float(soft.min()), float(soft.max())
+    norm = (soft - lo) / (hi - lo) if hi > lo else np.zeros_like(soft)
+    # Bilinear on the float map: the LR grid is coarse, nearest would draw blocks.
+    stretched = np.asarray(
+        Image.fromarray(norm.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    )
+    return np.clip(stretched, 0.0, 1.0), lo, hi
+
+
+def heat_layer(soft: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float, float]:
+    """The soft map (h, w) as an RGBA layer (height, width, 4) to lay over the output; min, max.
+
+    Its alpha grows with attention, so where the model found little the output shows through;
+    the page sets the layer's overall opacity (the reader's slider).
+    """
+    stretched, lo, hi = _stretched(soft, width, height)
+    alpha = np.round(255.0 * (0.35 + 0.65 * stretched)).astype(np.uint8)[..., None]
+    return np.concatenate([heat_colours(stretched), alpha], axis=-1), lo, hi
+
+
 def heat_overlay(base: np.ndarray, soft: np.ndarray, alpha: float = 0.6) -> tuple[np.ndarray, float, float]:
     """Blend the soft map (h, w), stretched to base (H, W, 3), over a greyed base → (H, W, 3), min, max.
 
@@ -69,12 +91,7 @@ def heat_overlay(base: np.ndarray, soft: np.ndarray, alpha: float = 0.6) -> tupl
     cards' colours are not comparable; their numbers are.
     """
     height, width = base.shape[:2]
-    lo, hi = float(soft.min()), float(soft.max())
-    norm = (soft - lo) / (hi - lo) if hi > lo else np.zeros_like(soft)
-    # Bilinear on the float map: the LR grid is coarse, nearest would draw blocks.
-    stretched = np.asarray(
-        Image.fromarray(norm.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
-    )
+    stretched, lo, hi = _stretched(soft, width, height)
     grey = luma(base)[..., None].repeat(3, axis=2) * 0.8 + 25.0
     # Opacity grows with attention, so the photo stays readable where the model found little.
     weight = alpha * (0.35 + 0.65 * np.clip(stretched, 0.0, 1.0))[..., None]

@@ -116,11 +116,40 @@ def _card_panels(view: CardView, out_dir: Path) -> str:
     for ref, thumb in zip(card.references, view.ref_thumbs, strict=True):
         label = f"reference {ref.rank + 1}" if len(card.references) > 1 else "reference"
         figures.append(_figure(label, thumb, ref.path, out_dir, f"{label} {ref.label}", ref.label))
-    if view.heat is not None and view.heat_range is not None:
+    if view.heat_view is None and view.heat is not None and view.heat_range is not None:
         lo, hi = view.heat_range
         figures.append(_figure("soft attention", view.heat, None, out_dir, f"soft attention over {card.title}",
                                f"{lo:.2f}–{hi:.2f}"))
     return f'<div class="panels">{"".join(figures)}</div>'
+
+
+def _card_heat(view: CardView, opacity: float) -> str:
+    """Soft attention over the output at the output's size, with a slider for the layer's opacity."""
+    hv = view.heat_view
+    if hv is None:
+        return ""
+    slider_id = f"heat-{view.index}"
+
+    def img(picture: Picture, cls: str, alt: str) -> str:
+        return (f'<img class="{cls}" src="{_e(quote(picture.rel, safe="/"))}" width="{hv.width}" '
+                f'height="{hv.height}" loading="lazy" decoding="async" alt="{_e(alt)}">')
+
+    percent = round(100 * opacity)
+    # The slider needs the script (hidden until it runs); without it the layer keeps the stylesheet's opacity.
+    return (
+        f'<section class="heat-box"><h3>soft attention over the output · {hv.low:.2f}–{hv.high:.2f} '
+        f'(yellow = the best reference patch matched well, dark = little to copy; the box is the crops\' region)'
+        f' <label for="{slider_id}" hidden>heat opacity</label><input type="range" id="{slider_id}" '
+        f'class="heat-opacity" min="0" max="100" value="{percent}" hidden></h3>'
+        f'<div class="heat-stack">{img(hv.base, "heat-base", f"enhanced {view.card.title}")}'
+        f'{img(hv.layer, "heat-layer", f"soft attention over {view.card.title}")}</div></section>'
+    )
+
+
+def _card_params(card: GalleryCard) -> str:
+    if not card.params:
+        return ""
+    return f'<details class="params"><summary>parameters</summary><pre>{_e(card.params)}</pre></details>'
 
 
 def _card_crops(view: CardView) -> str:
@@ -153,7 +182,8 @@ def _card_scores(view: CardView) -> str:
     if view.gain is not None:
         rows.append(("detail gain", f"{view.gain.detail_db:+.2f} dB"))
         rows.append(
-            ("LR fidelity", f"{view.gain.lr_psnr_db:.1f} dB (bicubic {view.gain.bicubic_lr_psnr_db:.1f})")
+            ("LR fidelity", f"{view.gain.lr_psnr_db:.1f} dB, bicubic {view.gain.bicubic_lr_psnr_db:.1f} dB "
+                            "(higher = the output, scaled back down, is closer to the input)")
         )
     if card.model:
         rows.append(("model", card.model))
@@ -175,7 +205,7 @@ def _card_error(card: GalleryCard) -> str:
     return f'<details class="error" open><summary>{_e(first[:200])}</summary><pre>{_e(text)}</pre></details>'
 
 
-def _card_html(view: CardView, out_dir: Path, total: int) -> str:
+def _card_html(view: CardView, out_dir: Path, total: int, heat_opacity: float = 0.6) -> str:
     card = view.card
     failed = card.status is EnhancementStatus.failed
     problem = failed or view.enhanced_thumb is None
@@ -191,8 +221,8 @@ def _card_html(view: CardView, out_dir: Path, total: int) -> str:
     return (
         f'<article class="card{" problem" if problem else ""}" id="card-{view.index}" tabindex="-1" {data}>'
         f"{_card_header(view, total, problem)}{_card_error(card)}{_card_panels(view, out_dir)}"
-        f'{_card_crops(view)}<dl class="scores">{_card_scores(view)}</dl>'
-        f"{f'<ul class=notes>{notes}</ul>' if notes else ''}</article>"
+        f'{_card_heat(view, heat_opacity)}{_card_crops(view)}<dl class="scores">{_card_scores(view)}</dl>'
+        f"{_card_params(card)}{f'<ul class=notes>{notes}</ul>' if notes else ''}</article>"
     )
 
 
@@ -206,12 +236,13 @@ def page(
     title: str,
     summary: Sequence[tuple[str, str]],
     generated: datetime,
+    heat_opacity: float = 0.6,
 ) -> str:
-    """The whole index.html for the prepared cards, in their order."""
+    """The whole index.html for the prepared cards, in their order; `heat_opacity` starts each heat slider."""
     total = len(views)
     failed = sum(1 for v in views if v.card.status is EnhancementStatus.failed)
     cards_html = (
-        "\n".join(_card_html(v, out_dir, total) for v in views)
+        "\n".join(_card_html(v, out_dir, total, heat_opacity) for v in views)
         or '<p class="empty">No enhancements to show.</p>'
     )
     meta = [*summary, ("cards", str(total)), ("failed", str(failed))]
@@ -263,8 +294,11 @@ embeddings, <i>relevance</i> the model's own texture matching score. There is no
 album, so <i>detail gain</i> is a no-reference proxy: 10·log10 of the high-frequency (Laplacian)
 energy of the output over that of the bicubic upscale; positive means more fine detail than bicubic,
 which real texture gives but so would noise or artefacts. <i>LR fidelity</i> is the PSNR of the output
-scaled back down against the input (higher = more faithful to what was photographed), next to the same
-number for bicubic.</p>
+scaled back down to the input's size against the input, in dB: higher is better, meaning the output
+departs less from what was photographed; bicubic's own figure is beside it for scale.
+The heat layer over the output is the soft attention: how well the best reference patch matched at
+each place (its colours span this card's own range; the slider sets its opacity). The parameters
+the enhancement ran with are folded under <i>parameters</i>.</p>
 <p>Generated {_e(generated.strftime("%Y-%m-%d %H:%M UTC"))} by refsr-album. Full-resolution images
 are linked, not copied: keep this folder where it is relative to the album, or links break.</p>
 </footer>

@@ -58,7 +58,7 @@ def render_gallery(
         if progress is not None:
             progress(i + 1, len(cards))
     index = out / INDEX_NAME
-    text = page(views, out, title, summary, datetime.now(UTC))
+    text = page(views, out, title, summary, datetime.now(UTC), heat_opacity=settings.heat_alpha)
     atomic_write(index, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
     if settings.prune:
         assets.prune()

@@ -48,6 +48,28 @@ def test_every_subcommand_has_a_teaching_help(command: str, capsys) -> None:
     assert len(text.splitlines()) > 15
 
 
+def test_serve_help_names_only_options_serve_takes(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = capsys.readouterr().out
+    assert "--workers" not in text and "--processes" in text
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "album", "--interval", "60", "--workers", "3"])
+    assert exit_.value.code == 2
+
+
+def test_sample_album_config_states_the_rule_the_help_states(capsys) -> None:
+    from pipeline.roles import DEFAULT_REF_RATIO
+
+    sample = (Path(__file__).resolve().parents[2] / "examples" / "album" / "refsr.toml").read_text()
+    with pytest.raises(SystemExit):
+        main(["enhance", "--help"])
+    help_text = capsys.readouterr().out
+    assert f"(default {DEFAULT_REF_RATIO:g}" in help_text
+    assert f"at least {DEFAULT_REF_RATIO:g}x its target's (--ref-ratio, default {DEFAULT_REF_RATIO:g})" in sample
+    assert "1600" not in sample and "1024" not in sample  # the fixed defaults that no longer exist
+
+
 def test_top_level_help_starts_with_the_sample_album(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -83,6 +105,9 @@ def test_cli_in_process_enhance_which_ref_history_index(make_album, tiny_model: 
     assert main(["which-ref", outputs[0], "--json", *common]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["kind"] == "output" and answer["enhancements"][0]["current"]
+    # One name for the model: the file's, as the enhance summary gave it, with the same checksum.
+    assert answer["enhancements"][0]["model_name"] == Path(summary["model_path"]).name == tiny_model.name
+    assert answer["enhancements"][0]["model_sha256"] == summary["model_sha256"]
     ref = answer["enhancements"][0]["references"][0]
     assert Path(ref["path"]).is_file() and -1 <= ref["relevance"] <= 1.0001 and -1 <= ref["cosine"] <= 1.0001
 
@@ -101,7 +126,12 @@ def test_cli_in_process_enhance_which_ref_history_index(make_album, tiny_model: 
                  "--top-k", "2", "--no-report", *common]) == 0
     assert "nothing to do" in capsys.readouterr().out
 
-    assert main(["which-ref", str(tmp_path / "nowhere.jpg"), *common]) == 1
+    assert main(["which-ref", str(tmp_path / "nowhere.jpg"), *common]) == 2
+    assert capsys.readouterr().err.strip() == f"refsr which-ref: not found: {tmp_path / 'nowhere.jpg'}"
+    stray = tmp_path / "stray.jpg"  # a photo that exists but no indexed album holds: answered, not a mistake
+    stray.write_bytes((album / summary["outcomes"][0]["rel_path"]).read_bytes())
+    assert main(["which-ref", str(stray), *common]) == 1
+    assert "neither a recorded output nor a photo of an indexed album" in capsys.readouterr().err
 
 
 # -- the real console script -------------------------------------------------------------------

@@ -91,7 +91,12 @@ def _mistakes(s: dict[str, Path]) -> list[tuple[list[str], int, str]]:
         (["sr", target, "--ref", ref, "--out", str(s["root"] / "o.png"), "--attention", target], 2,
          "--attention"),
         (["report", "--run", "99"], 2, "no run with id 99"),
+        (["which-ref", str(s["root"] / "nowhere.jpg")], 2, f"not found: {s['root'] / 'nowhere.jpg'}"),
     ]
+    if os.path.isdir("/proc/self"):  # a folder that exists and takes no new files
+        cases.append((["enhance", album, "--out", "/proc/refsr-out"], 2,
+                      "output folder /proc/refsr-out cannot be created: /proc is not writable "
+                      "(it accepts no new files)"))
     if not any(os.path.exists(n) for n in ("/dev/nvidiactl", "/dev/nvidia0")):
         cases.append((["enhance", album, "--device", "cuda"], 2, "no NVIDIA driver or GPU"))
     return cases
@@ -170,16 +175,25 @@ def test_album_without_config_then_nothing_to_do_without_prefect(tmp_path: Path,
     # Nothing else on stderr: no traceback, not even Prefect's shutdown noise ("Error flushing ... events").
     assert "Traceback" not in first.stderr and "Error" not in first.stderr, first.stderr
     assert (home / "prefect").is_dir()  # Prefect's home is inside the workspace
+    # The enhance indexed the album: the index that follows has nothing to do, known before Prefect starts.
+    indexed = _run(["index", str(album), "--embedder", "fallback", "--json"], home)
+    assert indexed.returncode == 0, indexed.stderr
+    assert "Prefect" not in indexed.stderr and indexed.stderr.strip() == ""
+    index_data = json.loads(indexed.stdout)
+    assert index_data["scan"]["new"] == 0 and index_data["scan"]["unchanged"] == 2 and index_data["embedded"] == 0
+    assert "nothing changed since the last scan" in _run(["index", str(album), "--embedder", "fallback"], home).stdout
+    # ... and an enhance after that index is still a no-op: the index run carried the enhance's state on.
     second = _run(args, home)
     assert second.returncode == 0, second.stderr
     again = json.loads(second.stdout)
     assert [o["status"] for o in again["outcomes"]] == ["cached"]
     assert "Prefect" not in second.stderr and second.stderr.strip() == ""
     runs = json.loads(_run(["history", "--json"], home).stdout)
-    assert [r["id"] for r in runs] == [again["run_id"], data["run_id"]]
-    assert runs[0]["flow_run_id"] is None and runs[1]["flow_run_id"]  # only the first was a Prefect flow run
+    assert [r["id"] for r in runs][::3] == [again["run_id"], data["run_id"]]
+    assert runs[2]["id"] == index_data["run_id"] and runs[2]["kind"] == "index" and runs[2]["status"] == "completed"
+    assert [bool(r["flow_run_id"]) for r in runs] == [False, False, False, True]  # only the first was a flow run
     # The whole command's time, Prefect's start included, is what history reports.
-    assert runs[1]["duration_s"] >= 0.9 * data["wall_s"] - 1.0
+    assert runs[3]["duration_s"] >= 0.9 * data["wall_s"] - 1.0
     text = _run(args[:-1], home)
     assert "nothing to do: all 1 target(s) are already enhanced" in text.stdout
 

@@ -243,7 +243,7 @@ def test_every_image_is_lazy_sized_and_local(album: dict[str, Path], tmp_path: P
     out = tmp_path / "out"
     page = render_gallery([_card(album)], out).read_text(encoding="utf-8")
     tags = re.findall(r"<img [^>]*>", page)
-    assert len(tags) == 9  # input, bicubic, enhanced, reference, heat + 4 crops
+    assert len(tags) == 10  # input, bicubic, enhanced, reference, output + heat layer, 4 crops
     for tag in tags:
         assert 'loading="lazy"' in tag and 'decoding="async"' in tag
         assert re.search(r'width="\d+" height="\d+"', tag)
@@ -254,6 +254,32 @@ def test_every_image_is_lazy_sized_and_local(album: dict[str, Path], tmp_path: P
     for source in (album["lr"], album["enhanced"], album["ref"]):
         assert file_href(source, out) in hrefs
     assert not list(out.rglob("out.png")) and not list(out.rglob("ref.png"))
+
+
+def test_heat_is_laid_over_the_output_at_its_size_with_an_opacity_slider(album: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    card = _card(album, params='{"refs": 1, "tile": 256}')
+    page = render_gallery([card], out, settings=GallerySettings(heat_alpha=0.4)).read_text("utf-8")
+    with Image.open(album["enhanced"]) as im:
+        out_w, out_h = im.size
+    base = re.search(r'<img class="heat-base" src="([^"]+)" width="(\d+)" height="(\d+)"', page)
+    layer = re.search(r'<img class="heat-layer" src="([^"]+)" width="(\d+)" height="(\d+)"', page)
+    assert base and layer
+    # Shown at the output's size (not a 160 px thumbnail), the two pictures one size, the layer translucent.
+    assert (int(base[2]), int(base[3])) == (int(layer[2]), int(layer[3])) == (out_w, out_h)
+    layer_file, base_file = (out / unquote(html.unescape(m[1])) for m in (layer, base))
+    with Image.open(layer_file) as im, Image.open(base_file) as b:
+        assert im.mode == "RGBA" and im.size == b.size == (out_w, out_h)
+        alpha = np.asarray(im)[..., 3]
+    assert 0 < alpha.min() < alpha.max() == 255  # where attention is low the output shows through
+    assert 'class="heat-opacity" min="0" max="100" value="40" hidden' in page
+    # The raw parameters are folded away, not a row among the scores.
+    assert '<details class="params"><summary>parameters</summary><pre>{&quot;refs&quot;: 1' in page
+    assert "<dt>params</dt>" not in page
+    # LR fidelity says which way is better.
+    assert re.search(r"<dt>LR fidelity</dt><dd>[^<]*higher = the output, scaled back down, is closer to the input",
+                     page)
 
 
 def test_thumbnails_are_small_and_never_upscaled(album: dict[str, Path], tmp_path: Path) -> None:

@@ -20,6 +20,16 @@
   tally();
   window.addEventListener('load', tally);
 
+  // Each card's heat slider sets its layer's opacity (hidden without the script: the stylesheet's stays).
+  Array.prototype.forEach.call(document.querySelectorAll('input.heat-opacity'), function (slider) {
+    var layer = slider.closest('.heat-box').querySelector('img.heat-layer');
+    function set() { layer.style.opacity = String(slider.value / 100); }
+    slider.hidden = false;
+    slider.previousElementSibling.hidden = false;
+    slider.addEventListener('input', set);
+    set();
+  });
+
   var controls = document.getElementById('controls');
   var sortBy = document.getElementById('sort-by');
   var show = document.getElementById('show');
