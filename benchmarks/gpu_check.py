@@ -20,10 +20,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ttsr_core.checkpoint import load_checkpoint  # noqa: E402
+from ttsr_core.model.checkpoint import load_checkpoint  # noqa: E402
 from ttsr_core.config import SearchConfig, SearchMode, TTSRConfig  # noqa: E402
-from ttsr_core.inference import prepare_for_inference, super_resolve  # noqa: E402
-from ttsr_core.net import TTSR  # noqa: E402
+from ttsr_core.model.inference import prepare_for_inference, super_resolve  # noqa: E402
+from ttsr_core.model.net import TTSR  # noqa: E402
 
 AUTOCAST_TOLERANCE = {torch.bfloat16: 0.1, torch.float16: 0.02}  # max |Δ| in [-1, 1] on the tiny model
 FUSED_TOLERANCE = 1e-4

@@ -11,7 +11,7 @@
     .venv/bin/python benchmarks/inference_profile.py --part int8      # static int8 (ORT): speed, Y-PSNR cost
 
 ``stages``: shipped compact model (``--model ttsr``: paper preset, random weights), LR 480×360 + a
-1920×1440 reference, one untiled pass; multiply-adds from ``ttsr_core.cost``; the main network by
+1920×1440 reference, one untiled pass; multiply-adds from ``ttsr_core.accel.cost``; the main network by
 stage, both backends. ``compare``: ``refsr sr``'s computation (``enhance_arrays``, default settings)
 of another checkout against this one, interleaved, float outputs compared. ``paper``: paper preset,
 LR 160×120 + Ref 640×480, full-matrix baseline (three LTE passes, ``full_matrix_search_transfer``,
@@ -64,8 +64,8 @@ def child_peak() -> dict:
     """Matrix products (torch.mm and oneDNN, best of 1024², 2048²) and 3×3 convolutions (channel-last, at a 256-px tile's ×4 size), fp32 and bf16."""
     import torch
 
-    from ttsr_core.gemm import matmul_nt
-    from ttsr_core.heap import retained_heap
+    from ttsr_core.accel.gemm import matmul_nt
+    from ttsr_core.accel.heap import retained_heap
 
     out: dict = {"threads": torch.get_num_threads(), "conv": {}}
     with retained_heap(), torch.inference_mode():
@@ -96,9 +96,9 @@ def child_peak() -> dict:
 def _load(model_name: str):  # type: ignore[no-untyped-def]
     import torch
 
-    from ttsr_core.checkpoint import load_checkpoint
+    from ttsr_core.model.checkpoint import load_checkpoint
     from ttsr_core.config import preset
-    from ttsr_core.net import TTSR
+    from ttsr_core.model.net import TTSR
 
     ckpt = ROOT / "models" / "ttsr-lite" / "ttsr-lite-x4.safetensors"
     if model_name == "ttsr-lite" and ckpt.exists():
@@ -115,7 +115,7 @@ class _StageMarks:
     """
 
     def __init__(self, net, names: dict[str, list[str]], marks: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
-        import ttsr_core.fused as fused
+        import ttsr_core.accel.fused as fused
 
         self.fused, self.original = fused, fused.conv_fused
         stage_of: dict[int, str] = {}
@@ -154,13 +154,13 @@ def child_stages(model_name: str, lr_size: list[int], ref_size: list[int], mode:
     from search_speed import _enhance_case
     from ttsr_core.arrays import resize_bicubic
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.cost import coarse_search_macs, exact_search_macs, lte_macs, main_net_macs
-    from ttsr_core.fast_search import refinement_jobs, refinement_macs
-    from ttsr_core.fused import fused_forward
-    from ttsr_core.heap import retained_heap
-    from ttsr_core.inference import prepare_for_inference, prepare_reference, to_tensor
-    from ttsr_core.relevance import exact_search
-    from ttsr_core.search import search_and_transfer, search_indices
+    from ttsr_core.accel.cost import coarse_search_macs, exact_search_macs, lte_macs, main_net_macs
+    from ttsr_core.model.fast_search import refinement_jobs, refinement_macs
+    from ttsr_core.accel.fused import fused_forward
+    from ttsr_core.accel.heap import retained_heap
+    from ttsr_core.model.inference import prepare_for_inference, prepare_reference, to_tensor
+    from ttsr_core.model.relevance import exact_search
+    from ttsr_core.model.search import search_and_transfer, search_indices
 
     model, weights = _load(model_name)
     model = prepare_for_inference(model, torch.device("cpu"))
@@ -229,7 +229,7 @@ def child_compare(out_path: str, amp: str | None = None) -> dict:
     import numpy as np
     import torch
 
-    import ttsr_core.inference as inference
+    import ttsr_core.model.inference as inference
     from pipeline.enhance import enhance_arrays
     from pipeline.params import EnhanceParams
     from search_speed import _enhance_case
@@ -251,10 +251,10 @@ def child_paper(kind: str, lr_size: list[int], ref_size: list[int], out_path: st
     import torch.nn.functional as F
 
     from ttsr_core.config import SearchConfig, SearchMode, TileConfig
-    from ttsr_core.heap import retained_heap
-    from ttsr_core.inference import prepare_for_inference
-    from ttsr_core.search import full_matrix_search_transfer
-    from ttsr_core.tiling import tiled_forward
+    from ttsr_core.accel.heap import retained_heap
+    from ttsr_core.model.inference import prepare_for_inference
+    from ttsr_core.model.search import full_matrix_search_transfer
+    from ttsr_core.model.tiling import tiled_forward
 
     model, weights = _load("ttsr")
     g = torch.Generator().manual_seed(1)
@@ -313,7 +313,7 @@ def child_bf16(max_side: int) -> dict:
     import torch
 
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import prepare_for_inference, super_resolve
+    from ttsr_core.model.inference import prepare_for_inference, super_resolve
     from ttsr_core.metrics import psnr_y
 
     model, weights = _load("ttsr-lite")
@@ -338,9 +338,9 @@ def child_compile(h: int, w: int) -> dict:
     import torch
     import torch._inductor.config as inductor_config
 
-    from ttsr_core.fused import fused_forward
-    from ttsr_core.heap import retained_heap
-    from ttsr_core.inference import prepare_for_inference
+    from ttsr_core.accel.fused import fused_forward
+    from ttsr_core.accel.heap import retained_heap
+    from ttsr_core.model.inference import prepare_for_inference
 
     inductor_config.freezing = True  # weights as constants: lets inductor prepack them for oneDNN
     model, weights = _load("ttsr-lite")
@@ -372,8 +372,8 @@ def child_reuse(targets: int) -> dict:
     from pipeline.enhance import enhance_arrays
     from pipeline.params import EnhanceParams
     from search_speed import _enhance_case
-    from ttsr_core.inference import prepare_for_inference
-    from ttsr_core.reference_cache import ReferenceCache
+    from ttsr_core.model.inference import prepare_for_inference
+    from ttsr_core.model.reference_cache import ReferenceCache
 
     model, weights = _load("ttsr-lite")
     model = prepare_for_inference(model, torch.device("cpu"))
@@ -398,7 +398,7 @@ def _tile_case(model):  # type: ignore[no-untyped-def]
     from search_speed import _enhance_case
     from ttsr_core.arrays import resize_bicubic
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import prepare_reference, to_tensor
+    from ttsr_core.model.inference import prepare_reference, to_tensor
 
     lr_full, ref = _enhance_case()
     lr = np.ascontiguousarray(lr_full[:188, :248])
@@ -416,10 +416,10 @@ def child_onnx(repeat: int) -> dict:
 
     from onnx_graph import INPUTS, export, export_main_net, make_session, run
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.fused import fused_forward
-    from ttsr_core.heap import retained_heap
-    from ttsr_core.inference import prepare_for_inference
-    from ttsr_core.search import search_indices
+    from ttsr_core.accel.fused import fused_forward
+    from ttsr_core.accel.heap import retained_heap
+    from ttsr_core.model.inference import prepare_for_inference
+    from ttsr_core.model.search import search_indices
 
     model, weights = _load("ttsr-lite")
     model = prepare_for_inference(model, torch.device("cpu"))
@@ -463,7 +463,7 @@ def _calibration_inputs(model, count: int, lr_side: int) -> list:  # type: ignor
 
     from ttsr_core.arrays import resize_bicubic
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import prepare_reference, to_tensor
+    from ttsr_core.model.inference import prepare_reference, to_tensor
 
     photos = sorted(p for p in (ROOT / "data" / "training").iterdir() if p.suffix.lower() in (".jpg", ".png"))[:count]
     inputs = []
@@ -517,7 +517,7 @@ def _quantize(fp32: bytes, calibration: list, fmt: str) -> bytes:
 def _whole_with(model, session, repeat: int) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
     """``refsr sr``'s whole computation (enhance_arrays, default settings) on the 480×360 + 1920×1440 case,
     its main network fused vs run by ``session`` (standing in for ``fused_forward``), interleaved."""
-    import ttsr_core.net as net_module
+    import ttsr_core.model.net as net_module
     from onnx_graph import run
     from pipeline.enhance import enhance_arrays
     from pipeline.params import EnhanceParams
@@ -548,9 +548,9 @@ def child_int8(repeat: int, max_side: int, calib_count: int, fmt: str) -> dict:
 
     from onnx_graph import export_main_net, make_session, run
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.fused import fused_forward
-    from ttsr_core.heap import retained_heap
-    from ttsr_core.inference import prepare_for_inference, super_resolve
+    from ttsr_core.accel.fused import fused_forward
+    from ttsr_core.accel.heap import retained_heap
+    from ttsr_core.model.inference import prepare_for_inference, super_resolve
     from ttsr_core.metrics import psnr_y
 
     model, weights = _load("ttsr-lite")
@@ -622,7 +622,7 @@ def part_peak(threads: int | None) -> dict:
     r = _child(["peak"], threads)
     print(f"{_cpu()}; {r['threads']} threads")
     print(f"matrix product, best of 1024² and 2048², 5 runs each: float32 torch.mm (MKL) {r['torch_mm_float32']:.0f} "
-          f"GFLOP/s, oneDNN inner product (ttsr_core.gemm) {r['onednn_mm_float32']:.0f} GFLOP/s; "
+          f"GFLOP/s, oneDNN inner product (ttsr_core.accel.gemm) {r['onednn_mm_float32']:.0f} GFLOP/s; "
           f"bfloat16 torch.mm {r['mm_bfloat16']:.0f} GFLOP/s")
     for shape, v in r["conv"].items():
         print(f"3×3 conv {shape} at 992×752, channel-last, best of 3: float32 {v['float32']:.0f} GFLOP/s, "

@@ -1,7 +1,7 @@
 """The main network as an ONNX graph for ONNX Runtime, for ``inference_profile.py --part onnx / int8``.
 
 ONNX Runtime is the engine immich's ML service runs on CPU. The graph exported here is
-:class:`~ttsr_core.net.MainNet`'s function in :mod:`ttsr_core.fused`'s order (1×1 convolutions
+:class:`~ttsr_core.model.net.MainNet`'s function in :mod:`ttsr_core.accel.fused`'s order (1×1 convolutions
 before the bicubic upsampling that follows them), with the upsampling written as depthwise
 convolutions (:func:`bicubic_up_graph`). Exported as it is, MainNet's bicubic ``F.interpolate``
 becomes ORT's cubic ``Resize``, and that graph took 8.9 s per tile against 1.5 s fused

@@ -38,9 +38,9 @@ def _peak_mb() -> float:
 def _model(name: str):
     import torch
 
-    from ttsr_core.checkpoint import load_checkpoint
+    from ttsr_core.model.checkpoint import load_checkpoint
     from ttsr_core.config import preset
-    from ttsr_core.net import TTSR
+    from ttsr_core.model.net import TTSR
 
     if name == "ttsr-lite" and LITE_CKPT.exists():
         return load_checkpoint(LITE_CKPT).model.eval(), f"checkpoint {LITE_CKPT.relative_to(ROOT)}"
@@ -99,8 +99,8 @@ def child_search(model_name: str, case: str, mode: str, dtype: str | None, time_
     import torch.nn.functional as F
 
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.fast_search import coarse_to_fine_search, refinement_jobs, refinement_macs
-    from ttsr_core.relevance import exact_search
+    from ttsr_core.model.fast_search import coarse_to_fine_search, refinement_jobs, refinement_macs
+    from ttsr_core.model.relevance import exact_search
 
     lr_w, lr_h, ref_w, ref_h = CASES[case]
     model, weights = _model(model_name)
@@ -166,7 +166,7 @@ def child_enhance(model_name: str, mode: str, tile: int | None) -> dict:
     import torch
 
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import super_resolve
+    from ttsr_core.model.inference import super_resolve
 
     model, weights = _model(model_name)
     lr, ref = _enhance_case()
@@ -182,11 +182,11 @@ def child_validation(model_name: str, max_side: int) -> dict:
     from PIL import Image
 
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import prepare_reference, resize_bicubic, super_resolve, to_tensor, to_uint8
+    from ttsr_core.model.inference import prepare_reference, resize_bicubic, super_resolve, to_tensor, to_uint8
     from ttsr_core.metrics import psnr_y
-    from ttsr_core.relevance import exact_search, relevance_at
-    from ttsr_core.search import texture_table, transfer_texture
-    from ttsr_core.fast_search import coarse_to_fine_search
+    from ttsr_core.model.relevance import exact_search, relevance_at
+    from ttsr_core.model.search import texture_table, transfer_texture
+    from ttsr_core.model.fast_search import coarse_to_fine_search
 
     model, weights = _model(model_name)
     data = ROOT / "data" / "validation"
@@ -286,7 +286,7 @@ def child_profile(tile: int | None) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import super_resolve
+    from ttsr_core.model.inference import super_resolve
 
     model, weights = _model("ttsr-lite")
     lr, ref = _enhance_case()

@@ -14,7 +14,7 @@ from db.models import Album, Enhancement
 from flows.common import recover_crashed_runs
 from flows.resources import resources_for
 from flows.settings import Settings
-from ttsr_core.files import sha256_file
+from durable.files import sha256_file
 
 logger = logging.getLogger(__name__)
 

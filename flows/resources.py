@@ -28,8 +28,8 @@ from ttsr_core.config import Precision
 
 if TYPE_CHECKING:
     from pipeline.vector_index import VectorIndex
-    from ttsr_core.checkpoint import LoadedCheckpoint
-    from ttsr_core.reference_cache import ReferenceCache
+    from ttsr_core.model.checkpoint import LoadedCheckpoint
+    from ttsr_core.model.reference_cache import ReferenceCache
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Resources:
         """Encoded references shared by this process's enhancements; a reloaded model never hits the old ones."""
         with self._lock:
             if self._reference_cache is None:
-                from ttsr_core.reference_cache import ReferenceCache
+                from ttsr_core.model.reference_cache import ReferenceCache
 
                 self._reference_cache = ReferenceCache(self.spec.reference_cache_mb * 2**20)
             return self._reference_cache
@@ -140,8 +140,8 @@ class Resources:
             if self._model is None or self._model[0] != version:
                 import torch  # only for the commands that run a model
 
-                from ttsr_core.checkpoint import load_checkpoint
-                from ttsr_core.inference import prepare_for_inference
+                from ttsr_core.model.checkpoint import load_checkpoint
+                from ttsr_core.model.inference import prepare_for_inference
 
                 logger.info("loading TTSR checkpoint %s on %s", self.spec.model_path, self.device.name)
                 loaded = load_checkpoint(self.spec.model_path, device=self.device.name)

@@ -115,7 +115,7 @@ class Settings:
     claim_lease_s: float = 60.0
     claim_attempts: int = 3  # a job whose last N holders all died is not claimed again (it kills workers)
     report: bool = True  # build the HTML gallery (and its Prefect artifact) at the end of a run
-    # Encoded references kept per process for the next targets that use them (ttsr_core/reference_cache.py):
+    # Encoded references kept per process for the next targets that use them (ttsr_core/model/reference_cache.py):
     # ~0.7 GB for the compact model and a 1920×1440 reference; 0 keeps none.
     reference_cache_mb: int = 1024
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = {"ttsr_core", "pipeline", "db", "flows"}
+PROJECT = {"ttsr_core", "pipeline", "db", "flows", "durable"}
 
 # Third-party modules each room may import (stdlib is always allowed).
 ALLOWED: dict[str, set[str]] = {
@@ -18,8 +18,10 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": {"torch", "numpy", "PIL", "faiss", "open_clip", "huggingface_hub", "pillow_heif", "safetensors"},
     "db": {"sqlalchemy", "alembic", "psycopg"},
     "flows": {"prefect", "prefect_dask", "torch", "numpy", "PIL", "sqlalchemy", "tqdm"},  # prefect_dask: [dask]
+    "durable": set(),  # file helpers every room may use: the standard library only
 }
-PROJECT_DEPS = {"ttsr_core": set(), "pipeline": {"ttsr_core"}, "db": set(), "flows": {"pipeline", "ttsr_core", "db"}}
+PROJECT_DEPS = {"durable": set(), "ttsr_core": {"durable"}, "pipeline": {"ttsr_core", "durable"}, "db": {"durable"},
+                "flows": {"pipeline", "ttsr_core", "db", "durable"}}
 # Single modules of another room that a room may import beyond PROJECT_DEPS: the database stores the
 # domain's own words, defined once. Such a module may import nothing but the standard library.
 VOCABULARY: dict[str, set[str]] = {"db": {"pipeline.vocabulary"}}
@@ -138,3 +140,24 @@ def test_the_cycle_finder_finds_cycles_inside_and_across_folders() -> None:
 def test_no_file_does_several_files_worth_of_work() -> None:
     long = {str(p.relative_to(ROOT)): n for p in _sources() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"files over {MAX_LINES} lines: {long}"
+
+
+# Inside ttsr_core the concerns stack one way: training uses the model, the model uses the speed-ups,
+# and the modules directly in ttsr_core (config, device, arrays, metrics) sit under all three.
+CORE_LAYERS = {"accel": set(), "model": {"accel"}, "training": {"model", "accel"}}
+
+
+def test_ttsr_core_concerns_stack_one_way() -> None:
+    problems = []
+    for name, imported in _graph().items():
+        parts = name.split(".")
+        if parts[0] != "ttsr_core":
+            continue
+        own = parts[1] if len(parts) > 2 else None
+        for target in imported:
+            tparts = target.split(".")
+            if tparts[0] != "ttsr_core" or len(tparts) < 3 or tparts[1] == own:
+                continue
+            if own is None or tparts[1] not in CORE_LAYERS[own]:
+                problems.append(f"{name} imports {target}")
+    assert not problems, "\n".join(sorted(problems))

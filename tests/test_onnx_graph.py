@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from ttsr_core.config import TTSRConfig
-from ttsr_core.inference import prepare_for_inference
-from ttsr_core.net import TTSR
+from ttsr_core.model.inference import prepare_for_inference
+from ttsr_core.model.net import TTSR
 
 from .ttsr_core.conftest import TINY
 

@@ -33,7 +33,7 @@ class Backend(StrEnum):
     """How the main network runs at inference; the eager ``MainNet`` is the reference."""
 
     EAGER = "eager"  # MainNet.forward, as trained
-    FUSED = "fused"  # ttsr_core.fused: in-place, 1×1 convs before upsampling, GEMM bicubic (no autograd)
+    FUSED = "fused"  # ttsr_core.accel.fused: in-place, 1×1 convs before upsampling, GEMM bicubic (no autograd)
 
 
 class SearchMode(StrEnum):

@@ -24,7 +24,7 @@ from flows.indexing import embed_task, scan_task, sync_index_task
 from flows.settings import AlbumConfig, ModelNotFoundError, Settings, index_file, scan_settings
 from pipeline import images
 from pipeline.enhance import plan_output_paths
-from ttsr_core import files
+from durable import files
 from tests.flows.conftest import add_pair
 
 
