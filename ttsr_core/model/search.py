@@ -18,16 +18,7 @@ import torch.nn.functional as F
 from ttsr_core.config import SearchConfig, SearchMode
 from ttsr_core.device import torch_dtype
 from ttsr_core.model.fast_search import coarse_to_fine_relevance
-# exact_search, relevance_at and split_index live in ttsr_core.model.relevance; the training code also
-# reaches them through this module, which uses all three.
 from ttsr_core.model.relevance import exact_search, relevance_at, split_index
-
-
-__all__ = [
-    "TextureTransfer", "block_sources", "exact_search", "full_matrix_search_transfer", "hard_and_soft_attention",
-    "relevance_at", "search_and_transfer",
-    "search_indices", "search_with_relevance", "split_index", "texture_table", "transfer_texture",
-]
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The question is the one TTSR's hard attention answers: for each lv3 cell of LR↑, which cell of Ref↓↑
 is most relevant? Here the answer is checked against geometry known in advance, with the exact search
-the model itself runs (``ttsr_core.model.search.exact_search``).
+the model itself runs (``ttsr_core.model.relevance.exact_search``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ttsr_core.training.correspondence import homography_truth, matching_accurac
 from ttsr_core.training.data import PairSettings, WarpedPairs, load_photo, make_sample
 from ttsr_core.training.degradations import lr_pipeline
 from ttsr_core.model.net import TTSR
-from ttsr_core.model.search import exact_search
+from ttsr_core.model.relevance import exact_search
 
 
 @dataclass(frozen=True)

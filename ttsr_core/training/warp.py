@@ -131,11 +131,6 @@ def sample_view(rng: np.random.Generator, settings: ViewSettings, centre: tuple[
     return None
 
 
-def scale_homography(h: np.ndarray, factor: float) -> np.ndarray:
-    """The same view of a photo resized by ``factor`` (photo coordinates × factor)."""
-    return np.diag([factor, factor, 1.0]) @ h
-
-
 def photo_units_per_pixel(h: np.ndarray, side: int) -> float:
     """How many photo pixels one view pixel spans near the view's centre (> 1: the view shrinks the photo)."""
     c = np.array([[side / 2, side / 2], [side / 2 + 1, side / 2], [side / 2, side / 2 + 1]])

@@ -19,7 +19,7 @@ from ttsr_core.training.correspondence import (
 )
 from ttsr_core.training.matching import graf_sample, score
 from ttsr_core.model.net import TTSR
-from ttsr_core.model.search import exact_search
+from ttsr_core.model.relevance import exact_search
 
 from ..conftest import TINY
 
