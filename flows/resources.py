@@ -13,6 +13,7 @@ import logging
 import re
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,14 +225,31 @@ class Resources:
         return index
 
 
+# Resource sets a process keeps, least recently used dropped first. Each may hold a model, an
+# embedder and a reference cache, so a long-running `refsr serve` asked for many models would
+# otherwise keep every one it ever loaded; two covers a run alternating between two settings.
+MAX_HELD = 2
 _registry_lock = threading.Lock()
-_per_process: dict[ResourceSpec, Resources] = {}  # the one cache: a process keeps its resources
+_per_process: OrderedDict[ResourceSpec, Resources] = OrderedDict()  # the one cache, most recent last
 
 
 def resources_for(settings: Settings) -> Resources:
-    """This process's Resources for `settings`: built on the first call, the same object afterwards."""
-    spec = ResourceSpec.of(settings)
+    """This process's Resources for `settings`: built on the first call, the same object while it is held."""
+    return held(ResourceSpec.of(settings))
+
+
+def held(spec: ResourceSpec) -> Resources:
+    """The Resources for `spec`, built if absent; the least recently used beyond MAX_HELD are let go.
+
+    A task still working with a dropped Resources keeps it alive until it finishes; the process frees
+    its model once nothing refers to it.
+    """
     with _registry_lock:
-        if spec not in _per_process:
-            _per_process[spec] = Resources(spec)
-        return _per_process[spec]
+        res = _per_process.get(spec)
+        if res is None:
+            res = _per_process[spec] = Resources(spec)
+        _per_process.move_to_end(spec)
+        while len(_per_process) > MAX_HELD:
+            dropped, _ = _per_process.popitem(last=False)
+            logger.info("letting go of the resources for %s (%s held at most)", dropped.model_path.name, MAX_HELD)
+        return res
