@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +86,83 @@ def patch_norms(x: torch.Tensor) -> torch.Tensor:
     return sq.sqrt().clamp_min(NORM_EPS).reshape(-1)
 
 
+class _Windows(NamedTuple):
+    """Index patterns of one refinement window, per reference, into the padded channel-last maps."""
+
+    k_pattern: torch.Tensor  # (refs, ks²) offsets in the padded key map
+    g_pattern: torch.Tensor  # (refs, side²) offsets in the key grid
+    penalty: torch.Tensor  # (refs, side²): 0, or -inf for keys past a small reference's edge
+    q_pattern: torch.Tensor  # (qs²,) offsets in the padded query map
+    kw: torch.Tensor  # (refs,) key widths
+    koff: torch.Tensor  # (refs,) first global index of each reference's keys
+    poff: torch.Tensor  # (refs,) first row of each reference in the padded key map
+    wq: int  # padded query map width
+
+
+def _window_patterns(key_shapes: list[tuple[int, int]], wc: int, f: int, side: int, dev: torch.device) -> _Windows:
+    ks, qs = side + 2, f + 2  # padded region sides: a 3×3 patch reaches one pixel past its position
+    kh = torch.tensor([s[0] for s in key_shapes], device=dev)
+    kw = torch.tensor([s[1] for s in key_shapes], device=dev)
+    sizes = kh * kw
+    psizes = (kh + 2) * (kw + 2)
+    refs = range(len(key_shapes))
+    # A window only sticks out of a reference smaller than the window, and then it starts at row/col
+    # 0, so clamping the pattern to the last (zero) padded row/col and masking keys past the edge is
+    # enough; larger references need neither.
+    ar_k, ar_s = torch.arange(ks, device=dev), torch.arange(side, device=dev)
+    k_pattern = torch.stack([
+        (torch.minimum(ar_k, kh[i] + 1)[:, None] * (kw[i] + 2) + torch.minimum(ar_k, kw[i] + 1)[None, :]).reshape(-1)
+        for i in refs
+    ])
+    ok = [((ar_s < kh[i])[:, None] & (ar_s < kw[i])[None, :]).reshape(-1) for i in refs]
+    g_pattern = torch.stack([torch.where(ok[i], (ar_s[:, None] * kw[i] + ar_s[None, :]).reshape(-1), 0) for i in refs])
+    penalty = torch.stack([torch.where(o, 0.0, -math.inf) for o in ok])  # edge keys never win
+    ar_q = torch.arange(qs, device=dev)
+    wq = wc * f + 2
+    q_pattern = (ar_q[:, None] * wq + ar_q[None, :]).reshape(-1)
+    return _Windows(k_pattern, g_pattern, penalty, q_pattern, kw, torch.cumsum(sizes, 0) - sizes,
+                    torch.cumsum(psizes, 0) - psizes, wq)
+
+
+def _refine(qflat: torch.Tensor, kflat: torch.Tensor, inv_norm: torch.Tensor, jobs: torch.Tensor, win: _Windows,
+            wc: int, config: SearchConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each window's best key for each of its cell's f² queries → (value (jobs, f²), global key index (jobs, f²))."""
+    f, c = config.coarse_factor, qflat.shape[1]
+    side = f + 2 * config.refine_radius
+    qs, ks = f + 2, side + 2
+    elt = qflat.element_size()
+    per_job = (ks * ks + qs * qs) * c * elt + qs * qs * ks * ks * (elt + 4) + f * f * side * side * 12 + ks * ks * 16
+    # Small chunks keep the Gram block and the 9 shifted sums in cache (measured ~4× faster at
+    # 256 than at thousands of windows); the budget only ever lowers it.
+    chunk = max(1, min(256, int(config.memory_budget_mb * 2**20 // per_job)))
+    best_val = torch.empty(len(jobs), f * f, device=qflat.device)
+    best_gidx = torch.empty(len(jobs), f * f, dtype=torch.long, device=qflat.device)
+    for j0 in range(0, len(jobs), chunk):
+        cell, rr, y0, x0 = jobs[j0 : j0 + chunk].unbind(1)
+        n = cell.shape[0]
+        q0 = (cell // wc) * f * win.wq + (cell % wc) * f  # top-left of the cell's padded query region
+        qreg = qflat.index_select(0, (q0[:, None] + win.q_pattern).reshape(-1)).view(n, qs * qs, c)
+        k0 = win.poff[rr] + y0 * (win.kw[rr] + 2) + x0
+        kreg = kflat.index_select(0, (k0[:, None] + win.k_pattern[rr]).reshape(-1)).view(n, ks * ks, c)
+        gram = torch.bmm(qreg, kreg.transpose(1, 2)).float()  # (n, qs², ks²) pixel-pair dot products
+        del qreg, kreg
+        # Patch relevance = sum over the 9 offsets (dy, dx) of the pixel pairs (q+(dy,dx), k+(dy,dx)).
+        grid = gram.view(n, qs, qs, ks, ks)
+        rel = grid[:, 0:f, 0:f, 0:side, 0:side].clone()  # (n, f, f, side, side)
+        for dy in range(3):
+            for dx in range(3):
+                if dy or dx:
+                    rel += grid[:, dy : dy + f, dx : dx + f, dy : dy + side, dx : dx + side]
+        rel = rel.view(n, f * f, side * side)
+        del gram, grid
+        gidx = (win.koff[rr] + y0 * win.kw[rr] + x0)[:, None] + win.g_pattern[rr]  # (n, side²), increasing
+        rel = torch.addcmul(win.penalty[rr][:, None, :], rel, inv_norm[gidx][:, None, :])
+        val, arg = rel.max(dim=2)  # first maximum within a window = its smallest index
+        best_val[j0 : j0 + n] = val
+        best_gidx[j0 : j0 + n] = gidx.gather(1, arg)
+    return best_val, best_gidx
+
+
 def coarse_to_fine_relevance(
     q: torch.Tensor, keys: list[torch.Tensor], config: SearchConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +196,6 @@ def coarse_to_fine_relevance(
     key_shapes = [(k.shape[1], k.shape[2]) for k in keys]
     jobs = refinement_jobs(coarse_index, (hc, wc), [(k.shape[1], k.shape[2]) for k in coarse_k], key_shapes, config)
     side = f + 2 * config.refine_radius
-    qs, ks = f + 2, side + 2  # padded region sides: a 3×3 patch reaches one pixel past its position
     logger.debug("fast search: %d coarse cells, %d refinement windows of %d² keys", hc * wc, len(jobs), side)
 
     # Channel-last padded maps make a window one index_select of contiguous C-vectors.
@@ -127,59 +204,8 @@ def coarse_to_fine_relevance(
     # Only the key norm changes a query's argmax (the query norm scales a whole row), so the Gram
     # sums are divided by it alone.
     inv_norm = torch.cat([patch_norms(k).reciprocal() for k in keys])  # (K,)
-    kh = torch.tensor([s[0] for s in key_shapes], device=dev)
-    kw = torch.tensor([s[1] for s in key_shapes], device=dev)
-    sizes = kh * kw
-    koff = torch.cumsum(sizes, 0) - sizes
-    psizes = (kh + 2) * (kw + 2)
-    poff = torch.cumsum(psizes, 0) - psizes
-
-    # Index patterns of one window, per reference. A window only sticks out of a reference smaller
-    # than the window, and then it starts at row/col 0, so clamping the pattern to the last (zero)
-    # padded row/col and masking keys past the edge is enough; larger references need neither.
-    ar_k, ar_s = torch.arange(ks, device=dev), torch.arange(side, device=dev)
-    k_pattern = torch.stack([
-        (torch.minimum(ar_k, kh[i] + 1)[:, None] * (kw[i] + 2) + torch.minimum(ar_k, kw[i] + 1)[None, :]).reshape(-1)
-        for i in range(len(keys))
-    ])  # (refs, ks²) offsets in the padded map
-    ok = [((ar_s < kh[i])[:, None] & (ar_s < kw[i])[None, :]).reshape(-1) for i in range(len(keys))]
-    g_pattern = torch.stack([torch.where(ok[i], (ar_s[:, None] * kw[i] + ar_s[None, :]).reshape(-1), 0)
-                             for i in range(len(keys))])  # (refs, side²) offsets in the key grid
-    penalty = torch.stack([torch.where(o, 0.0, -math.inf) for o in ok])  # (refs, side²): edge keys never win
-    ar_q = torch.arange(qs, device=dev)
-    wq = wc * f + 2
-    q_pattern = (ar_q[:, None] * wq + ar_q[None, :]).reshape(-1)  # (qs²,)
-
-    elt = torch.finfo(dtype).bits // 8
-    per_job = (ks * ks + qs * qs) * c * elt + qs * qs * ks * ks * (elt + 4) + f * f * side * side * 12 + ks * ks * 16
-    # Small chunks keep the Gram block and the 9 shifted sums in cache (measured ~4× faster at
-    # 256 than at thousands of windows); the budget only ever lowers it.
-    chunk = max(1, min(256, int(config.memory_budget_mb * 2**20 // per_job)))
-    best_val = torch.empty(len(jobs), f * f, device=dev)
-    best_gidx = torch.empty(len(jobs), f * f, dtype=torch.long, device=dev)
-    for j0 in range(0, len(jobs), chunk):
-        cell, rr, y0, x0 = jobs[j0 : j0 + chunk].unbind(1)
-        n = cell.shape[0]
-        q0 = (cell // wc) * f * wq + (cell % wc) * f  # top-left of the cell's padded query region
-        qreg = qflat.index_select(0, (q0[:, None] + q_pattern).reshape(-1)).view(n, qs * qs, c)
-        k0 = poff[rr] + y0 * (kw[rr] + 2) + x0
-        kreg = kflat.index_select(0, (k0[:, None] + k_pattern[rr]).reshape(-1)).view(n, ks * ks, c)
-        gram = torch.bmm(qreg, kreg.transpose(1, 2)).float()  # (n, qs², ks²) pixel-pair dot products
-        del qreg, kreg
-        # Patch relevance = sum over the 9 offsets (dy, dx) of the pixel pairs (q+(dy,dx), k+(dy,dx)).
-        grid = gram.view(n, qs, qs, ks, ks)
-        rel = grid[:, 0:f, 0:f, 0:side, 0:side].clone()  # (n, f, f, side, side)
-        for dy in range(3):
-            for dx in range(3):
-                if dy or dx:
-                    rel += grid[:, dy : dy + f, dx : dx + f, dy : dy + side, dx : dx + side]
-        rel = rel.view(n, f * f, side * side)
-        del gram, grid
-        gidx = (koff[rr] + y0 * kw[rr] + x0)[:, None] + g_pattern[rr]  # (n, side²), increasing
-        rel = torch.addcmul(penalty[rr][:, None, :], rel, inv_norm[gidx][:, None, :])
-        val, arg = rel.max(dim=2)  # first maximum within a window = its smallest index
-        best_val[j0 : j0 + n] = val
-        best_gidx[j0 : j0 + n] = gidx.gather(1, arg)
+    win = _window_patterns(key_shapes, wc, f, side, dev)
+    best_val, best_gidx = _refine(qflat, kflat, inv_norm, jobs, win, wc, config)
 
     # Per query, the best over its cell's windows; ties go to the smallest global index (as exact).
     cells = jobs[:, 0, None].expand(-1, f * f)
