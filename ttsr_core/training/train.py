@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from durable.files import atomic_write
 from ttsr_core.model.checkpoint import load_checkpoint, save_checkpoint
 from ttsr_core.config import PRESETS, preset
 from ttsr_core.training.correspondence import TEMPERATURE, contrastive_loss
@@ -162,7 +162,7 @@ def train(
     progress: bool = True,
 ) -> list[float]:
     """Run the loop from ``start_step`` to ``settings.iterations``; returns the per-step losses."""
-    device = torch.device(device)
+    device = resolve_device(device)
     torch.manual_seed(settings.seed + start_step)
     model.to(device).train()
     opt = make_optimizer(model, settings, optimizer_state)
@@ -227,12 +227,8 @@ def _save(model: TTSR, opt: torch.optim.Optimizer, out_dir: Path, step: int, set
     prev = float(info.get("wall_time_s_before", 0.0))
     info.update({"step": step, "wall_time_s": round(prev + elapsed, 1), "settings": asdict(settings)})
     save_checkpoint(out_dir / "last.safetensors", model, info)
-    tmp = out_dir / "train_state.pt.tmp"
-    with open(tmp, "wb") as handle:
-        torch.save({"step": step, "optimizer": opt.state_dict(), "wall_time_s": prev + elapsed}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, out_dir / "train_state.pt")
+    state = {"step": step, "optimizer": opt.state_dict(), "wall_time_s": prev + elapsed}
+    atomic_write(out_dir / "train_state.pt", lambda tmp: torch.save(state, tmp))
 
 
 def holdout_names(folder: Path, every: int) -> list[str]:
