@@ -22,7 +22,7 @@ from pipeline.embedders import EmbedderKind, EmbedderSettings
 from pipeline.params import EnhanceParams, RerankSettings, RetrievalSettings
 from pipeline.roles import DEFAULT_REF_RATIO, RelativeRoles
 from pipeline.scan import ScanSettings
-from ttsr_core.config import Precision, SearchConfig, SearchMode
+from ttsr_core.config import SHIPPED_MODEL, Precision, SearchConfig, SearchMode
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ LEASE_ENV = "REFSR_CLAIM_LEASE_S"
 REFERENCE_CACHE_ENV = "REFSR_REFERENCE_CACHE_MB"
 ALBUM_CONFIG_NAME = "refsr.toml"
 DEFAULT_OUT_NAME = "enhanced"  # inside the album; ScanSettings excludes it by default
-MODEL_RELPATH = Path("models/ttsr-lite/ttsr-lite-x4.safetensors")
 
 
 class DeviceChoice(enum.StrEnum):
@@ -60,8 +59,8 @@ def default_home(env: Mapping[str, str]) -> Path:
 
 
 def default_model_path() -> Path:
-    """The compact checkpoint shipped with the project: <repo>/models/ttsr-lite/ttsr-lite-x4.safetensors."""
-    return Path(__file__).resolve().parents[1] / MODEL_RELPATH
+    """The compact checkpoint shipped with the project (``ttsr_core.config.SHIPPED_MODEL``)."""
+    return SHIPPED_MODEL
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> None:

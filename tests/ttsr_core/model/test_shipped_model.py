@@ -8,12 +8,12 @@ import pytest
 from PIL import Image
 
 from ttsr_core.model.checkpoint import CheckpointLayout, load_checkpoint
-from ttsr_core.config import preset
+from ttsr_core.config import SHIPPED_MODEL, preset
 from ttsr_core.model.inference import resize_bicubic, super_resolve
 from ttsr_core.metrics import psnr_y
 
 ROOT = Path(__file__).resolve().parents[3]
-SHIPPED = ROOT / "models" / "ttsr-lite" / "ttsr-lite-x4.safetensors"
+SHIPPED = SHIPPED_MODEL
 PHOTO = ROOT / "examples" / "album" / "graffiti" / "graf3.png"  # a real photo shipped in the repo
 
 
