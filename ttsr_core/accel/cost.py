@@ -2,7 +2,7 @@
 
 Counts the convolutions of the network as defined (``net.MainNet``, ``lte.LTE``): output pixels ×
 output channels × input channels × kernel area; biases, activations, resampling and copies are not
-multiply-adds and are left out (``benchmarks/inference_profile.py`` times them with the rest).
+multiply-adds and are left out (``benchmarks/inference/stages.py`` times them with the rest).
 The fused backend runs the 1×1 convolutions that follow an upsampling before it, so it does slightly
 fewer than these counts; tests/ttsr_core/accel/test_cost.py checks the counts against the modules.
 """

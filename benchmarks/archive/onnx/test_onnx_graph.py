@@ -1,8 +1,9 @@
-"""benchmarks/onnx_graph.py computes MainNet's function: the ONNX Runtime timings of ``--part onnx`` are of the same network."""
-from __future__ import annotations
+"""onnx_graph.py computes MainNet's function: the archived ONNX Runtime timings are of the same network.
 
-import sys
-from pathlib import Path
+Archived with the trial, outside the test suite: ``.venv/bin/python -m pytest -q benchmarks/archive/onnx``
+from the repository root (pytest puts this folder on the path for ``onnx_graph``).
+"""
+from __future__ import annotations
 
 import pytest
 import torch
@@ -12,10 +13,7 @@ from ttsr_core.config import TTSRConfig
 from ttsr_core.model.inference import prepare_for_inference
 from ttsr_core.model.net import TTSR
 
-from .ttsr_core.conftest import TINY
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from onnx_graph import (  # noqa: E402
+from onnx_graph import (
     ExportableMainNet,
     bicubic_up_polyphase,
     bicubic_up_transposed,
@@ -23,6 +21,7 @@ from onnx_graph import (  # noqa: E402
     make_session,
     run,
 )
+from tests.ttsr_core.conftest import TINY
 
 CONFIGS = [
     TINY,

@@ -1,4 +1,4 @@
-"""The main network as an ONNX graph for ONNX Runtime, for ``inference_profile.py --part onnx / int8``.
+"""The main network as an ONNX graph for ONNX Runtime, for the archived ``onnx_runtime.py`` and ``int8.py`` trials.
 
 ONNX Runtime is the engine immich's ML service runs on CPU. The graph exported here is
 :class:`~ttsr_core.model.net.MainNet`'s function in :mod:`ttsr_core.accel.fused`'s order (1×1 convolutions
@@ -6,7 +6,7 @@ before the bicubic upsampling that follows them), with the upsampling written as
 convolutions (:func:`bicubic_up_graph`). Exported as it is, MainNet's bicubic ``F.interpolate``
 becomes ORT's cubic ``Resize``, and that graph took 8.9 s per tile against 1.5 s fused
 (benchmarks/README.md, "ONNX Runtime and int8"). Only float rounding differs from the eager
-reference (tests/test_onnx_graph.py).
+reference (test_onnx_graph.py beside it).
 
 A measurement, not a backend: in float32 this graph ran at 0.80× the speed of ``Backend.FUSED`` on
 the tile case, so nothing in ttsr_core imports it.
@@ -82,7 +82,7 @@ def bicubic_up_transposed(x: torch.Tensor, factor: int) -> torch.Tensor:
 def bicubic_up_graph(x: torch.Tensor, factor: int) -> torch.Tensor:
     """The faster form in ONNX Runtime of each factor: transposed convolutions at ×2 (0.04 s vs 0.10 s
     polyphase), polyphase at ×4 (0.10 s vs 0.16 s); best of 3 on one 32×188×248 map, 2 threads, with
-    a one-off script on 2026-11-29 (not a part of inference_profile.py)."""
+    a one-off script on 2026-11-29 (not a part of these trials)."""
     return bicubic_up_transposed(x, factor) if factor == 2 else bicubic_up_polyphase(x, factor)
 
 
