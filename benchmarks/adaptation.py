@@ -27,15 +27,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ttsr_core.training.adapt import AdaptPart, AdaptSettings, adapt  # noqa: E402
-from ttsr_core.model.checkpoint import load_checkpoint  # noqa: E402
 from ttsr_core.config import SearchConfig, SearchMode  # noqa: E402
+from ttsr_core.metrics import psnr_y  # noqa: E402
+from ttsr_core.model.checkpoint import load_checkpoint  # noqa: E402
 from ttsr_core.model.consistency import make_consistent  # noqa: E402
+from ttsr_core.model.inference import super_resolve  # noqa: E402
+from ttsr_core.training.adapt import AdaptPart, AdaptSettings, adapt  # noqa: E402
 from ttsr_core.training.data import load_photo  # noqa: E402
 from ttsr_core.training.degradations import degrade  # noqa: E402
 from ttsr_core.training.evaluate import crop4  # noqa: E402
-from ttsr_core.model.inference import super_resolve  # noqa: E402
-from ttsr_core.metrics import psnr_y  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

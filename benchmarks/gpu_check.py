@@ -20,8 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ttsr_core.model.checkpoint import load_checkpoint  # noqa: E402
 from ttsr_core.config import SHIPPED_MODEL, SearchConfig, SearchMode, TTSRConfig  # noqa: E402
+from ttsr_core.model.checkpoint import load_checkpoint  # noqa: E402
 from ttsr_core.model.inference import prepare_for_inference, super_resolve  # noqa: E402
 from ttsr_core.model.net import TTSR  # noqa: E402
 

@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 import torch
 
-from ttsr_core.config import TTSRConfig
 from durable.files import atomic_write, sha256_file
+from ttsr_core.config import TTSRConfig
 from ttsr_core.model.net import TTSR
 
 logger = logging.getLogger(__name__)

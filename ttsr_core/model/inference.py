@@ -10,10 +10,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ttsr_core.accel.heap import retained_heap
 from ttsr_core.arrays import check_rgb, resize_bicubic
 from ttsr_core.config import MIN_REF_SIDE, SCALE, Backend, Precision, SearchConfig, TileConfig
 from ttsr_core.device import autocast, resolve_device
-from ttsr_core.accel.heap import retained_heap
 from ttsr_core.model.net import TTSR, EncodedReferences
 from ttsr_core.model.reference_cache import ReferenceCache
 from ttsr_core.model.tiling import tiled_forward

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttsr_core.config import Backend, SearchConfig, TTSRConfig
 from ttsr_core.accel.fused import fused_forward
+from ttsr_core.config import Backend, SearchConfig, TTSRConfig
 from ttsr_core.model.lte import LTE
 from ttsr_core.model.search import TextureTransfer, hard_and_soft_attention, search_and_transfer
 

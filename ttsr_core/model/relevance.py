@@ -12,9 +12,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ttsr_core.accel.gemm import matmul_nt
 from ttsr_core.config import SearchConfig
 from ttsr_core.device import torch_dtype
-from ttsr_core.accel.gemm import matmul_nt
 
 NORM_EPS = 1e-12  # F.normalize's default: x / max(||x||, eps)
 

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ttsr_core.training.data import PairSettings, WarpedPairs
 from ttsr_core.device import autocast
-from ttsr_core.training.losses import reconstruction_loss
 from ttsr_core.model.net import TTSR
+from ttsr_core.training.data import PairSettings, WarpedPairs
+from ttsr_core.training.losses import reconstruction_loss
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ttsr_core.config import SCALE
-from ttsr_core.training.degradations import REFERENCE_PHOTOMETRY, Chain, OneOf, lr_pipeline
 from ttsr_core.model.inference import resize_bicubic
+from ttsr_core.training.degradations import REFERENCE_PHOTOMETRY, Chain, OneOf, lr_pipeline
 from ttsr_core.training.photo_pairs import PhotoPair, pair_sample, read_photo_pairs
 from ttsr_core.training.warp import FAR_VIEW, NEAR_VIEW, ViewSettings, correspondences, photo_units_per_pixel, render, sample_view
 

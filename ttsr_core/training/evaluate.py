@@ -24,15 +24,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ttsr_core.model.checkpoint import load_checkpoint
 from ttsr_core.config import SCALE, Precision, SearchConfig, SearchMode
+from ttsr_core.metrics import lr_fidelity, psnr_y, ssim_y
+from ttsr_core.model.checkpoint import load_checkpoint
 from ttsr_core.model.consistency import make_consistent
+from ttsr_core.model.inference import resize_bicubic, super_resolve
+from ttsr_core.model.net import TTSR
 from ttsr_core.training.data import load_photo
 from ttsr_core.training.degradations import LR_PIPELINES, degrade
-from ttsr_core.model.inference import resize_bicubic, super_resolve
 from ttsr_core.training.matching import graf_sample, score, warped_samples
-from ttsr_core.metrics import lr_fidelity, psnr_y, ssim_y
-from ttsr_core.model.net import TTSR
 
 logger = logging.getLogger(__name__)
 

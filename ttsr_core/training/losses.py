@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttsr_core.training.data import SAMPLE_KINDS
 from ttsr_core.model.net import TTSR, TTSROutput
+from ttsr_core.training.data import SAMPLE_KINDS
 
 # The paper's weights (Yang et al. 2020, §4.1): λrec = 1, λper = 1e-2, λadv = 1e-3.
 TPL_WEIGHT = 1e-2

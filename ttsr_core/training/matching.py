@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from ttsr_core.config import SCALE, SearchConfig
+from ttsr_core.model.net import TTSR
+from ttsr_core.model.relevance import exact_search
 from ttsr_core.training.correspondence import homography_truth, matching_accuracy, read_opencv_matrix
 from ttsr_core.training.data import PairSettings, WarpedPairs, load_photo, make_sample
 from ttsr_core.training.degradations import lr_pipeline
-from ttsr_core.model.net import TTSR
-from ttsr_core.model.relevance import exact_search
 
 
 @dataclass(frozen=True)

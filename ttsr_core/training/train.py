@@ -22,15 +22,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from durable.files import atomic_write
-from ttsr_core.model.checkpoint import load_checkpoint, save_checkpoint
 from ttsr_core.config import PRESETS, preset
+from ttsr_core.device import resolve_device
+from ttsr_core.model.checkpoint import load_checkpoint, save_checkpoint
+from ttsr_core.model.net import TTSR
 from ttsr_core.training.correspondence import TEMPERATURE, contrastive_loss
 from ttsr_core.training.data import CUFEDPairs, PairSettings, WarpedPairs, list_images, load_photo
 from ttsr_core.training.degradations import LR_PIPELINES
-from ttsr_core.device import resolve_device
-from ttsr_core.training.losses import (ADV_WEIGHT, TPL_WEIGHT, Discriminator, gate_loss, gradient_penalty, reconstruction_loss,
-                     transferal_perceptual_loss)
-from ttsr_core.model.net import TTSR
+from ttsr_core.training.losses import (
+    ADV_WEIGHT, TPL_WEIGHT, Discriminator, gate_loss, gradient_penalty, reconstruction_loss,
+    transferal_perceptual_loss,
+)
 from ttsr_core.training.photo_pairs import read_photo_pairs
 from ttsr_core.training.train_validation import holdout_batches, pair_batches, validate
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ttsr_core.model.net import TTSR
 from ttsr_core.training.data import PairSettings, WarpedPairs, load_photo, make_sample
 from ttsr_core.training.degradations import lr_pipeline
 from ttsr_core.training.matching import score as matching_score
-from ttsr_core.model.net import TTSR
 from ttsr_core.training.photo_pairs import PhotoPair, pair_sample
 
 

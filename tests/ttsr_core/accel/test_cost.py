@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ttsr_core.config import SearchConfig, TTSRConfig
 from ttsr_core.accel.cost import coarse_search_macs, exact_search_macs, forward_macs, lte_macs, main_net_macs
+from ttsr_core.config import SearchConfig, TTSRConfig
 from ttsr_core.model.net import TTSR
 
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ttsr_core.config import TTSRConfig
 from ttsr_core.accel.fused import fused_forward
 from ttsr_core.accel.heap import retained_heap
+from ttsr_core.accel.upsample import bicubic_up
+from ttsr_core.config import TTSRConfig
 from ttsr_core.model.inference import prepare_for_inference, super_resolve
 from ttsr_core.model.net import TTSR, resolve_backend
-from ttsr_core.accel.upsample import bicubic_up
 
 from ..conftest import TINY, image
 

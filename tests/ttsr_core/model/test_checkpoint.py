@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ttsr_core.model.checkpoint import CheckpointError, CheckpointLayout, infer_config, load_checkpoint, save_checkpoint
 from ttsr_core.config import TTSRConfig
+from ttsr_core.model.checkpoint import CheckpointError, CheckpointLayout, infer_config, load_checkpoint, save_checkpoint
 from ttsr_core.model.net import TTSR
 
 from ..conftest import TINY

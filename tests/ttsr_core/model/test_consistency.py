@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from ttsr_core.arrays import resize_bicubic
-from ttsr_core.model.consistency import JPEG_GRID, back_project, jpeg_grid_score, make_consistent
 from ttsr_core.metrics import lr_fidelity
+from ttsr_core.model.consistency import JPEG_GRID, back_project, jpeg_grid_score, make_consistent
 
 
 def _scene(h: int = 160, w: int = 200, seed: int = 0) -> np.ndarray:

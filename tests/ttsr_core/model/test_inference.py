@@ -5,16 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from ttsr_core.config import TTSRConfig
 from ttsr_core.device import resolve_device
 from ttsr_core.model.inference import (
-    inference_model,
-    prepare_for_inference,
-    prepare_reference,
-    super_resolve,
-    to_tensor,
-    to_uint8,
+    inference_model, prepare_for_inference, prepare_reference, super_resolve, to_tensor, to_uint8,
 )
-from ttsr_core.config import TTSRConfig
 from ttsr_core.model.net import TTSR
 
 from ..conftest import image

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ttsr_core.model.checkpoint import CheckpointLayout, load_checkpoint
 from ttsr_core.config import SHIPPED_MODEL, preset
-from ttsr_core.model.inference import resize_bicubic, super_resolve
 from ttsr_core.metrics import psnr_y
+from ttsr_core.model.checkpoint import CheckpointLayout, load_checkpoint
+from ttsr_core.model.inference import resize_bicubic, super_resolve
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = SHIPPED_MODEL

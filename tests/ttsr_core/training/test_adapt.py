@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ttsr_core.training.adapt import AdaptPart, AdaptSettings, adapt
 from ttsr_core.model.net import TTSR
+from ttsr_core.training.adapt import AdaptPart, AdaptSettings, adapt
 
 from ..conftest import TINY, image
 

@@ -10,16 +10,12 @@ import torch
 from PIL import Image
 
 from ttsr_core.config import SearchConfig
-from ttsr_core.training.correspondence import (
-    contrastive_loss,
-    homography_truth,
-    matching_accuracy,
-    patch_descriptors,
-    read_opencv_matrix,
-)
-from ttsr_core.training.matching import graf_sample, score
 from ttsr_core.model.net import TTSR
 from ttsr_core.model.relevance import exact_search
+from ttsr_core.training.correspondence import (
+    contrastive_loss, homography_truth, matching_accuracy, patch_descriptors, read_opencv_matrix,
+)
+from ttsr_core.training.matching import graf_sample, score
 
 from ..conftest import TINY
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ttsr_core.training import degradations as dg
 from ttsr_core.model.inference import resize_bicubic
+from ttsr_core.training import degradations as dg
 
 from ..conftest import image
 

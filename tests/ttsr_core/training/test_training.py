@@ -10,14 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+from ttsr_core.metrics import psnr_y, rgb_to_y, ssim_y
+from ttsr_core.model.checkpoint import load_checkpoint, save_checkpoint
+from ttsr_core.model.inference import resize_bicubic
+from ttsr_core.model.net import TTSR
 from ttsr_core.training import evaluate as evaluate_mod
 from ttsr_core.training import train as train_mod
-from ttsr_core.model.checkpoint import load_checkpoint, save_checkpoint
 from ttsr_core.training.data import CUFEDPairs, PairSettings, WarpedPairs, make_sample
 from ttsr_core.training.degradations import degrade
-from ttsr_core.model.inference import resize_bicubic
-from ttsr_core.metrics import psnr_y, rgb_to_y, ssim_y
-from ttsr_core.model.net import TTSR
 
 from ..conftest import TINY, image
 
