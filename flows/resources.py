@@ -52,15 +52,14 @@ def _gpu_lock_path() -> Path:
     return Path(tempfile.gettempdir()) / "refsr-gpu-locks" / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}.lock"
 
 
-def resolve_device(choice: DeviceChoice, precision: Precision | None = None) -> DeviceSpec:
-    """auto → CUDA (bf16 autocast where supported, else fp16) when present, else CPU in float32.
+def device_spec(choice: DeviceChoice, precision: Precision | None = None) -> DeviceSpec:
+    """The device (``ttsr_core.device.resolve_device``) and its autocast: CUDA in bf16 where supported, else fp16; CPU in float32.
 
     ``precision`` overrides the device's default autocast (float32 = none).
     """
-    from ttsr_core.device import cpu_has_native_bf16, default_amp
-    from ttsr_core.device import resolve_device as resolve_torch_device
+    from ttsr_core.device import cpu_has_native_bf16, default_amp, resolve_device
 
-    device = resolve_torch_device(choice.value)
+    device = resolve_device(choice.value)
     amp = default_amp(device) if precision is None else None if precision is Precision.FLOAT32 else precision
     if device.type == "cpu" and amp is Precision.FLOAT16:
         raise ValueError("float16 autocast needs a CUDA device (none here); on a CPU use bfloat16 or float32")
@@ -130,7 +129,7 @@ class Resources:
     def device(self) -> DeviceSpec:
         with self._lock:
             if self._device is None:
-                self._device = resolve_device(self.spec.device, self.spec.precision)
+                self._device = device_spec(self.spec.device, self.spec.precision)
             return self._device
 
     def model(self) -> LoadedCheckpoint:
