@@ -2,7 +2,7 @@
 
 Protocol: the different-photograph yardstick (``data/different-pairs/pairs.tsv``) grouped by scene (the
 file-name prefix before ``__``). For each scene the "album" is the scene's reference photos only; its
-targets are never seen. ``ttsr_core.adapt.adapt`` tunes the base model on the references and the
+targets are never seen. ``ttsr_core.training.adapt.adapt`` tunes the base model on the references and the
 scene's pairs are evaluated (right reference, clean bicubic and JPEG-q75 LR, Y-PSNR with a 4-px
 border, photos at a long side of ``--max-side``, back-projection as ``refsr enhance`` does) after
 each number of steps in ``--curve``. Prints the mean gain over the base model per step count.
@@ -27,15 +27,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ttsr_core.adapt import AdaptPart, AdaptSettings, adapt  # noqa: E402
-from ttsr_core.checkpoint import load_checkpoint  # noqa: E402
 from ttsr_core.config import SearchConfig, SearchMode  # noqa: E402
-from ttsr_core.consistency import make_consistent  # noqa: E402
-from ttsr_core.data import load_photo  # noqa: E402
-from ttsr_core.degradations import degrade  # noqa: E402
-from ttsr_core.evaluate import crop4  # noqa: E402
-from ttsr_core.inference import super_resolve  # noqa: E402
 from ttsr_core.metrics import psnr_y  # noqa: E402
+from ttsr_core.model.checkpoint import load_checkpoint  # noqa: E402
+from ttsr_core.model.consistency import make_consistent  # noqa: E402
+from ttsr_core.model.inference import super_resolve  # noqa: E402
+from ttsr_core.training.adapt import AdaptPart, AdaptSettings, adapt  # noqa: E402
+from ttsr_core.training.data import load_photo  # noqa: E402
+from ttsr_core.training.degradations import degrade  # noqa: E402
+from ttsr_core.training.evaluate import crop4  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -20,14 +20,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ttsr_core.checkpoint import load_checkpoint  # noqa: E402
-from ttsr_core.config import SearchConfig, SearchMode, TTSRConfig  # noqa: E402
-from ttsr_core.inference import prepare_for_inference, super_resolve  # noqa: E402
-from ttsr_core.net import TTSR  # noqa: E402
+from ttsr_core.config import SHIPPED_MODEL, SearchConfig, SearchMode, TTSRConfig  # noqa: E402
+from ttsr_core.model.checkpoint import load_checkpoint  # noqa: E402
+from ttsr_core.model.inference import prepare_for_inference, super_resolve  # noqa: E402
+from ttsr_core.model.net import TTSR  # noqa: E402
 
 AUTOCAST_TOLERANCE = {torch.bfloat16: 0.1, torch.float16: 0.02}  # max |Δ| in [-1, 1] on the tiny model
 FUSED_TOLERANCE = 1e-4
-CKPT = ROOT / "models" / "ttsr-lite" / "ttsr-lite-x4.safetensors"
 
 
 def _images(h: int, w: int, rh: int, rw: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +106,7 @@ def check_faiss(dry_run: bool) -> bool:
 def timing_table(device: torch.device, dry_run: bool) -> None:
     """Whole super_resolve on the device: search mode × precision, untiled and 256-px tiles."""
     h, w, rh, rw = (20, 24, 80, 96) if dry_run else (360, 480, 1440, 1920)
-    model = load_checkpoint(CKPT).model if CKPT.exists() else TTSR(TTSRConfig()).eval()
+    model = load_checkpoint(SHIPPED_MODEL).model if SHIPPED_MODEL.exists() else TTSR(TTSRConfig()).eval()
     model = prepare_for_inference(model, device)
     lr, ref = _images(h, w, rh, rw)
     print(f"## Timing: LR {w}×{h} + ref {rw}×{rh}, {device}\n")

@@ -1,4 +1,4 @@
-"""Should a candidate checkpoint become the default? Compares ``ttsr_core.evaluate`` JSON reports.
+"""Should a candidate checkpoint become the default? Compares ``ttsr_core.training.evaluate`` JSON reports.
 
 The rule (issue 20): a new default ships only if, on the different-photograph yardstick, its gain over
 bicubic with the right reference beats both the current default's and the round-1 model's, for clean

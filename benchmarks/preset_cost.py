@@ -12,7 +12,7 @@ import time
 import torch
 
 from ttsr_core.config import SearchConfig, SearchMode, preset
-from ttsr_core.net import TTSR
+from ttsr_core.model.net import TTSR
 
 
 def _inputs(n: int, h: int, w: int, rh: int, rw: int) -> tuple[torch.Tensor, ...]:

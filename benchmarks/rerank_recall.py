@@ -31,7 +31,7 @@ from pipeline.params import RerankSettings  # noqa: E402
 from pipeline.retrieval import texture_relevance  # noqa: E402
 from pipeline.vector_index import IndexSettings, VectorIndex  # noqa: E402
 from retrieval_recall import IMAGE_SUFFIXES, load_rgb, read_pairs  # noqa: E402
-from ttsr_core.checkpoint import load_checkpoint  # noqa: E402
+from ttsr_core.model.checkpoint import load_checkpoint  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -49,8 +49,8 @@ def child(case: str, impl: str, threads: int | None, budget_mb: float | None) ->
     import torch
 
     from ttsr_core.config import SearchConfig, preset
-    from ttsr_core.net import TTSR
-    from ttsr_core.search import full_matrix_search_transfer, search_and_transfer
+    from ttsr_core.model.net import TTSR
+    from ttsr_core.model.search import full_matrix_search_transfer, search_and_transfer
 
     if threads:
         torch.set_num_threads(threads)

@@ -19,41 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-LITE_CKPT = ROOT / "models" / "ttsr-lite" / "ttsr-lite-x4.safetensors"
+from harness import ROOT, enhance_case, load_model, peak_mb, run_child
+
 CASES = {"480x360": (480, 360, 1920, 1440), "cufed5": (125, 83, 500, 332)}
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _model(name: str):
-    import torch
-
-    from ttsr_core.checkpoint import load_checkpoint
-    from ttsr_core.config import preset
-    from ttsr_core.net import TTSR
-
-    if name == "ttsr-lite" and LITE_CKPT.exists():
-        return load_checkpoint(LITE_CKPT).model.eval(), f"checkpoint {LITE_CKPT.relative_to(ROOT)}"
-    torch.manual_seed(0)
-    return TTSR(preset(name)).eval(), "random weights"
-
-
-def _child(args: list[str]) -> dict:
-    res = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if res.returncode != 0:
-        raise RuntimeError(f"child {args} failed:\n{res.stderr[-2000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------------------- children
@@ -99,11 +72,11 @@ def child_search(model_name: str, case: str, mode: str, dtype: str | None, time_
     import torch.nn.functional as F
 
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.fast_search import coarse_to_fine_search, refinement_jobs, refinement_macs
-    from ttsr_core.relevance import exact_search
+    from ttsr_core.model.fast_search import coarse_to_fine_search, refinement_jobs, refinement_macs
+    from ttsr_core.model.relevance import exact_search
 
     lr_w, lr_h, ref_w, ref_h = CASES[case]
-    model, weights = _model(model_name)
+    model, weights = load_model(model_name)
     g = torch.Generator().manual_seed(1)
     # Smooth random images (bicubic-upsampled noise) so that fast search sees spatially coherent
     # features as in photos; white noise would give every coarse neighbour a different match.
@@ -117,7 +90,7 @@ def child_search(model_name: str, case: str, mode: str, dtype: str | None, time_
     c, h, w = q.shape
     kh, kw = k.shape[1:]
     cfg = SearchConfig(mode=SearchMode(mode), matmul_dtype=dtype)
-    rss_features = _peak_mb()
+    rss_features = peak_mb()
     rows = h
     if mode == "exact" and time_budget_s is not None:
         # Probe 4 query rows, then time as many rows as fit the budget (cost ∝ rows).
@@ -135,7 +108,7 @@ def child_search(model_name: str, case: str, mode: str, dtype: str | None, time_
     elapsed = time.perf_counter() - t0
     out = {"model": model_name, "weights": weights, "case": case, "mode": mode, "dtype": dtype or "float32",
            "measured_s": elapsed, "rows": rows, "h": h, "extrapolated": rows < h, "wall_s": elapsed * h / rows,
-           "peak_rss_mb": _peak_mb(), "rss_after_features_mb": rss_features, "channels": c}
+           "peak_rss_mb": peak_mb(), "rss_after_features_mb": rss_features, "channels": c}
     if mode == "fast":
         f = cfg.coarse_factor
         qc, kc = F.avg_pool2d(q[None], f, ceil_mode=True)[0], F.avg_pool2d(k[None], f, ceil_mode=True)[0]
@@ -148,32 +121,18 @@ def child_search(model_name: str, case: str, mode: str, dtype: str | None, time_
     return out
 
 
-def _enhance_case():  # type: ignore[no-untyped-def]
-    """The 480×360 target and 1920×1440 reference of the whole-enhancement measurements (uint8 RGB)."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:360, 0:480].astype(np.float32)
-    lr = np.clip(127 + 60 * np.sin(xx / 9)[..., None] * np.cos(yy / 7)[..., None] + rng.normal(0, 20, (360, 480, 3)),
-                 0, 255).astype(np.uint8)
-    yy, xx = np.mgrid[0:1440, 0:1920].astype(np.float32)
-    ref = np.clip(127 + 60 * np.sin(xx / 36)[..., None] * np.cos(yy / 28)[..., None] + rng.normal(0, 20, (1440, 1920, 3)),
-                  0, 255).astype(np.uint8)
-    return lr, ref
-
-
 def child_enhance(model_name: str, mode: str, tile: int | None) -> dict:
     import torch
 
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import super_resolve
+    from ttsr_core.model.inference import super_resolve
 
-    model, weights = _model(model_name)
-    lr, ref = _enhance_case()
+    model, weights = load_model(model_name)
+    lr, ref = enhance_case()
     t0 = time.perf_counter()
     res = super_resolve(model, lr, [ref], search=SearchConfig(mode=SearchMode(mode)), tile=tile)
     return {"model": model_name, "weights": weights, "mode": mode, "tile": tile, "wall_s": time.perf_counter() - t0,
-            "peak_rss_mb": _peak_mb(), "shape": list(res.image.shape), "threads": torch.get_num_threads()}
+            "peak_rss_mb": peak_mb(), "shape": list(res.image.shape), "threads": torch.get_num_threads()}
 
 
 def child_validation(model_name: str, max_side: int) -> dict:
@@ -182,13 +141,13 @@ def child_validation(model_name: str, max_side: int) -> dict:
     from PIL import Image
 
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import prepare_reference, resize_bicubic, super_resolve, to_tensor, to_uint8
+    from ttsr_core.model.inference import prepare_reference, resize_bicubic, super_resolve, to_tensor, to_uint8
     from ttsr_core.metrics import psnr_y
-    from ttsr_core.relevance import exact_search, relevance_at
-    from ttsr_core.search import texture_table, transfer_texture
-    from ttsr_core.fast_search import coarse_to_fine_search
+    from ttsr_core.model.relevance import exact_search, relevance_at
+    from ttsr_core.model.search import texture_table, transfer_texture
+    from ttsr_core.model.fast_search import coarse_to_fine_search
 
-    model, weights = _model(model_name)
+    model, weights = load_model(model_name)
     data = ROOT / "data" / "validation"
     rows = []
     for line in (data / "pairs.tsv").read_text().strip().splitlines():
@@ -239,14 +198,14 @@ def child_validation(model_name: str, max_side: int) -> dict:
             "t_exact": t_exact, "t_fast": t_fast,
         })
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    return {"model": model_name, "weights": weights, "max_side": max_side, "rows": rows, "peak_rss_mb": _peak_mb()}
+    return {"model": model_name, "weights": weights, "max_side": max_side, "rows": rows, "peak_rss_mb": peak_mb()}
 
 
 # ------------------------------------------------------------------------------------------- parent
 
 
 def part_peak() -> None:
-    r = _child(["peak"])
+    r = run_child(__file__, ["peak"])
     print(f"CPU flags: {' '.join(r['cpu_flags']) or 'unknown'}; torch.mm on {r['threads']} threads, best of 3: "
           f"float32 {r['float32']:.1f} GFLOP/s ({r['float32_n']}²), "
           f"bfloat16 {r['bfloat16']:.1f} GFLOP/s ({r['bfloat16_n']}²)")
@@ -257,8 +216,8 @@ def part_synthetic(exact_budget_s: float, cases: list[str], models: list[str]) -
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
     for case in cases:
         for model in models:
-            fast = _child(["search", model, case, "fast", None, None])
-            exact = _child(["search", model, case, "exact", None, exact_budget_s])
+            fast = run_child(__file__, ["search", model, case, "fast", None, None])
+            exact = run_child(__file__, ["search", model, case, "exact", None, exact_budget_s])
             for r in (exact, fast):
                 note = r["weights"]
                 if r["extrapolated"]:
@@ -276,7 +235,7 @@ def part_enhance() -> None:
     print("| model | search | tile | wall s | peak RSS MB | output |")
     print("| --- | --- | --- | ---: | ---: | --- |")
     for mode, tile in (("fast", None), ("fast", 256), ("fast", 128)):
-        r = _child(["enhance", "ttsr-lite", mode, tile])
+        r = run_child(__file__, ["enhance", "ttsr-lite", mode, tile])
         print(f"| ttsr-lite ({r['weights']}) | {mode} | {tile} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | "
               f"{r['shape'][1]}×{r['shape'][0]} |", flush=True)
 
@@ -286,10 +245,10 @@ def child_profile(tile: int | None) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from ttsr_core.config import SearchConfig, SearchMode
-    from ttsr_core.inference import super_resolve
+    from ttsr_core.model.inference import super_resolve
 
-    model, weights = _model("ttsr-lite")
-    lr, ref = _enhance_case()
+    model, weights = load_model("ttsr-lite")
+    lr, ref = enhance_case()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
         super_resolve(model, lr, [ref], search=SearchConfig(mode=SearchMode.FAST), tile=tile)
@@ -320,9 +279,9 @@ def child_conv_layout() -> dict:
 
 
 def part_profile() -> None:
-    r = _child(["conv_layout"])
+    r = run_child(__file__, ["conv_layout"])
     print(f"3×3 conv 32→32 at 1000×752, best of 3: NCHW {r['nchw']:.3f} s, channel-last {r['channels_last']:.3f} s")
-    r = _child(["profile", 256])
+    r = run_child(__file__, ["profile", 256])
     print(f"\nttsr-lite ({r['weights']}), 480×360 + 1920×1440 ref, fast search, {r['tile']}-px tiles: "
           f"{r['wall_s']:.1f} s under the profiler\n")
     print("| operator | self CPU s | calls |\n| --- | ---: | ---: |")
@@ -333,7 +292,7 @@ def part_profile() -> None:
 def part_validation(model: str, max_side: int) -> None:
     if not (ROOT / "data" / "validation" / "pairs.tsv").exists():
         subprocess.run(["bash", str(ROOT / "scripts" / "fetch_data.sh"), "validation"], check=True)
-    r = _child(["validation", model, max_side])
+    r = run_child(__file__, ["validation", model, max_side])
     print(f"model {r['model']} ({r['weights']}), photos capped at long side {r['max_side']}, peak RSS {r['peak_rss_mb']:.0f} MB")
     print("| pair | LR | ref | same index | mean relevance exact / fast | fast within 1 % | "
           "rebuild Y-PSNR exact / fast | SR Y-PSNR exact / fast (Δ) | search s exact / fast |")

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     relevance_of: Callable[[int, list[int]], dict[int, float]] | None = None
     if args.model is not None:
         from pipeline.retrieval import texture_relevance
-        from ttsr_core.checkpoint import load_checkpoint
+        from ttsr_core.model.checkpoint import load_checkpoint
 
         model = load_checkpoint(args.model).model.eval()
         memo: dict[tuple[int, int], float] = {}

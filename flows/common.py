@@ -21,7 +21,7 @@ from db import queries
 from db.models import Run, RunKind, RunStatus, utcnow
 from flows.identity import is_alive, process_identity
 from flows.settings import Settings
-from ttsr_core.files import atomic_write
+from durable.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

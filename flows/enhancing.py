@@ -37,7 +37,7 @@ from flows.stamping import stamp_request
 from pipeline.attention import attention_path_for
 from pipeline.enhance import enhance_photo, job_key, plan_output_paths, stable_hash
 from pipeline.params import EnhanceParams
-from ttsr_core.files import remove_stale_temps
+from durable.files import remove_stale_temps
 
 logger = logging.getLogger(__name__)
 

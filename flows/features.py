@@ -12,7 +12,7 @@ from flows.common import one_line
 from pipeline.enhance import stable_hash
 from pipeline.params import VerifySettings
 from pipeline.verification import LocalFeatures, local_features
-from ttsr_core.files import atomic_write
+from durable.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from flows.settings import DeviceChoice, Settings, scan_settings
 from pipeline.scan import ScanSettings, candidate_files
 
 _NVIDIA_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version")
-_OWN_FORMAT = "refsr-ttsr"  # ttsr_core.checkpoint.FORMAT_NAME, without importing torch for it
+_OWN_FORMAT = "refsr-ttsr"  # ttsr_core.model.checkpoint.FORMAT_NAME, without importing torch for it
 _AUTHORS_KEY = "MainNet.SFE.conv_head.weight"
 _LOSSLESS = {"png", "tiff", "tif", "bmp"}
 _MB = 1024 * 1024

@@ -15,9 +15,9 @@ from db.models import Album, Enhancement, Photo
 from flows.common import recover_crashed_runs
 from flows.resources import resources_for
 from flows.settings import Settings
+from durable.files import sha256_file
 from pipeline import credentials, xmp
 from pipeline.provenance import Provenance
-from ttsr_core.files import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pipeline import outputs
 from pipeline.enhance import EnhanceResult
 from pipeline.params import EnhanceParams
 from pipeline.retrieval import RankedReference
-from ttsr_core.files import atomic_write, sha256_file
+from durable.files import atomic_write, sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ import logging
 import re
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,8 @@ from ttsr_core.config import Precision
 
 if TYPE_CHECKING:
     from pipeline.vector_index import VectorIndex
-    from ttsr_core.checkpoint import LoadedCheckpoint
-    from ttsr_core.reference_cache import ReferenceCache
+    from ttsr_core.model.checkpoint import LoadedCheckpoint
+    from ttsr_core.model.reference_cache import ReferenceCache
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +52,14 @@ def _gpu_lock_path() -> Path:
     return Path(tempfile.gettempdir()) / "refsr-gpu-locks" / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}.lock"
 
 
-def resolve_device(choice: DeviceChoice, precision: Precision | None = None) -> DeviceSpec:
-    """auto → CUDA (bf16 autocast where supported, else fp16) when present, else CPU in float32.
+def device_spec(choice: DeviceChoice, precision: Precision | None = None) -> DeviceSpec:
+    """The device (``ttsr_core.device.resolve_device``) and its autocast: CUDA in bf16 where supported, else fp16; CPU in float32.
 
     ``precision`` overrides the device's default autocast (float32 = none).
     """
-    from ttsr_core.device import cpu_has_native_bf16, default_amp
-    from ttsr_core.device import resolve_device as resolve_torch_device
+    from ttsr_core.device import cpu_has_native_bf16, default_amp, resolve_device
 
-    device = resolve_torch_device(choice.value)
+    device = resolve_device(choice.value)
     amp = default_amp(device) if precision is None else None if precision is Precision.FLOAT32 else precision
     if device.type == "cpu" and amp is Precision.FLOAT16:
         raise ValueError("float16 autocast needs a CUDA device (none here); on a CPU use bfloat16 or float32")
@@ -120,7 +120,7 @@ class Resources:
         """Encoded references shared by this process's enhancements; a reloaded model never hits the old ones."""
         with self._lock:
             if self._reference_cache is None:
-                from ttsr_core.reference_cache import ReferenceCache
+                from ttsr_core.model.reference_cache import ReferenceCache
 
                 self._reference_cache = ReferenceCache(self.spec.reference_cache_mb * 2**20)
             return self._reference_cache
@@ -129,7 +129,7 @@ class Resources:
     def device(self) -> DeviceSpec:
         with self._lock:
             if self._device is None:
-                self._device = resolve_device(self.spec.device, self.spec.precision)
+                self._device = device_spec(self.spec.device, self.spec.precision)
             return self._device
 
     def model(self) -> LoadedCheckpoint:
@@ -140,8 +140,8 @@ class Resources:
             if self._model is None or self._model[0] != version:
                 import torch  # only for the commands that run a model
 
-                from ttsr_core.checkpoint import load_checkpoint
-                from ttsr_core.inference import prepare_for_inference
+                from ttsr_core.model.checkpoint import load_checkpoint
+                from ttsr_core.model.inference import prepare_for_inference
 
                 logger.info("loading TTSR checkpoint %s on %s", self.spec.model_path, self.device.name)
                 loaded = load_checkpoint(self.spec.model_path, device=self.device.name)
@@ -224,14 +224,31 @@ class Resources:
         return index
 
 
+# Resource sets a process keeps, least recently used dropped first. Each may hold a model, an
+# embedder and a reference cache, so a long-running `refsr serve` asked for many models would
+# otherwise keep every one it ever loaded; two covers a run alternating between two settings.
+MAX_HELD = 2
 _registry_lock = threading.Lock()
-_per_process: dict[ResourceSpec, Resources] = {}  # the one cache: a process keeps its resources
+_per_process: OrderedDict[ResourceSpec, Resources] = OrderedDict()  # the one cache, most recent last
 
 
 def resources_for(settings: Settings) -> Resources:
-    """This process's Resources for `settings`: built on the first call, the same object afterwards."""
-    spec = ResourceSpec.of(settings)
+    """This process's Resources for `settings`: built on the first call, the same object while it is held."""
+    return held(ResourceSpec.of(settings))
+
+
+def held(spec: ResourceSpec) -> Resources:
+    """The Resources for `spec`, built if absent; the least recently used beyond MAX_HELD are let go.
+
+    A task still working with a dropped Resources keeps it alive until it finishes; the process frees
+    its model once nothing refers to it.
+    """
     with _registry_lock:
-        if spec not in _per_process:
-            _per_process[spec] = Resources(spec)
-        return _per_process[spec]
+        res = _per_process.get(spec)
+        if res is None:
+            res = _per_process[spec] = Resources(spec)
+        _per_process.move_to_end(spec)
+        while len(_per_process) > MAX_HELD:
+            dropped, _ = _per_process.popitem(last=False)
+            logger.info("letting go of the resources for %s (%s held at most)", dropped.model_path.name, MAX_HELD)
+        return res

@@ -22,7 +22,7 @@ from pipeline.embedders import EmbedderKind, EmbedderSettings
 from pipeline.params import EnhanceParams, RerankSettings, RetrievalSettings, VerifySettings
 from pipeline.roles import DEFAULT_REF_RATIO, RelativeRoles
 from pipeline.scan import ScanSettings
-from ttsr_core.config import Precision, SearchConfig, SearchMode
+from ttsr_core.config import SHIPPED_MODEL, Precision, SearchConfig, SearchMode
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ SIGNING_KEY_ENV = "REFSR_SIGNING_KEY"  # PEM private key that signs Content Cred
 SIGNING_CERT_ENV = "REFSR_SIGNING_CERT"  # its PEM certificate chain, signer first
 ALBUM_CONFIG_NAME = "refsr.toml"
 DEFAULT_OUT_NAME = "enhanced"  # inside the album; ScanSettings excludes it by default
-MODEL_RELPATH = Path("models/ttsr-lite/ttsr-lite-x4.safetensors")
 
 
 class DeviceChoice(enum.StrEnum):
@@ -62,8 +61,8 @@ def default_home(env: Mapping[str, str]) -> Path:
 
 
 def default_model_path() -> Path:
-    """The compact checkpoint shipped with the project: <repo>/models/ttsr-lite/ttsr-lite-x4.safetensors."""
-    return Path(__file__).resolve().parents[1] / MODEL_RELPATH
+    """The compact checkpoint shipped with the project (``ttsr_core.config.SHIPPED_MODEL``)."""
+    return SHIPPED_MODEL
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> None:
@@ -121,7 +120,7 @@ class Settings:
     claim_lease_s: float = 60.0
     claim_attempts: int = 3  # a job whose last N holders all died is not claimed again (it kills workers)
     report: bool = True  # build the HTML gallery (and its Prefect artifact) at the end of a run
-    # Encoded references kept per process for the next targets that use them (ttsr_core/reference_cache.py):
+    # Encoded references kept per process for the next targets that use them (ttsr_core/model/reference_cache.py):
     # ~0.7 GB for the compact model and a 1920×1440 reference; 0 keeps none.
     reference_cache_mb: int = 1024
     # Provenance inside each output (pipeline/stamp.py): a signed C2PA manifest, an XMP packet, and the

@@ -62,7 +62,7 @@ def _version() -> list[Any]:
         version = "unknown"
     code = Path(__file__).resolve().parents[1]
     stamps = sorted((str(p.relative_to(code)), p.stat().st_mtime_ns)
-                    for room in ("flows", "pipeline", "ttsr_core", "db") for p in (code / room).rglob("*.py"))
+                    for room in ("flows", "pipeline", "ttsr_core", "db", "durable") for p in (code / room).rglob("*.py"))
     return [version, hashlib.sha256(repr(stamps).encode()).hexdigest()]
 
 

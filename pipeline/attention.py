@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.images import PathLike
 from ttsr_core.config import SCALE
-from ttsr_core.files import atomic_write
+from durable.files import atomic_write
 
 ATTENTION_DIR = ".refsr/attention"  # hidden: album scans skip dot-dirs, so it never becomes input
 
@@ -120,7 +120,7 @@ def reference_point(
         return f"hard attention index {index} is outside the references' {total} positions"
     import torch  # only when a card has hard attention to locate: a gallery of failures never loads it
 
-    from ttsr_core.relevance import split_index
+    from ttsr_core.model.relevance import split_index
 
     which, row, col = (int(t) for t in split_index(torch.tensor([index]), grids))
     shape = ref_shapes[which]

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.embedder_base import check_images, l2_normalise
-from ttsr_core.files import sha256_file
+from durable.files import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ from pipeline.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumb
 from pipeline.vocabulary import CredentialsState
 from ttsr_core.config import MIN_REF_SIDE, SCALE
 from ttsr_core.device import resolve_device
-from ttsr_core.files import sha256_file
-from ttsr_core.consistency import make_consistent
-from ttsr_core.inference import super_resolve
-from ttsr_core.reference_cache import ReferenceCache
-from ttsr_core.net import TTSR
+from durable.files import sha256_file
+from ttsr_core.model.consistency import make_consistent
+from ttsr_core.model.inference import super_resolve
+from ttsr_core.model.reference_cache import ReferenceCache
+from ttsr_core.model.net import TTSR
 
 logger = logging.getLogger(__name__)
 

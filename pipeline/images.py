@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from durable.files import atomic_write
 from pipeline.provenance import Stamp
-from ttsr_core.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ def save_atomic(
     """Write rgb (H, W, 3) uint8 to path so that readers see the old file or the whole new one.
 
     Encodes into a hidden temp file beside it and renames that over the target
-    (ttsr_core.files.atomic_write). EXIF (orientation 1) and an RGB ICC profile from meta are kept
+    (durable.files.atomic_write). EXIF (orientation 1) and an RGB ICC profile from meta are kept
     for JPEG, PNG, WebP and TIFF. Refuses (ValueError) to write onto any path in `protected` (the
     album's inputs). A `stamp` adds save arguments (XMP) and rewrites the bytes (C2PA) before the rename.
     """

@@ -173,7 +173,7 @@ class EnhanceParams:
     output_format: str | None = None  # None: follow the input's format
     quality: int = 95
     amp_dtype: Precision | None = None  # autocast; None = float32
-    # Back-projection steps onto the input (ttsr_core.consistency.make_consistent): an output scaled
+    # Back-projection steps onto the input (ttsr_core.model.consistency.make_consistent): an output scaled
     # back down matches the photo at least as well as bicubic does. 0 turns it off.
     consistency: int = 3
 

@@ -18,8 +18,8 @@ from pipeline.verification import LocalFeatures, local_features, verification_bo
 from ttsr_core.arrays import check_rgb, resize_bicubic
 from ttsr_core.config import MIN_REF_SIDE, SCALE, Precision
 from ttsr_core.device import autocast, resolve_device
-from ttsr_core.inference import inference_model, prepare_reference, to_tensor
-from ttsr_core.net import TTSR
+from ttsr_core.model.inference import inference_model, prepare_reference, to_tensor
+from ttsr_core.model.net import TTSR
 
 logger = logging.getLogger(__name__)
 

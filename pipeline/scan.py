@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline import images, outputs
 from pipeline.roles import RelativeRoles, long_side
 from pipeline.vocabulary import PhotoRole
-from ttsr_core import files
+from durable import files
 
 logger = logging.getLogger(__name__)
 

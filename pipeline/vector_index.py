@@ -13,7 +13,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ttsr_core.files import atomic_write
+from durable.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

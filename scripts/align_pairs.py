@@ -4,7 +4,7 @@
 pairs file: target, reference, the 9 entries of H row by row (full-resolution pixels), inlier count.
 SIFT features, Lowe's ratio test and a MAGSAC++ homography (OpenCV's USAC); a pair with fewer than
 ``--min-inliers`` inliers gets no line, and training then cuts its reference at the same relative place
-(``ttsr_core.photo_pairs``). A homography is exact only for a plane or a distant scene; for the rest it
+(``ttsr_core.training.photo_pairs``). A homography is exact only for a plane or a distant scene; for the rest it
 is where the reference shows a target position roughly, which is what cropping needs.
 """
 from __future__ import annotations

@@ -23,8 +23,8 @@ from pipeline.attention import AttentionMaps, reference_point
 from pipeline.enhance import enhance_arrays, fit_reference
 from pipeline.gallery.heat import peak_region, transfer_weight
 from pipeline.params import EnhanceParams
-from ttsr_core.checkpoint import load_checkpoint
 from ttsr_core.config import SCALE
+from ttsr_core.model.checkpoint import load_checkpoint
 
 
 def _crop(image: np.ndarray, cy: float, cx: float, side: int) -> np.ndarray:

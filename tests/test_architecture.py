@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = {"ttsr_core", "pipeline", "db", "flows"}
+PROJECT = {"ttsr_core", "pipeline", "db", "flows", "durable"}
 
 # Third-party modules each room may import (stdlib is always allowed).
 ALLOWED: dict[str, set[str]] = {
@@ -21,12 +21,28 @@ ALLOWED: dict[str, set[str]] = {
                  "c2pa", "cryptography", "cv2"},
     "db": {"sqlalchemy", "alembic", "psycopg"},
     "flows": {"prefect", "prefect_dask", "torch", "numpy", "PIL", "sqlalchemy", "tqdm"},  # prefect_dask: [dask]
+    "durable": set(),  # file helpers every room may use: the standard library only
 }
-PROJECT_DEPS = {"ttsr_core": set(), "pipeline": {"ttsr_core"}, "db": set(), "flows": {"pipeline", "ttsr_core", "db"}}
+PROJECT_DEPS = {"durable": set(), "ttsr_core": {"durable"}, "pipeline": {"ttsr_core", "durable"}, "db": {"durable"},
+                "flows": {"pipeline", "ttsr_core", "db", "durable"}}
 # Single modules of another room that a room may import beyond PROJECT_DEPS: the database stores the
 # domain's own words, defined once. Such a module may import nothing but the standard library.
 VOCABULARY: dict[str, set[str]] = {"db": {"pipeline.vocabulary"}}
 MAX_LINES = 450  # a file longer than this does more than one job
+MAX_FUNCTION_LINES = 80  # product code: a function longer than this hides steps that deserve names
+MAX_WIDTH = 15  # modules directly in one folder; more and the folder needs rooms of its own
+# Temporary allowances, each to be removed by the change named beside it.
+LONG_FUNCTIONS = {
+    # The parser is split once the CLI branches of round 3 are merged (issue 23, the settings table).
+    "flows/cli_parser.py:build_parser",
+}
+LONG_FILES = {
+    "tests/db/test_queries.py",  # split by query subject after round 3's db branch merges (issue 23)
+}
+WIDE_FOLDERS = {
+    "flows",  # the command-line modules move to flows/cli/ after round 3's CLI branches merge (issue 23)
+}
+CHECKED_ELSEWHERE = {"benchmarks", "tests"}  # file length and folder width apply here too
 
 
 def _sources() -> list[Path]:
@@ -141,3 +157,72 @@ def test_the_cycle_finder_finds_cycles_inside_and_across_folders() -> None:
 def test_no_file_does_several_files_worth_of_work() -> None:
     long = {str(p.relative_to(ROOT)): n for p in _sources() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"files over {MAX_LINES} lines: {long}"
+
+
+# Inside ttsr_core the concerns stack one way: training uses the model, the model uses the speed-ups,
+# and the modules directly in ttsr_core (config, device, arrays, metrics) sit under all three.
+CORE_LAYERS = {"accel": set(), "model": {"accel"}, "training": {"model", "accel"}}
+
+
+def test_ttsr_core_concerns_stack_one_way() -> None:
+    problems = []
+    for name, imported in _graph().items():
+        parts = name.split(".")
+        if parts[0] != "ttsr_core":
+            continue
+        own = parts[1] if len(parts) > 2 else None
+        for target in imported:
+            tparts = target.split(".")
+            if tparts[0] != "ttsr_core" or len(tparts) < 3 or tparts[1] == own:
+                continue
+            if own is None or tparts[1] not in CORE_LAYERS[own]:
+                problems.append(f"{name} imports {target}")
+    assert not problems, "\n".join(sorted(problems))
+
+
+def _all_python() -> list[Path]:
+    """Product code, tests and benchmarks (Alembic's generated revisions excepted)."""
+    rooms = sorted(PROJECT | CHECKED_ELSEWHERE)
+    return [p for room in rooms for p in sorted((ROOT / room).rglob("*.py")) if "migrations" not in p.parts]
+
+
+def test_no_test_or_benchmark_file_does_several_files_worth_of_work() -> None:
+    long = {rel: n for p in _all_python() if p.relative_to(ROOT).parts[0] in CHECKED_ELSEWHERE
+            and (rel := str(p.relative_to(ROOT))) not in LONG_FILES and (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"files over {MAX_LINES} lines: {long}"
+
+
+def _long_functions(path: Path, limit: int, base: Path = ROOT) -> dict[str, int]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    rel = path.relative_to(base)
+    return {f"{rel}:{node.name}": node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit}
+
+
+def test_no_product_function_is_longer_than_the_limit() -> None:
+    long = {name: n for p in _sources() for name, n in _long_functions(p, MAX_FUNCTION_LINES).items()
+            if name not in LONG_FUNCTIONS}
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_function_allowances_are_still_needed() -> None:
+    """An allowance whose function shrank (or moved) is removed, so it cannot cover a new long function."""
+    found = {name for p in _sources() for name in _long_functions(p, MAX_FUNCTION_LINES)}
+    assert LONG_FUNCTIONS <= found, f"remove from LONG_FUNCTIONS: {sorted(LONG_FUNCTIONS - found)}"
+
+
+def test_no_folder_holds_more_than_a_room_full_of_modules() -> None:
+    width: dict[str, int] = {}
+    for p in _all_python():
+        if p.name != "__init__.py":
+            folder = str(p.parent.relative_to(ROOT))
+            width[folder] = width.get(folder, 0) + 1
+    wide = {f: n for f, n in width.items() if n > MAX_WIDTH and f not in WIDE_FOLDERS}
+    assert not wide, f"folders with more than {MAX_WIDTH} modules directly in them: {wide}"
+
+
+def test_the_function_length_check_counts_def_to_last_line(tmp_path: Path) -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    sample = tmp_path / "probe.py"
+    sample.write_text(f"def short():\n    return 1\n\n\ndef long():\n{body}\n")
+    assert _long_functions(sample, MAX_FUNCTION_LINES, tmp_path) == {"probe.py:long": MAX_FUNCTION_LINES + 1}

@@ -4,7 +4,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
+
+# The compact checkpoint shipped with the project (models/ttsr-lite/MODEL_CARD.md): the one place its
+# path is written; the CLI's default model, the benchmarks and the tests take it from here.
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "ttsr-lite" / "ttsr-lite-x4.safetensors"
 
 SCALE = 4  # TTSR's super-resolution factor: LR↑, Ref↓↑ and the three texture scales are built on it
 # One 3×3 lv3 patch covers 12×12 reference pixels: the smallest reference that holds a patch.
@@ -33,7 +38,7 @@ class Backend(StrEnum):
     """How the main network runs at inference; the eager ``MainNet`` is the reference."""
 
     EAGER = "eager"  # MainNet.forward, as trained
-    FUSED = "fused"  # ttsr_core.fused: in-place, 1×1 convs before upsampling, GEMM bicubic (no autograd)
+    FUSED = "fused"  # ttsr_core.accel.fused: in-place, 1×1 convs before upsampling, GEMM bicubic (no autograd)
 
 
 class SearchMode(StrEnum):

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import torch
 
-from .config import Precision
+from ttsr_core.config import Precision
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

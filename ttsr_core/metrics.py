@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arrays import resize_bicubic
+from ttsr_core.arrays import resize_bicubic
 
 
 def rgb_to_y(image: np.ndarray) -> np.ndarray:

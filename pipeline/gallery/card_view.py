@@ -26,7 +26,7 @@ from pipeline.images import UnreadableImageError, read_header, save_atomic, shri
 from pipeline.vocabulary import EnhancementStatus
 from ttsr_core.arrays import resize_bicubic
 from ttsr_core.config import SCALE
-from ttsr_core.files import atomic_write
+from durable.files import atomic_write
 from ttsr_core.metrics import DetailGain, detail_gain
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pipeline.gallery.cards import GalleryCard, GallerySettings
 from pipeline.gallery.page import page
 from pipeline.images import PathLike
 from pipeline.outputs import mark_output_folder
-from ttsr_core.files import atomic_write
+from durable.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

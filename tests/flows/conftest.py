@@ -58,9 +58,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight TTSR small enough that one enhancement takes milliseconds."""
     import torch
 
-    from ttsr_core.checkpoint import save_checkpoint
+    from ttsr_core.model.checkpoint import save_checkpoint
     from ttsr_core.config import TTSRConfig
-    from ttsr_core.net import TTSR
+    from ttsr_core.model.net import TTSR
 
     torch.manual_seed(0)
     model = TTSR(TTSRConfig(num_feat=4, num_block=(1, 1, 1, 1), lte_channels=(4, 4, 8)))
@@ -72,9 +72,9 @@ def other_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Same architecture, other weights: 'a new model'."""
     import torch
 
-    from ttsr_core.checkpoint import save_checkpoint
+    from ttsr_core.model.checkpoint import save_checkpoint
     from ttsr_core.config import TTSRConfig
-    from ttsr_core.net import TTSR
+    from ttsr_core.model.net import TTSR
 
     torch.manual_seed(1)
     model = TTSR(TTSRConfig(num_feat=4, num_block=(1, 1, 1, 1), lte_channels=(4, 4, 8)))

@@ -23,7 +23,7 @@ from db.models import Enhancement, EnhancementStatus, JobClaim, Photo, Run
 from flows.enhancing import enhance_album
 from tests.db.conftest import postgres_schema
 from tests.flows.test_cli import _enhance_args, _env, _finish, _start
-from ttsr_core.files import sha256_file
+from durable.files import sha256_file
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

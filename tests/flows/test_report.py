@@ -20,7 +20,7 @@ from db.engine import init_db, make_session_factory
 from db.models import EnhancementStatus, PhotoRole, RunKind, RunStatus
 from flows import report
 from pipeline.attention import AttentionMaps, save_attention
-from ttsr_core.files import sha256_file
+from durable.files import sha256_file
 
 # Album names chosen to break naive HTML or URL building: markup (with a "/" that makes it a
 # folder), quotes, ampersand, "#", "?", "%", spaces and non-ASCII.

@@ -24,7 +24,7 @@ from flows.indexing import embed_task, scan_task, sync_index_task
 from flows.settings import AlbumConfig, ModelNotFoundError, Settings, index_file, scan_settings
 from pipeline import images
 from pipeline.enhance import plan_output_paths
-from ttsr_core import files
+from durable import files
 from tests.flows.conftest import add_pair
 
 
@@ -327,15 +327,15 @@ def test_precision_setting_chooses_the_autocast(tmp_path: Path, tiny_model: Path
     assert build_parser().parse_args(["sr", "a.jpg", "--ref", "b.jpg", "--out", "c.png", "--precision", "bfloat16"]).precision == "bfloat16"
 
     cpu = DeviceChoice.CPU
-    assert resources.resolve_device(cpu).amp_dtype is None  # CPUs stay float32 unless asked
-    assert resources.resolve_device(cpu, Precision.FLOAT32).amp_dtype is None
+    assert resources.device_spec(cpu).amp_dtype is None  # CPUs stay float32 unless asked
+    assert resources.device_spec(cpu, Precision.FLOAT32).amp_dtype is None
     monkeypatch.setattr("ttsr_core.device.cpu_has_native_bf16", lambda: True)
-    assert resources.resolve_device(cpu, Precision.BFLOAT16).amp_dtype is Precision.BFLOAT16
+    assert resources.device_spec(cpu, Precision.BFLOAT16).amp_dtype is Precision.BFLOAT16
     assert "no native bf16" not in caplog.text
     monkeypatch.setattr("ttsr_core.device.cpu_has_native_bf16", lambda: False)
-    assert resources.resolve_device(cpu, Precision.BFLOAT16).amp_dtype is Precision.BFLOAT16
+    assert resources.device_spec(cpu, Precision.BFLOAT16).amp_dtype is Precision.BFLOAT16
     assert "no native bf16" in caplog.text  # allowed, with the reason it will be slow
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        resources.resolve_device(cpu, Precision.FLOAT16)
+        resources.device_spec(cpu, Precision.FLOAT16)
     spec = resources.ResourceSpec.of(Settings.from_env(env, precision="bfloat16"))
     assert spec.precision is Precision.BFLOAT16  # runs that differ in precision do not share a device spec

@@ -22,7 +22,7 @@ from pipeline.enhance import (
 )
 from pipeline.images import load_rgb
 from ttsr_core.config import SearchConfig, SearchMode, TTSRConfig
-from ttsr_core.net import TTSR
+from ttsr_core.model.net import TTSR
 
 A, B, C, M = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 EXACT = SearchConfig(mode=SearchMode.EXACT)

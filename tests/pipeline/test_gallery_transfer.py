@@ -21,7 +21,7 @@ from pipeline.params import EnhanceParams
 from pipeline.vocabulary import EnhancementStatus
 from ttsr_core.arrays import resize_bicubic
 from ttsr_core.config import SearchConfig, SearchMode, TTSRConfig
-from ttsr_core.net import TTSR
+from ttsr_core.model.net import TTSR
 
 TINY = TTSRConfig(num_feat=8, num_block=(1, 1, 1, 1), lte_channels=(4, 8, 8))
 TOP, LEFT = 48, 64  # the target's window in the reference (multiples of 4: whole lv3 cells)

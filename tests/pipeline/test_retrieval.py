@@ -21,8 +21,8 @@ from pipeline.params import VerifySettings
 from pipeline.vector_index import VectorIndex
 from tests.pipeline.scenes import scene, tilt, view
 from ttsr_core.config import SearchConfig, SearchMode, TTSRConfig
-from ttsr_core.inference import prepare_reference, resize_bicubic, to_tensor
-from ttsr_core.net import TTSR
+from ttsr_core.model.inference import prepare_reference, resize_bicubic, to_tensor
+from ttsr_core.model.net import TTSR
 
 SHA = {i: f"{i:064x}" for i in range(10)}
 

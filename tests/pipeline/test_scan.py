@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline import images, scan
 from pipeline.scan import KnownPhoto, ScanResult, ScanSettings, ScanStatus, classify, scan_album
 from pipeline.vocabulary import PhotoRole
-from ttsr_core import files
+from durable import files
 
 TARGET_DIR = "2019/holiday trip"
 UNICODE_DIR = "Ünïcødé 照片/nested deeper"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ttsr_core.config import TTSRConfig
-from ttsr_core.net import TTSR
+from ttsr_core.model.net import TTSR
 
 TINY = TTSRConfig(num_feat=8, num_block=(1, 1, 1, 1), lte_channels=(4, 8, 8))
 

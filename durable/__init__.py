@@ -1,0 +1,1 @@
+"""Durable files for every room: atomic writes and content hashes (standard library only)."""
