@@ -205,6 +205,14 @@ class EnhanceResult:
     credentials_note: str | None = None  # why an asked-for carrier is missing
 
 
+def _provenance_stamp(stamp: StampRequest, target: tuple[Path, str | None, np.ndarray],
+                      sources: list[tuple[Path, str | None, np.ndarray]], image: np.ndarray) -> ProvenanceStamp:
+    # Ingredients (hash + thumbnail) and the output's thumbnail only go into a signed manifest.
+    signing = stamp.identity is not None
+    return ProvenanceStamp(stamp, ingredients_for(stamp.provenance, target, sources) if signing else (),
+                           thumbnail_jpeg(image) if signing else b"")
+
+
 def enhance_photo(
     model: TTSR,
     target_path: PathLike,
@@ -264,13 +272,9 @@ def enhance_photo(
     t0 = time.perf_counter()
     fmt = params.output_format or Image.registered_extensions().get(out.suffix.lower()) or "PNG"
     fmt = WRITE_FALLBACK.get(fmt, fmt)
-    stamped = None
-    if stamp is not None:
-        signing = stamp.identity is not None
-        sources = [(Path(p), m.format, rgb) for p, (rgb, m) in zip(ref_paths, loaded)]
-        stamped = ProvenanceStamp(
-            stamp, ingredients_for(stamp.provenance, (Path(target_path), meta.format, lr), sources) if signing else (),
-            thumbnail_jpeg(arrays.image) if signing else b"")
+    sources = [(Path(p), m.format, rgb) for p, (rgb, m) in zip(ref_paths, loaded)]
+    stamped = None if stamp is None else _provenance_stamp(stamp, (Path(target_path), meta.format, lr), sources,
+                                                         arrays.image)
     written = images.save_atomic(out, arrays.image, meta, format=fmt, quality=params.quality, protected=guarded,
                                  stamp=stamped)
     attention = None
@@ -282,14 +286,7 @@ def enhance_photo(
     height, width = arrays.image.shape[:2]
     logger.info("enhanced %s → %s (%dx%d, %.2fs)", target_path, written, width, height, timings["sr_s"])
     return EnhanceResult(
-        output_path=written,
-        output_sha256=digest,
-        attention_path=attention,
-        width=width,
-        height=height,
-        format=fmt,
-        device=str(dev),
-        timings=timings,
-        credentials=stamped.state if stamped is not None else None,
+        output_path=written, output_sha256=digest, attention_path=attention, width=width, height=height, format=fmt,
+        device=str(dev), timings=timings, credentials=stamped.state if stamped is not None else None,
         credentials_note=stamped.note if stamped is not None else None,
     )

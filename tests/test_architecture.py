@@ -40,7 +40,10 @@ LONG_FILES = {
     "tests/db/test_queries.py",  # split by query subject after round 3's db branch merges (issue 23)
 }
 WIDE_FOLDERS = {
-    "flows",  # the command-line modules move to flows/cli/ after round 3's CLI branches merge (issue 23)
+    # Round 3's parallel branches (credentials, retrieval, faults) each added modules here; the planned
+    # splits (issue 23) are flows/cli/, pipeline/{embedding,provenance,matching}/ and the tests that
+    # mirror them, and a benchmarks/retrieval/ room. Until then these are the only folders let past the limit.
+    "flows", "pipeline", "tests/flows", "tests/pipeline", "benchmarks",
 }
 CHECKED_ELSEWHERE = {"benchmarks", "tests"}  # file length and folder width apply here too
 

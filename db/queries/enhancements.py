@@ -48,6 +48,16 @@ def output_hashes(session: Session) -> set[str]:
     return set(session.scalars(query))
 
 
+def _reference_rows(references: Sequence[ReferenceRow | tuple[int, int, str, float, float]]) -> list[ReferenceRow]:
+    rows = [ReferenceRow(*row) for row in references]
+    ranks = [row.rank for row in rows]
+    if len(set(ranks)) != len(ranks) or any(rank < 0 for rank in ranks):
+        raise ValueError(f"reference ranks must be distinct and >= 0, got {ranks}")
+    for row in rows:
+        check_sha256(row.ref_sha256, "ref_sha256")
+    return rows
+
+
 def record_enhancement(
     session: Session,
     run_id: int | None,
@@ -91,12 +101,7 @@ def record_enhancement(
             f"a succeeded enhancement needs output_path and output_sha256, got "
             f"{out!r} and {output_sha256!r}"
         )
-    rows = [ReferenceRow(*row) for row in references]
-    ranks = [row.rank for row in rows]
-    if len(set(ranks)) != len(ranks) or any(rank < 0 for rank in ranks):
-        raise ValueError(f"reference ranks must be distinct and >= 0, got {ranks}")
-    for row in rows:
-        check_sha256(row.ref_sha256, "ref_sha256")
+    rows = _reference_rows(references)
 
     enhancement = Enhancement(
         run_id=run_id,
@@ -119,13 +124,8 @@ def record_enhancement(
         credentials_note=credentials_note,
         created_at=utcnow(),
         references=[
-            EnhancementReference(
-                rank=row.rank,
-                ref_photo_id=row.ref_photo_id,
-                ref_sha256=row.ref_sha256,
-                cosine=float(row.cosine),
-                relevance=float(row.relevance),
-            )
+            EnhancementReference(rank=row.rank, ref_photo_id=row.ref_photo_id, ref_sha256=row.ref_sha256,
+                                 cosine=float(row.cosine), relevance=float(row.relevance))
             for row in sorted(rows)
         ],
     )
