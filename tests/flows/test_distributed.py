@@ -80,7 +80,8 @@ def test_a_local_dask_cluster_gives_what_one_process_gives(make_album, settings_
         spread = enhance_album(str(album), settings_for(database_url=dask_url, home=tmp_path / "h2", workers=2,
                                                         processes=True, embedder="fallback", out_dir=tmp_path / "dask",
                                                         **bare))
-        assert one.counts() == spread.counts() == {"enhanced": 4, "cached": 0, "failed": 0, "no-reference": 0}
+        assert one.counts() == spread.counts() == {"enhanced": 4, "cached": 0, "failed": 0, "no-reference": 0,
+                                                   "dropped": 0, "not-started": 0}
         # The same references, scores, job keys and output bytes, whichever process did the work.
         assert _provenance(dask_url, tmp_path / "dask") == _provenance(one_url, tmp_path / "one")
         # The jobs were claimed by two worker processes, neither of them this one.

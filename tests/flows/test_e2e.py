@@ -27,7 +27,7 @@ def test_enhance_album_end_to_end(make_album, settings_for, other_tiny_model: Pa
     settings = settings_for(embedder="fallback")
 
     first = enhance_album(str(album), settings)
-    assert first.counts() == {"enhanced": 3, "cached": 0, "failed": 0, "no-reference": 0}
+    assert first.counts() == {"enhanced": 3, "cached": 0, "failed": 0, "no-reference": 0, "dropped": 0, "not-started": 0}
     assert first.index.scan.new == 6
     for outcome in first.outcomes:
         out = Path(outcome.output_path)
@@ -118,7 +118,7 @@ def test_a_failing_photo_is_recorded_and_the_run_goes_on(make_album, settings_fo
     # Fixed by the user: the next run picks it up, the good one stays cached.
     (album / "enhanced" / "scene0" / "small" / "scene0.jpg").rmdir()
     again = enhance_album(str(album), settings)
-    assert again.counts() == {"enhanced": 1, "cached": 1, "failed": 0, "no-reference": 0}
+    assert again.counts() == {"enhanced": 1, "cached": 1, "failed": 0, "no-reference": 0, "dropped": 0, "not-started": 0}
 
 
 def test_tasks_retry_transient_errors_only() -> None:

@@ -1,6 +1,7 @@
 """The shipped compact checkpoint: loads strictly, is the ttsr-lite preset, and beats bicubic on a real photo."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,16 @@ def test_the_other_shipped_variants_load_and_say_how_they_were_trained(name: str
     assert loaded.config == preset("ttsr-lite")
     assert loaded.meta["step"] == step and loaded.meta.get("degradation") == degradation
     assert loaded.sha256 != load_checkpoint(SHIPPED).sha256
+
+
+def test_the_gated_candidate_learned_its_gate_and_says_what_it_started_from() -> None:
+    """Round 3's opt-in model: the relevance-gated architecture, fine-tuned from the default for 700 steps."""
+    loaded = load_checkpoint(SHIPPED.parent / "ttsr-lite-x4-gated.safetensors")
+    assert loaded.config == replace(preset("ttsr-lite"), relevance_gate=True)
+    assert loaded.meta["step"] == 700 and loaded.meta["degradation"] == "mixed"
+    assert loaded.meta["init"]["sha256"] == load_checkpoint(SHIPPED).sha256
+    # Trained, not the gate's starting point (scale 10, shift 0): its threshold moved off zero.
+    assert float(loaded.model.gate.shift.detach()) > 0.05
 
 
 def test_shipped_model_beats_bicubic_with_a_related_reference() -> None:
