@@ -190,7 +190,6 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty(),
                          report=not args.no_report)
     found = check_enhance_command(settings, args.album)
-    _check_signing(settings)
     digest = shortcut.fingerprint(RunKind.enhance, found, settings, {"report": settings.report})
     index_digest = shortcut.fingerprint(RunKind.index, found, settings)
     sessions = resources_for(settings).sessions
@@ -199,6 +198,8 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         data["run_id"] = shortcut.record_shortcut(sessions, found.root, RunKind.enhance, settings, state,
                                                   enhance_counts(data), _started_at())
     else:
+        # After the database answered (a damaged one is one line, no key made) and before any work.
+        _check_signing(settings)
         ran: dict[str, int] = {}
         end_at_exit(sessions, ran)
         sizes = target_sizes(found, _known(sessions, found.root))
