@@ -13,7 +13,6 @@ encoder, not on the model), else from a seeded synthetic scene.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,22 +24,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness import cpu  # noqa: E402
 from pipeline.images import load_rgb, save_atomic  # noqa: E402
 from pipeline.provenance import Provenance, ReferenceFact  # noqa: E402
 from pipeline.signing import local_identity  # noqa: E402
 from pipeline.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumbnail_jpeg  # noqa: E402
 
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif"}
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _synthetic(path: Path, seed: int, size: tuple[int, int]) -> Path:
@@ -72,7 +62,7 @@ def main() -> None:
         provenance = Provenance("1" * 64, facts, "ttsr-lite-x4", "3" * 64, "0.1.0", "4" * 64, run_id=1)
         identity = local_identity(tmp / "home")
         sources = [(ref, ref_meta.format, ref_rgb)] * args.refs
-        print(f"CPU: {_cpu()}; output {out.shape[1]}x{out.shape[0]}, {args.refs} reference(s) "
+        print(f"CPU: {cpu()}; output {out.shape[1]}x{out.shape[0]}, {args.refs} reference(s) "
               f"({ref_rgb.shape[1]}x{ref_rgb.shape[0]}), median of {args.repeats}")
         print("| format | plain | + XMP | + XMP + C2PA | XMP bytes | C2PA bytes | C2PA time |")
         print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from harness import cpu
 
 REPO = Path(__file__).resolve().parents[1]
 # The thresholds of the tests' albums: targets ≤ 48 px, references ≥ 96 px, so photos stay tiny and
@@ -67,16 +68,6 @@ def run_index(repo: Path, album: Path, home: Path) -> tuple[float, float]:
     return wall, cpu
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=2000, help="small target photos (default 2000)")
@@ -94,7 +85,7 @@ def main() -> None:
     # CPU seconds too: on a shared machine they move far less with the neighbours' load than wall time.
     print(f"| {args.photos} + {args.references} | {first[0]:.1f} s ({first[1]:.1f} s CPU) | "
           f"{again[0]:.1f} s ({again[1]:.1f} s CPU) | {peak_mib:.0f} MiB |"
-          f"  ({args.repo.resolve()}, {cpu_name()}, {os.cpu_count()} cores)")
+          f"  ({args.repo.resolve()}, {cpu()})")
 
 
 if __name__ == "__main__":
