@@ -209,16 +209,3 @@ def rank_candidates(
         f"{pool[i].photo_id}: cos={pool[i].cosine:.3f} inl={inliers[i]} rel={relevance.get(i)}" for i in final))
     return Ranking(ranked, scores)
 
-
-def rank_references(
-    model: TTSR,
-    target: np.ndarray,
-    candidates: Sequence[Candidate],
-    load: Callable[[Candidate], np.ndarray],
-    settings: RetrievalSettings = RetrievalSettings(),
-    *,
-    device: str | torch.device | None = "cpu",
-    amp_dtype: Precision | None = None,
-) -> tuple[RankedReference, ...]:
-    """The chosen references of :func:`rank_candidates`, best first."""
-    return rank_candidates(model, target, candidates, load, settings, device=device, amp_dtype=amp_dtype).chosen

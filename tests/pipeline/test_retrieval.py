@@ -14,7 +14,6 @@ from pipeline.retrieval import (
     RetrievalSettings,
     cosine_candidates,
     rank_candidates,
-    rank_references,
     texture_relevance,
 )
 from pipeline.params import VerifySettings
@@ -125,7 +124,7 @@ def test_texture_relevance_leaves_the_callers_model_as_it_was() -> None:
     assert model.training and not weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_rank_references_orders_by_relevance_then_cosine(model: TTSR, monkeypatch) -> None:
+def test_ranking_orders_by_relevance_then_cosine(model: TTSR, monkeypatch) -> None:
     cands = [Candidate(i, SHA[i], cos) for i, cos in ((1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6))]
     monkeypatch.setattr(retrieval, "texture_relevance", lambda m, t, px, s, **kw: (0.5, 0.9, 0.9, 0.99))
     loaded: list[int] = []
@@ -136,11 +135,11 @@ def test_rank_references_orders_by_relevance_then_cosine(model: TTSR, monkeypatc
 
     target = np.zeros((8, 8, 3), np.uint8)
     plain = RetrievalSettings(top_k=3, refs=2, verify=VerifySettings(enabled=False))
-    got = rank_references(model, target, cands, load, plain)
+    got = rank_candidates(model, target, cands, load, plain).chosen
     assert loaded == [1, 2, 3]  # only the top_k cosine candidates are looked at
     assert [(r.rank, r.photo_id) for r in got] == [(0, 2), (1, 3)]  # tie at 0.9 broken by cosine
     assert got[0].cosine == 0.8 and got[0].relevance == 0.9
-    assert rank_references(model, target, [], load) == ()
+    assert rank_candidates(model, target, [], load).chosen == ()
 
 
 def test_verification_puts_the_same_place_first_and_every_candidate_keeps_its_scores(model: TTSR,
