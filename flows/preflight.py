@@ -129,7 +129,19 @@ def _safetensors_header(path: Path) -> tuple[set[str], dict[str, str]]:
     if not isinstance(header, dict):
         raise UsageError(f"{bad} (malformed header); pass a TTSR checkpoint with --model")
     meta = header.pop("__metadata__", None) or {}
+    need = 8 + length + _tensor_bytes(header)
+    if need > path.stat().st_size:
+        # A copy cut short (an interrupted download) loads only after Prefect has started: say it now.
+        raise UsageError(f"{bad} (truncated: {path.stat().st_size} of {need} bytes); copy the checkpoint again")
     return set(header), meta if isinstance(meta, dict) else {}
+
+
+def _tensor_bytes(header: dict[str, object]) -> int:
+    """Bytes of tensor data the header promises: the end of the furthest `data_offsets`."""
+    ends = [entry["data_offsets"][1] for entry in header.values()
+            if isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
+            and isinstance(entry["data_offsets"][1], int)]
+    return max(ends, default=0)
 
 
 def check_output_folder(out: Path, inputs: Iterable[Path] = (), planned_bytes: int = 0) -> Path:

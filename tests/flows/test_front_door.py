@@ -50,6 +50,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     other = root / "other.safetensors"
     save_file({"encoder.weight": np.zeros((2, 2), np.float32)}, str(other))
+    (root / "cut.safetensors").write_bytes(other.read_bytes()[:-4])  # an interrupted copy
     (root / "junk.pt").write_text("not torch either")
     a_file = root / "file.txt"
     a_file.write_text("x")
@@ -66,6 +67,8 @@ def _mistakes(s: dict[str, Path]) -> list[tuple[list[str], int, str]]:
         (["enhance", album, "--model", str(s["root"] / "none.safetensors")], 2, "TTSR checkpoint not found"),
         (["enhance", album, "--model", str(s["junk"])], 2, "not a readable safetensors checkpoint"),
         (["enhance", album, "--model", str(s["other"])], 2, "not a TTSR checkpoint"),
+        (["enhance", album, "--model", str(s["root"] / "cut.safetensors")], 2,
+         f"truncated: {s['other'].stat().st_size - 4} of {s['other'].stat().st_size} bytes"),
         (["enhance", album, "--model", str(s["file"])], 2, "unknown checkpoint type"),
         (["enhance", album, "--model", str(s["root"] / "junk.pt")], 2, "not a torch checkpoint"),
         (["enhance", album, "--model", str(s["root"])], 2, "TTSR checkpoint is a folder"),
