@@ -47,6 +47,17 @@ def _neither_line(data: dict[str, Any]) -> None:
         print(f"  {data['neither']} photo(s) are neither target nor reference (roles: see `refsr index --help`)")
 
 
+def _unread_lines(scan: dict[str, Any]) -> None:
+    """Each photo the scan listed but did not use, and the photo files it skipped for their format."""
+    for rel, reason in scan.get("unreadable_paths", []):
+        print(f"  unreadable: {shown(rel)}: {shown(reason)}")
+    skipped = scan.get("skipped_formats") or []
+    if skipped:
+        kinds = ", ".join(f"{n} {ext.upper()}" for ext, n in skipped)
+        heif = " (HEIC/HEIF: `pip install pillow-heif` adds them)" if any(e in ("heic", "heif") for e, _ in skipped) else ""
+        print(f"  not read: {kinds} file(s) of a format refsr does not read; convert them to JPEG or PNG{heif}")
+
+
 def print_index(data: dict[str, Any]) -> None:
     """`refsr index`'s summary from its JSON form (an IndexSummary as `jsonable` makes it)."""
     scan, index = data["scan"], data.get("index")
@@ -55,8 +66,7 @@ def print_index(data: dict[str, Any]) -> None:
     print(f"  targets {scan['targets']}  references {scan['references']}  embedded {data['embedded']}"
           + (f"  index {index['size']} vectors ({index['embedder_key']})" if index else ""))
     _neither_line(data)
-    for rel, reason in scan.get("unreadable_paths", []):
-        print(f"  unreadable: {shown(rel)}: {shown(reason)}")
+    _unread_lines(scan)
     for failure in data.get("embed_failures", []):
         print(f"  not embedded: {shown(failure['rel_path'])}: {shown(failure['error'])}")
     _copies_lines(data)
@@ -105,8 +115,7 @@ def print_enhance(data: dict[str, Any], *, wall_s: float) -> None:
     print(f"  scan: {scan_line(scan)}  ({scan['targets']} targets, {scan['references']} references)")
     _neither_line(data)
     _copies_lines(data["index"])
-    for rel, reason in scan.get("unreadable_paths", []):
-        print(f"  unreadable: {shown(rel)}: {shown(reason)}")
+    _unread_lines(scan)
     for failure in data["index"].get("embed_failures", []):  # e.g. a photo replaced since its scan
         print(f"  not embedded: {shown(failure['rel_path'])}: {shown(failure['error'])}")
     print(f"  model {shown(Path(data['model_path']).name)} ({data['model_sha256'][:12]}) on {data['device']}; "

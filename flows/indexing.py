@@ -51,6 +51,7 @@ class ScanCounts:
     targets: int = 0
     references: int = 0
     unreadable_paths: tuple[tuple[str, str], ...] = ()  # (rel_path, reason)
+    skipped_formats: tuple[tuple[str, int], ...] = ()  # (extension, files) the scan does not read
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in ("new", "changed", "unchanged", "unreadable", "gone",
@@ -156,7 +157,7 @@ def _store_scan(session: Session, album_id: int, result: ScanResult) -> ScanCoun
         new=counts[ScanStatus.NEW], changed=counts[ScanStatus.CHANGED], unchanged=counts[ScanStatus.UNCHANGED],
         unreadable=counts[ScanStatus.UNREADABLE], gone=counts[ScanStatus.GONE],
         targets=roles[PhotoRole.target], references=roles[PhotoRole.reference],
-        unreadable_paths=tuple(unreadable),
+        unreadable_paths=tuple(unreadable), skipped_formats=result.skipped_formats,
     )
 
 

@@ -19,6 +19,11 @@ logger = logging.getLogger(__name__)
 
 _BASE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
 _HEIF_EXTENSIONS = ("heic", "heif")
+# Photo formats a scan names when it skips them, so an album of GIFs or iPhone HEICs is not silently empty.
+_OTHER_PHOTO_FORMATS = frozenset({"gif", "heic", "heif", "avif", "jxl", "jp2", "dng", "cr2", "cr3", "nef", "arw",
+                                  "orf", "rw2", "raf", "psd"})
+# Below this long side there is nothing to enhance or to lend (a tracking pixel, an icon).
+MIN_PHOTO_SIDE = 8
 
 
 def default_extensions() -> frozenset[str]:
@@ -155,6 +160,8 @@ class ScanEntry:
 class ScanResult:
     root: Path
     entries: tuple[ScanEntry, ...]
+    # (extension, count) of photo files this scan skipped for their format (GIF, HEIC without pillow-heif…)
+    skipped_formats: tuple[tuple[str, int], ...] = ()
 
     def summary(self) -> dict[ScanStatus, int]:
         """Count per status, every status present (zeros included) so callers can index freely."""
@@ -167,8 +174,10 @@ class ScanResult:
         return tuple(entry for entry in self.entries if entry.status is status)
 
 
-def _iter_files(root: Path, settings: ScanSettings) -> Iterator[tuple[str, Path]]:
-    """(posix rel_path, absolute path) for candidate files; the caller sorts."""
+def _iter_files(root: Path, settings: ScanSettings,
+                skipped: dict[str, int] | None = None) -> Iterator[tuple[str, Path]]:
+    """(posix rel_path, absolute path) for candidate files; the caller sorts. Photo files of a format
+    the settings do not read are counted in `skipped` by extension."""
     excluded = set(settings.exclude)
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=settings.follow_symlinks):
@@ -192,6 +201,8 @@ def _iter_files(root: Path, settings: ScanSettings) -> Iterator[tuple[str, Path]
                 continue
             suffix = name.rpartition(".")[2].lower() if "." in name else ""
             if suffix not in settings.extensions:
+                if skipped is not None and suffix in _OTHER_PHOTO_FORMATS:
+                    skipped[suffix] = skipped.get(suffix, 0) + 1
                 continue
             path = Path(dirpath) / name
             if not settings.follow_symlinks and path.is_symlink():
@@ -214,6 +225,13 @@ def _unreadable(rel: str, path: Path, reason: str, **stat: object) -> ScanEntry:
     return ScanEntry(
         rel_path=rel, path=path, status=ScanStatus.UNREADABLE, error=reason, **stat  # type: ignore[arg-type]
     )
+
+
+def _too_small(width: int | None, height: int | None) -> str | None:
+    """The reason a photo of this size is listed rather than used, or None."""
+    if width is not None and height is not None and max(width, height) < MIN_PHOTO_SIDE:
+        return f"too small: {width}×{height} px (a photo needs {MIN_PHOTO_SIDE} px or more on its long side)"
+    return None
 
 
 def _file_kind(mode: int) -> str:
@@ -249,6 +267,7 @@ def _scan_one(rel: str, path: Path, known: KnownPhoto | None, settings: ScanSett
             known.status not in {ScanStatus.UNREADABLE, ScanStatus.GONE}
             and known.width is not None
             and known.height is not None
+            and _too_small(known.width, known.height) is None
         ):
             # The fast path: no open(), no hashing. Role uses this run's settings, so changing a
             # threshold reclassifies the album without reading it.
@@ -270,6 +289,8 @@ def _scan_one(rel: str, path: Path, known: KnownPhoto | None, settings: ScanSett
         return _unreadable(rel, path, exc.reason, sha256=digest, **stat)
     except OSError as exc:
         return _unreadable(rel, path, f"cannot read: {exc.strerror or exc}", sha256=digest, **stat)
+    if (small := _too_small(header.width, header.height)) is not None:
+        return _unreadable(rel, path, small, sha256=digest, **stat)
 
     if known is None:
         status = ScanStatus.NEW
@@ -312,7 +333,8 @@ def scan_album(
 
     # Sorted by rel_path as a whole (os.walk lists a directory's files before its subdirectories),
     # so entries and progress follow one order a person can predict.
-    files = sorted(_iter_files(root_path, settings))
+    skipped: dict[str, int] = {}
+    files = sorted(_iter_files(root_path, settings, skipped))
     total = len(files)
     if progress is not None:
         progress(0, total)
@@ -337,7 +359,7 @@ def scan_album(
 
     if settings.ref_ratio is not None:
         entries = _relative_roles(entries, settings)
-    result = ScanResult(root=root_path, entries=tuple(entries))
+    result = ScanResult(root=root_path, entries=tuple(entries), skipped_formats=tuple(sorted(skipped.items())))
     logger.info(
         "scanned %s: %s", root_path, ", ".join(f"{s.value}={n}" for s, n in result.summary().items())
     )

@@ -302,3 +302,17 @@ def test_a_name_that_is_not_utf8_is_unreadable_under_its_escaped_bytes(tmp_path,
     again = _by_path(scan_album(root, _known_from(first), ScanSettings()))
     assert again["bad\\xff\\xfeutf8.jpg"].status is ScanStatus.UNREADABLE  # the same name each scan, never gone
     assert ScanStatus.GONE not in {e.status for e in again.values()}
+
+
+def test_a_photo_too_small_to_use_is_listed_with_its_size_and_skipped_formats_are_counted(tmp_path: Path) -> None:
+    Image.new("RGB", (1, 1)).save(tmp_path / "pixel.png")
+    Image.new("RGB", (scan.MIN_PHOTO_SIDE, 2)).save(tmp_path / "strip.png")  # long side at the limit: kept
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.gif")
+    Image.new("RGB", (32, 32)).save(tmp_path / "b.gif")
+    (tmp_path / "notes.txt").write_text("not a photo: not counted")
+    result = scan_album(tmp_path, {}, ScanSettings(extensions=("png",)))
+    by_name = {e.rel_path: e for e in result.entries}
+    assert by_name["pixel.png"].status is ScanStatus.UNREADABLE
+    assert by_name["pixel.png"].error.startswith("too small: 1×1 px")
+    assert by_name["strip.png"].status is ScanStatus.NEW and by_name["strip.png"].role is not None
+    assert result.skipped_formats == (("gif", 2),)
