@@ -16,6 +16,7 @@ from flows.common import one_line
 from flows.faults import fault_point
 from flows.jobs import JobContext
 from pipeline import outputs
+from pipeline.attention import attention_path_for
 from pipeline.enhance import EnhanceResult
 from pipeline.params import EnhanceParams
 from pipeline.retrieval import RankedReference
@@ -76,11 +77,11 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
                     out_path: str, carries: dict[str, bool] | None = None) -> Enhancement | None:
     """The job done already under another output path (the photo renamed or copied): its output, put at `out_path`.
 
-    Same content, same references, same model: the pixels would be the same, so no model work. Only an
-    output in this run's output folder is reused (another --out folder is left alone, and the job
-    is done again here): moved when its photo is gone from the album (a rename), copied when that
-    photo is still there (a copy). A new record for `out_path` carries the old one's provenance.
-    None when there is no intact output to reuse.
+    Same content, same references, same model: the pixels would be the same, so no model work. The
+    output is moved when it lies in this run's output folder and its photo is gone from the album (a
+    rename), else copied: the photo is still there (a copy), or the output is in another --out folder,
+    which keeps its own (switching between two folders costs no model work). A new record for
+    `out_path` carries the old one's provenance. None when there is no intact output to reuse.
     """
     with sessions() as session:
         hit = queries.latest_succeeded_enhancement(session, key)
@@ -91,14 +92,20 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
         references = [(r.rank, r.ref_photo_id, r.ref_sha256, r.cosine, r.relevance) for r in hit.references]
         candidates = hit.candidates
     old, new = Path(hit.output_path), Path(out_path).resolve()
-    if not old.is_relative_to(Path(job.out_dir).resolve()):
-        return None
+    here = old.is_relative_to(Path(job.out_dir).resolve())
     new.parent.mkdir(parents=True, exist_ok=True)
-    if gone:
+    if gone and here:
         os.replace(old, new)
     else:
         atomic_write(new, lambda tmp: shutil.copyfile(old, tmp))
-    how = "moved_from" if gone else "copied_from"
+    attention = hit.attention_path
+    if not here and attention and Path(attention).is_file():
+        # The gallery of this folder reads attention from this folder: the map travels with the output.
+        mine = attention_path_for(job.out_dir, key)
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(mine, lambda tmp: shutil.copyfile(attention, tmp))
+        attention = str(mine)
+    how = "moved_from" if gone and here else "copied_from"
     logger.info("%s: job %s done before; output %s %s", new, key[:12], how.replace("_", " "), old)
     with sessions.begin() as session:
         return queries.record_enhancement(
@@ -106,7 +113,7 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
             model_name=hit.model_name, model_sha256=hit.model_sha256, embedder=hit.embedder, device=hit.device,
             params={**(hit.params or {}), "output_stat": _output_stat(new),
                     how: str(old)},
-            timings={}, output_path=new, output_sha256=hit.output_sha256, attention_path=hit.attention_path,
+            timings={}, output_path=new, output_sha256=hit.output_sha256, attention_path=attention,
             references=references, credentials=hit.credentials, credentials_note=hit.credentials_note,
             candidates=candidates,
         )

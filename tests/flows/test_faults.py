@@ -119,7 +119,7 @@ def test_a_reference_deleted_mid_run_fails_no_target(make_album, tiny_model: Pat
     assert "gone since the scan" in done.stderr
 
 
-def test_small_faults_temps_modes_a_dot_and_a_rename(make_album, tiny_model: Path, tmp_path: Path) -> None:
+def test_small_faults_temps_modes_a_dot_a_rename_and_another_out_folder(make_album, tiny_model: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     from pipeline.scan import default_extensions
@@ -154,3 +154,12 @@ def test_small_faults_temps_modes_a_dot_and_a_rename(make_album, tiny_model: Pat
     row = next(line for line in second.stdout.splitlines() if "renamed.jpg" in line)
     assert "cached" in row, second.stdout  # same content: its job is reused, no model work
     assert (album / "enhanced" / "scene1" / "small" / "renamed.jpg").is_file() and not output.exists()
+
+    # Another --out folder: every job is done already, so its outputs are copies, not model work again.
+    other = tmp_path / "elsewhere"
+    third = _refsr([*_enhance_args(album, home, tiny_model), "--out", str(other)], _env(tmp_path), tmp_path / "third")
+    assert third.returncode == 0, third.stderr[-2000:]
+    rows = [line for line in third.stdout.splitlines() if "scene" in line and "small" in line]
+    assert rows and all("cached" in line for line in rows), third.stdout
+    moved = album / "enhanced" / "scene1" / "small" / "renamed.jpg"
+    assert (other / "scene1" / "small" / "renamed.jpg").read_bytes() == moved.read_bytes()  # the first folder keeps its own
