@@ -316,8 +316,12 @@ def _cmd_history(args: argparse.Namespace) -> int:
     for r in runs:
         counts = r.counts or {}
         counted = ", ".join(f"{k} {v}" for k, v in counts.items() if v and not k.startswith("scan_"))
+        took = "-" if r.duration_s is None else f"{r.duration_s:.1f}s"
+        if r.status == "crashed" and r.duration_s is not None:
+            # Its end is its last record: it ran at least that long, and how much longer nobody saw.
+            took = f">={r.duration_s:.1f}s" if r.duration_s > 0 else "-"
         rows.append([f"#{r.id}", r.kind, r.album or "-", r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                     f"{r.duration_s:.1f}s" if r.duration_s is not None else "-", r.status, counted or "-"])
+                     took, r.status, counted or "-"])
     _print_table(rows, ["run", "kind", "album", "started (UTC)", "took", "status", "counts"])
     return EXIT_OK
 

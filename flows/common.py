@@ -102,9 +102,13 @@ def recover_crashed_runs(factory: sessionmaker[Session]) -> list[int]:
             run = session.get(Run, summary.id)
             if run is None:
                 continue
+            # What it did is what it recorded; it ended after its last record, when exactly nobody saw.
+            last = queries.last_record_at(session, run.id)
             queries.finish_run(
                 session, run, RunStatus.crashed,
+                counts=run.counts or {"enhanced": summary.succeeded, "failed": summary.failed},
                 error=f"process {identity!r} stopped before the run finished (killed or crashed)",
+                ended_at=max(last, run.started_at) if last is not None else run.started_at,
             )
             crashed.append(summary.id)
     if crashed:

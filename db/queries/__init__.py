@@ -29,7 +29,8 @@ from db.queries.photos import (
     photos_by_rel_path,
     upsert_photo,
 )
-from db.queries.runs import RunSummary, annotate_run, finish_run, latest_run, run_history, start_run
+from db.queries.runs import (RunSummary, annotate_run, finish_run, last_record_at, latest_run, run_history,
+                             start_run)
 
 __all__ = [
     "CopyPair",
@@ -48,6 +49,7 @@ __all__ = [
     "enhancements_for_target",
     "annotate_run",
     "finish_run",
+    "last_record_at",
     "latest_run",
     "get_album",
     "get_embedding",

@@ -60,13 +60,15 @@ def finish_run(
     status: RunStatus,
     counts: dict[str, Any] | None = None,
     error: str | None = None,
+    ended_at: datetime | None = None,
 ) -> Run:
-    """Close a run with a final status, optional counts and a one-line error."""
+    """Close a run with a final status, optional counts and a one-line error; it ends now unless
+    `ended_at` says when (a crashed run found later ends at its last record, not at its finding)."""
     final = RunStatus(status)
     if final is RunStatus.running:
         raise ValueError(f"finish_run needs a final status, got {final!r}")
     run.status = final
-    run.ended_at = utcnow()
+    run.ended_at = ended_at or utcnow()
     if counts is not None:
         run.counts = counts
     if error is not None:
@@ -119,6 +121,11 @@ def run_history(
         )
         for run, succeeded, failed in session.execute(query)
     ]
+
+
+def last_record_at(session: Session, run_id: int) -> datetime | None:
+    """When the run last recorded an enhancement, or None when it recorded none."""
+    return session.scalar(select(func.max(Enhancement.created_at)).where(Enhancement.run_id == run_id))
 
 
 def annotate_run(session: Session, run_id: int, *, started_at: datetime | None = None,

@@ -202,6 +202,12 @@ def test_killed_run_leaves_nothing_half_done_and_the_next_run_resumes(make_album
         runs = session.scalars(select(Run).order_by(Run.id)).all()
         assert [r.status for r in runs] == [RunStatus.crashed, RunStatus.completed]
         assert runs[1].counts["cached"] == 1 and runs[1].counts["enhanced"] == 2
+        # The crashed run keeps what it recorded, and ends at its last record, not when the next run found it.
+        assert runs[0].counts == {"enhanced": 1, "failed": 0}
+        assert runs[0].ended_at < runs[1].started_at
+    history = _refsr(["history", "--home", str(home)], _env(tmp_path), tmp_path / "history")
+    crashed_row = next(line for line in history.stdout.splitlines() if "crashed" in line)
+    assert "enhanced 1" in crashed_row and ">=" in crashed_row, history.stdout
 
     # which-ref through the console script, on a real output.
     output = next(out_dir.rglob("*.jpg"))
