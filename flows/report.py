@@ -198,6 +198,20 @@ def _timings(raw: Any) -> tuple[tuple[str, float], ...]:
     )
 
 
+def _restored_detail(enh: Enhancement, references: Sequence[GalleryReference]) -> str | None:
+    """A copy given its original back: which reference, and how much of the output and how faithful it is."""
+    if not enh.restored_from_sha256:
+        return None
+    ref = next((r for r, row in zip(references, enh.references) if row.ref_sha256 == enh.restored_from_sha256), None)
+    fit = enh.restoration or {}
+    how = ", ".join(part for part in (
+        f"{fit['covered']:.0%} of the pixels" if "covered" in fit else "",
+        f"fidelity to the copy {fit['fidelity_db']:.1f} dB" if "fidelity_db" in fit else "") if part)
+    name = ref.label if ref is not None else f"sha256:{enh.restored_from_sha256[:12]}"
+    return f"its original {name} ({how}); the model made the rest" if fit.get("covered", 1) < 1 \
+        else f"its original {name} ({how})"
+
+
 def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCard:
     target = _photo_path(enh.target)
     output = Path(enh.output_path) if enh.output_path else None
@@ -223,6 +237,9 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
         for ref in enh.references
     )
     details: list[tuple[str, str]] = [("device", enh.device), ("embedder", enh.embedder)]
+    restored = _restored_detail(enh, references)
+    if restored is not None:
+        details.insert(0, ("restored from", restored))
     if enh.run_id is not None:
         details.append(("run", str(enh.run_id)))
     details.append(("when", enh.created_at.strftime("%Y-%m-%d %H:%M UTC")))
