@@ -38,7 +38,10 @@ detail over bicubic (the reference crop is the region the model copied texture f
 the soft-attention map as a heat layer over the output, at the output's size, with an opacity
 slider; and the scores: retrieval cosine, the model's texture relevance, a no-reference detail
 gain against bicubic, LR fidelity (higher = the output scaled back down is closer to the input),
-the model and the timings. The parameters each enhancement ran with are folded away on its card.
+the model and the timings; the target beside its first reference with the feature matches that one
+homography explains drawn (geometric verification's inliers), and, for a copy given its original
+back, which original and how much of the output it covers. The parameters each enhancement ran with
+are folded away on its card.
 
 The page needs no server and no network: open index.html in any browser. Thumbnails and
 crops are generated once into the gallery folder and reused; full-resolution photos are
@@ -226,6 +229,7 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
             bicubic = ensure_bicubic(target, out_dir / ASSETS_DIR / "bicubic", size)
         except (OSError, UnreadableImageError) as exc:
             logger.warning("report: no bicubic upscale for %s: %s", target, exc)
+    inliers = {c.get("sha256"): c.get("inliers") for c in enh.candidates or [] if isinstance(c, dict)}
     references = tuple(
         GalleryReference(
             label=ref.photo.rel_path if ref.photo.album.root == album_root else str(_photo_path(ref.photo)),
@@ -233,6 +237,7 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
             rank=ref.rank,
             cosine=ref.cosine,
             relevance=ref.relevance,
+            inliers=inliers.get(ref.ref_sha256),
         )
         for ref in enh.references
     )

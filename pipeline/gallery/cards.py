@@ -56,6 +56,7 @@ class GalleryReference:
     rank: int = 0
     cosine: float | None = None  # retrieval similarity of the embeddings
     relevance: float | None = None  # the texture model's own matching score
+    inliers: int | None = None  # feature matches one homography explains, as retrieval counted them
 
     def __post_init__(self) -> None:
         if self.path is not None:
