@@ -24,6 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import cpu  # noqa: E402
 from pipeline.copies import check_copy  # noqa: E402
 from pipeline.params import VerifySettings  # noqa: E402
 from pipeline.restore import restore_copy, restore_from_original  # noqa: E402
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         gains.append(psnr_y(restored, original) - bicubic)
         written.append(_as_enhance_writes(copy, original) - bicubic)
     g = np.array(gains)
+    print(cpu())
     print(f"{len(names)} originals (long side {args.side}), copies at 0.25x JPEG q70: {len(gains)} detected and "
           f"restored x4; not detected: {', '.join(missed) or 'none'}\n")
     print("| Y-PSNR gain over bicubic | mean | median | min | max | share ≥ +8 dB | s/restoration |")

@@ -10,6 +10,7 @@ show keeps another enlargement of the copy (bicubic in :func:`restore_copy`, the
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -23,13 +24,16 @@ from ttsr_core.metrics import psnr_y
 
 logger = logging.getLogger(__name__)
 
+MAX_REFINEMENT_PX = 0.5  # in copy pixels: ECC corrects a feature fit's bias, it does not move the picture
+
 
 def refine_alignment(copy: np.ndarray, original: np.ndarray, copy_to_original: np.ndarray) -> np.ndarray:
     """`copy_to_original` corrected to sub-pixel accuracy by ECC (Evangelidis & Psarakis 2008) at the copy's scale.
 
     Feature positions carry a bias of a fraction of a pixel per scale step, which the original's
     fine detail turns into a blur; the enhanced correlation coefficient is blind to gain and offset,
-    so a colour-edited copy aligns as well. Returns the map unchanged when ECC does not converge.
+    so a colour-edited copy aligns as well. Returns the map unchanged when ECC does not converge or
+    moves a corner of the copy by more than MAX_REFINEMENT_PX copy pixels.
     """
     h, w = copy.shape[:2]
     aligned = align_original(original, copy_to_original, (w, h))
@@ -42,7 +46,15 @@ def refine_alignment(copy: np.ndarray, original: np.ndarray, copy_to_original: n
     except cv2.error:
         return copy_to_original
     refined = copy_to_original @ np.vstack([warp.astype(np.float64), [0.0, 0.0, 1.0]])
-    return refined / refined[2, 2]
+    refined /= refined[2, 2]
+    # On a textured copy ECC moves the corners by a quarter of a copy pixel at most (benchmarks/copy_restore.py);
+    # on a bare one (a coin on a table) it can slide a pixel or more along smooth shading: keep the map then.
+    corners = np.array([[0, w - 1, 0, w - 1], [0, 0, h - 1, h - 1], [1, 1, 1, 1]], np.float64)
+    before, after = copy_to_original @ corners, refined @ corners
+    moved = np.abs(before[:2] / before[2] - after[:2] / after[2]).max()
+    if moved > MAX_REFINEMENT_PX * math.sqrt(abs(np.linalg.det(copy_to_original[:2, :2]))):
+        return copy_to_original
+    return refined
 
 
 def restore_with_coverage(copy: np.ndarray, original: np.ndarray, copy_to_original: np.ndarray,
