@@ -262,6 +262,7 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
         params=json.dumps(enh.params, sort_keys=True, ensure_ascii=False, default=str, indent=1) if enh.params else "",
         error=enh.error,
         attention=Path(enh.attention_path) if enh.attention_path else None,
+        restored=bool(enh.restored_from_sha256),
     )
 
 

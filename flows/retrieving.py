@@ -202,7 +202,8 @@ def with_original(sessions: sessionmaker[Session], job: JobContext, target: Targ
             logger.info("%s: its original is not among the candidates scored; enhanced by the model", target.rel_path)
         return found
     best = scored[max(usable, key=lambda pid: (scales[pid], -pid))]
-    first = RankedReference(0, best.photo_id, best.sha256, best.cosine, float(best.relevance), best.inliers)  # type: ignore[arg-type]
+    relevance = float(best.relevance)  # type: ignore[arg-type]  # `scored` holds re-ranked candidates only
+    first = RankedReference(0, best.photo_id, best.sha256, best.cosine, relevance, best.inliers)
     others = [r for r in found.ranked if r.photo_id != best.photo_id][:max(0, len(found.ranked) - 1)]
     ranked = tuple(replace(r, rank=i) for i, r in enumerate([first, *others]))
     ranks = {r.photo_id: r.rank for r in ranked}

@@ -89,7 +89,7 @@ def restore_with_coverage(copy: np.ndarray, original: np.ndarray, copy_to_origin
 
 
 def composite(restored: np.ndarray, inside: np.ndarray, elsewhere: np.ndarray) -> np.ndarray:
-    """`restored` where `inside` is 1, `elsewhere` (same size, any other enlargement of the copy) where it is 0; uint8."""
+    """`restored` where `inside` is 1, `elsewhere` (any other enlargement of the copy, same size) where 0; uint8."""
     if restored.shape != elsewhere.shape or inside.shape != restored.shape[:2]:
         raise ValueError(f"sizes differ: restored {restored.shape}, coverage {inside.shape}, "
                          f"other {elsewhere.shape}")

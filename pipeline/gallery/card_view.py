@@ -282,6 +282,8 @@ def prepare_card(card: GalleryCard, index: int, assets: Assets) -> CardView:
     sources = Sources()
     notes: list[str] = []
     maps, att_signature, att_note = _attention_of(card)
+    if card.attention is None and card.restored:
+        att_note = "restored from its original, which covers the whole output: the model did not run, crops are centred"
     if att_note and card.status is EnhancementStatus.succeeded:
         notes.append(att_note)
 

@@ -1,4 +1,4 @@
-"""`refsr enhance` gives a recorded copy its original back: restored pixels, recorded and carried provenance, no rework."""
+"""A recorded copy gets its original back in `refsr enhance`: restored pixels, provenance, no rework on a rerun."""
 
 from __future__ import annotations
 
@@ -110,6 +110,7 @@ def test_a_copy_is_restored_from_its_original_and_says_so(album, settings_for) -
     with resources_for(settings).sessions() as session:
         page = build_gallery(session, album_root=root, out_dir=root.parent / "gallery").read_text()
     assert "restored from" in page and "its original trip/original.png (100% of the pixels" in page
+    assert "the model did not run" in page and "matched features:" in page
 
     again = _enhance(job, settings)  # a rerun does no work
     assert again.status is Outcome.CACHED and again.job_key == done.job_key
