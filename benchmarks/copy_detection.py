@@ -25,6 +25,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import cpu  # noqa: E402
 from pipeline.copies import CopySettings, check_copy  # noqa: E402
 from pipeline.params import VerifySettings  # noqa: E402
 from pipeline.verification import local_features  # noqa: E402
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"false copy: pair {t} vs {r}")
     precision = right / max(1, found + false)
     recall = right / len(names)
+    print(cpu())
     print(f"{len(names)} planted copies (x0.1-0.5, JPEG 40-95, half cropped to 60-95 %, half colour-edited) of the "
           f"different-pairs photos (long side {args.side}); {negatives} negative pairs (a copy against another photo "
           "of the same source, and each yardstick pair)\n")

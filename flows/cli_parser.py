@@ -132,6 +132,9 @@ def _model_args(p: argparse.ArgumentParser, *, album: bool) -> None:
                             "computed once and cached)")
         g.add_argument("--no-verify", dest="verify", action="store_false", default=None,
                        help="rank by cosine alone before the texture re-rank (the ranking before verification)")
+        g.add_argument("--no-restore", dest="restore", action="store_false", default=None,
+                       help="enhance a copy of a larger album photo with the model like any target, instead of "
+                            "restoring it from that original (see `refsr copies ALBUM`)")
 
 
 def _provenance_args(p: argparse.ArgumentParser) -> None:

@@ -41,6 +41,11 @@ def _print_provenance(p: Any, indent: str = "    ") -> None:
         name = f" ({shown(r.name)})" if r.name else ""
         print(f"{indent}reference #{r.rank + 1}: sha256:{r.sha256}{name}  cosine {r.cosine:.3f}  "
               f"relevance {r.relevance:.3f}")
+    if p.restored_from is not None:
+        r = p.restored_from
+        name = f" ({shown(r.name)})" if r.name else ""
+        print(f"{indent}restored from its original sha256:{r.sha256}{name}: {r.covered:.1%} of the pixels, "
+              f"fidelity to the copy {r.fidelity_db:.1f} dB")
     run = f"; run #{p.run_id}" if p.run_id is not None else ""
     print(f"{indent}model {shown(p.model_name)} ({p.model_sha256[:12]}) by {shown(p.software)}{run} at "
           f"{p.when.isoformat()}")
@@ -64,6 +69,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if verdict.provenance is not None:
         _print_provenance(verdict.provenance, "  ")
     return EXIT_OK if verdict.ok else EXIT_FAILED
+
+
+def _restored_line(e: Any) -> str:
+    """One enhancement's restoration from the target's original, as which-ref prints it."""
+    fit = e.restoration or {}
+    facts = [f"{fit['covered']:.1%} of the pixels" if "covered" in fit else "",
+             f"{fit['inliers']} inliers" if "inliers" in fit else "",
+             f"fidelity to the copy {fit['fidelity_db']:.1f} dB" if "fidelity_db" in fit else ""]
+    where = shown(e.restored_from) if e.restored_from else f"sha256:{e.restored_from_sha256}"
+    return f"restored from its original {where} ({', '.join(f for f in facts if f)})"
 
 
 def cmd_which_ref(args: argparse.Namespace, settings_of: Callable[[argparse.Namespace], Any]) -> int:
@@ -92,6 +107,8 @@ def cmd_which_ref(args: argparse.Namespace, settings_of: Callable[[argparse.Name
             verified = "" if r.inliers is None else f"  inliers {r.inliers}"
             print(f"    reference #{r.rank + 1}: {shown(r.path)}  cosine {r.cosine:.3f}{verified}  "
                   f"relevance {r.relevance:.3f}")
+        if e.restored_from_sha256:
+            print(f"    {_restored_line(e)}")
         if e.candidates:
             print(f"    candidates, as ranked ({len(e.candidates)}; first {min(5, len(e.candidates))} shown; "
                   "--json for all):")

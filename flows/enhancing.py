@@ -30,7 +30,7 @@ from flows.locks import job_claim
 from flows.records import (claim_output, record_failure, record_success, release_output, reuse_elsewhere,
                            reusable)
 from flows.resources import Resources, resources_for
-from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target
+from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target, with_original
 from flows.runners import StoppableThreadRunner, Submit, photo_tasks, uses_dask
 from flows.settings import Settings
 from flows.stamping import stamp_request
@@ -113,6 +113,8 @@ def _process_target(res: Resources, job: JobContext, target: TargetPhoto, settin
             found = choose_references(res, job, target, settings)
             if not found.ranked:
                 return TargetOutcome(target.id, target.rel_path, Outcome.NO_REFERENCE, error=found.missing)
+            if settings.restore:
+                found = with_original(res.sessions, job, target, found)
             return enhance_target(res, job, target, found, params, settings, out_path, wait=wait)
         except FileNotFoundError as exc:
             # A reference deleted while this target was using it: choose again, without it.
@@ -133,14 +135,15 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
     The model runs only under the job's claim (flows/locks.py), checked for a finished job again
     once held: whoever held it before may have just done it.
     """
-    key = job_key(target.sha256, [r.sha256 for r in found.ranked], job.model_sha256, params)
+    key = job_key(target.sha256, [r.sha256 for r in found.ranked], job.model_sha256, params,
+                  restored_from=found.restored_from)
     ref_paths = tuple(target.references[r.photo_id][1] for r in found.ranked)
     timings = found.timings()
 
     def outcome(status: Outcome, output_path: str | None, enhancement_id: int | None) -> TargetOutcome:
         return TargetOutcome(target.id, target.rel_path, status, references=found.ranked, ref_paths=ref_paths,
                              job_key=key, output_path=output_path, enhancement_id=enhancement_id,
-                             reranked=found.reranked, timings=timings)
+                             reranked=found.reranked, timings=timings, restored=found.restored_from is not None)
 
     carries = settings.stamp_options()
     if not settings.force and (hit := reusable(res.sessions, key, out_path, carries)) is not None:
@@ -166,7 +169,8 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
             result = enhance_photo(ckpt.model, root / target.rel_path, [root / p for p in ref_paths], Path(out_path),
                                    params, attention_path=attention_path_for(job.out_dir, key), device=job.device,
                                    reference_cache=res.reference_cache(), stamp=stamp,
-                                   sha256=[target.sha256, *(r.sha256 for r in found.ranked)])
+                                   sha256=[target.sha256, *(r.sha256 for r in found.ranked)],
+                                   restore=found.restored_from is not None)
         timings.update({k: round(v, 4) for k, v in result.timings.items()})
         fault_point("enhanced")  # crash tests: die or stall holding the job, its output written, not recorded
         if not stopping.may_record(target.id):
@@ -178,7 +182,8 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
             held.check()
             enhancement_id = record_success(res.sessions, job, target.id, key, params, found.key, result, timings,
                                             found.ranked, settle=held.settle, carries=carries,
-                                            candidates=found.candidate_records())
+                                            candidates=found.candidate_records(),
+                                            restored_from=found.restored_from)
         except ClaimLost:
             # This process stalled past its lease and another took the job over: the job is theirs to
             # record (our output was renamed into place whole, as theirs will be).
@@ -202,7 +207,9 @@ def _failed(res: Resources, job: JobContext, target: TargetPhoto, found: Retriev
     """Record the failure of one target with the stage it reached, and say so."""
     ranked = found.ranked if found is not None else ()
     stage = "enhance" if ranked else "retrieval"
-    key = job_key(target.sha256, [r.sha256 for r in ranked], job.model_sha256, params) if ranked else None
+    restored_from = found.restored_from if found is not None else None
+    key = job_key(target.sha256, [r.sha256 for r in ranked], job.model_sha256, params,
+                  restored_from=restored_from) if ranked else None
     timings = found.timings() if found is not None and ranked else {}
     error = one_line(exc)
     logger.warning("%s failed at %s: %s", target.rel_path, stage, error)

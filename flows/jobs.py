@@ -57,3 +57,4 @@ class TargetOutcome:
     reranked: bool = False  # the model scored candidates in this run (no cached ranking)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    restored: bool = False  # a copy restored from its original, references[0] (flows/retrieving.py with_original)

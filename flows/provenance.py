@@ -67,6 +67,10 @@ class EnhancementInfo:
     credentials: str | None = None  # what the output carries (pipeline.vocabulary.CredentialsState)
     credentials_note: str | None = None
     candidates: tuple[CandidateInfo, ...] = ()  # in the order retrieval ranked them
+    # The target is a copy, given its original back (pipeline/restore.py): that reference's path, and its fit.
+    restored_from: str | None = None
+    restored_from_sha256: str | None = None
+    restoration: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,8 @@ def disagreements(facts: Provenance, e: EnhancementInfo) -> list[str]:
         out.append(f"model ({facts.model_sha256[:12]} in the file, {e.model_sha256[:12]} recorded)")
     if [r.sha256 for r in facts.references] != [r.sha256 for r in e.references]:
         out.append("references")
+    if (facts.restored_from.sha256 if facts.restored_from else None) != e.restored_from_sha256:
+        out.append("restored from (the original)")
     if facts.run_id is not None and e.run_id is not None and facts.run_id != e.run_id:
         out.append(f"run (#{facts.run_id} in the file, #{e.run_id} recorded)")
     return out
@@ -177,6 +183,8 @@ def _info(session: Session, e: Enhancement, current_sha: str | None) -> Enhancem
         job_key=e.job_key, credentials=e.credentials.value if e.credentials else None,
         credentials_note=e.credentials_note,
         candidates=candidates,
+        restored_from=next((r.path for r in refs if r.sha256 == e.restored_from_sha256), None),
+        restored_from_sha256=e.restored_from_sha256, restoration=dict(e.restoration) if e.restoration else None,
     )
 
 

@@ -90,7 +90,7 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
         source = session.get(Photo, hit.target_photo_id)
         gone = source is None or source.status is PhotoStatus.gone
         references = [(r.rank, r.ref_photo_id, r.ref_sha256, r.cosine, r.relevance) for r in hit.references]
-        candidates = hit.candidates
+        candidates, restored_from, restoration = hit.candidates, hit.restored_from_sha256, hit.restoration
     old, new = Path(hit.output_path), Path(out_path).resolve()
     here = old.is_relative_to(Path(job.out_dir).resolve())
     new.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def reuse_elsewhere(sessions: sessionmaker[Session], job: JobContext, photo_id: 
                     how: str(old)},
             timings={}, output_path=new, output_sha256=hit.output_sha256, attention_path=attention,
             references=references, credentials=hit.credentials, credentials_note=hit.credentials_note,
-            candidates=candidates,
+            candidates=candidates, restored_from_sha256=restored_from, restoration=restoration,
         )
 
 
@@ -153,11 +153,12 @@ def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: i
                    retrieval_key: str | None, result: EnhanceResult, timings: dict[str, float],
                    ranked: Sequence[RankedReference], settle: Callable[[Session], None] | None = None,
                    carries: dict[str, bool] | None = None,
-                   candidates: Sequence[dict[str, object]] | None = None) -> int:
+                   candidates: Sequence[dict[str, object]] | None = None, restored_from: str | None = None) -> int:
     """Record what `result` wrote, with its references; returns the enhancement's id.
 
     `settle(session)` runs inside the same transaction (marking the job's claim done), so the
-    record and the end of the claim commit together or not at all.
+    record and the end of the claim commit together or not at all. `restored_from`: the original
+    the job asked to restore the target from; recorded when the pixels confirmed it (`result.restoration`).
     """
     written = _output_stat(result.output_path)
     with sessions.begin() as session:
@@ -171,7 +172,8 @@ def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: i
             output_sha256=result.output_sha256,
             attention_path=result.attention_path.resolve() if result.attention_path else None,
             references=_rows(ranked), credentials=result.credentials, credentials_note=result.credentials_note,
-            candidates=candidates,
+            candidates=candidates, restored_from_sha256=restored_from if result.restoration is not None else None,
+            restoration=dict(result.restoration) if result.restoration is not None else None,
         )
         if settle is not None:
             settle(session)

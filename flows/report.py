@@ -38,7 +38,10 @@ detail over bicubic (the reference crop is the region the model copied texture f
 the soft-attention map as a heat layer over the output, at the output's size, with an opacity
 slider; and the scores: retrieval cosine, the model's texture relevance, a no-reference detail
 gain against bicubic, LR fidelity (higher = the output scaled back down is closer to the input),
-the model and the timings. The parameters each enhancement ran with are folded away on its card.
+the model and the timings; the target beside its first reference with the feature matches that one
+homography explains drawn (geometric verification's inliers), and, for a copy given its original
+back, which original and how much of the output it covers. The parameters each enhancement ran with
+are folded away on its card.
 
 The page needs no server and no network: open index.html in any browser. Thumbnails and
 crops are generated once into the gallery folder and reused; full-resolution photos are
@@ -198,6 +201,20 @@ def _timings(raw: Any) -> tuple[tuple[str, float], ...]:
     )
 
 
+def _restored_detail(enh: Enhancement, references: Sequence[GalleryReference]) -> str | None:
+    """A copy given its original back: which reference, and how much of the output and how faithful it is."""
+    if not enh.restored_from_sha256:
+        return None
+    ref = next((r for r, row in zip(references, enh.references) if row.ref_sha256 == enh.restored_from_sha256), None)
+    fit = enh.restoration or {}
+    how = ", ".join(part for part in (
+        f"{fit['covered']:.0%} of the pixels" if "covered" in fit else "",
+        f"fidelity to the copy {fit['fidelity_db']:.1f} dB" if "fidelity_db" in fit else "") if part)
+    name = ref.label if ref is not None else f"sha256:{enh.restored_from_sha256[:12]}"
+    return f"its original {name} ({how}); the model made the rest" if fit.get("covered", 1) < 1 \
+        else f"its original {name} ({how})"
+
+
 def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCard:
     target = _photo_path(enh.target)
     output = Path(enh.output_path) if enh.output_path else None
@@ -212,6 +229,7 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
             bicubic = ensure_bicubic(target, out_dir / ASSETS_DIR / "bicubic", size)
         except (OSError, UnreadableImageError) as exc:
             logger.warning("report: no bicubic upscale for %s: %s", target, exc)
+    inliers = {c.get("sha256"): c.get("inliers") for c in enh.candidates or [] if isinstance(c, dict)}
     references = tuple(
         GalleryReference(
             label=ref.photo.rel_path if ref.photo.album.root == album_root else str(_photo_path(ref.photo)),
@@ -219,10 +237,14 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
             rank=ref.rank,
             cosine=ref.cosine,
             relevance=ref.relevance,
+            inliers=inliers.get(ref.ref_sha256),
         )
         for ref in enh.references
     )
     details: list[tuple[str, str]] = [("device", enh.device), ("embedder", enh.embedder)]
+    restored = _restored_detail(enh, references)
+    if restored is not None:
+        details.insert(0, ("restored from", restored))
     if enh.run_id is not None:
         details.append(("run", str(enh.run_id)))
     details.append(("when", enh.created_at.strftime("%Y-%m-%d %H:%M UTC")))
@@ -240,6 +262,7 @@ def _card(enh: Enhancement, out_dir: Path, album_root: str | None) -> GalleryCar
         params=json.dumps(enh.params, sort_keys=True, ensure_ascii=False, default=str, indent=1) if enh.params else "",
         error=enh.error,
         attention=Path(enh.attention_path) if enh.attention_path else None,
+        restored=bool(enh.restored_from_sha256),
     )
 
 

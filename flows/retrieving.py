@@ -6,7 +6,7 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +73,7 @@ class Retrieval:
     reranked: bool = False  # the model scored the candidates now (no remembered ranking)
     seconds: float = 0.0
     missing: str | None = None  # why there is no reference
+    restored_from: str | None = None  # the target is a copy of ranked[0]: restore it from there (with_original)
 
     def timings(self) -> dict[str, float]:
         return {"retrieve_s": self.seconds}
@@ -181,3 +182,30 @@ def choose_references(res: Resources, job: JobContext, target: TargetPhoto, sett
         ranked, scores = ranking.chosen, ranking.scores
         memo.put(key, ranked, scores)
     return Retrieval(ranked, scores, key, reranked, round(time.perf_counter() - t0, 4))
+
+
+def with_original(sessions: sessionmaker[Session], job: JobContext, target: TargetPhoto, found: Retrieval) -> Retrieval:
+    """`found` with the target's original as its first reference, to be restored from, when the target is a copy.
+
+    The original is a photo that copy detection (flows/copies.py) recorded as holding the target's
+    picture with more pixels, and that retrieval scored as a candidate (a copy's original is among
+    its nearest neighbours, where the detector looked): its recorded scores stay as they were, and
+    the other chosen references follow it. `found` unchanged when there is none.
+    """
+    with sessions() as session:
+        scales = {c.original.id: c.check.scale or 0.0 for c in queries.album_copies(session, job.album_id, target.id)
+                  if c.copy.sha256 == target.sha256 and (c.check.scale or 0.0) > 1.0}
+    scored = {s.photo_id: s for s in found.scores if s.relevance is not None}
+    usable = [pid for pid in scales if pid in scored]
+    if not usable:
+        if scales:
+            logger.info("%s: its original is not among the candidates scored; enhanced by the model", target.rel_path)
+        return found
+    best = scored[max(usable, key=lambda pid: (scales[pid], -pid))]
+    relevance = float(best.relevance)  # type: ignore[arg-type]  # `scored` holds re-ranked candidates only
+    first = RankedReference(0, best.photo_id, best.sha256, best.cosine, relevance, best.inliers)
+    others = [r for r in found.ranked if r.photo_id != best.photo_id][:max(0, len(found.ranked) - 1)]
+    ranked = tuple(replace(r, rank=i) for i, r in enumerate([first, *others]))
+    ranks = {r.photo_id: r.rank for r in ranked}
+    scores = tuple(replace(s, rank=ranks.get(s.photo_id)) for s in found.scores)
+    return replace(found, ranked=ranked, scores=scores, restored_from=best.sha256)

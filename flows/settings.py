@@ -100,6 +100,7 @@ class Settings:
     verify: bool = True
     verify_pool: int = 24
     copies: bool = True  # find copies among the album's photos when indexing (flows/copies.py)
+    restore: bool = True  # a recorded copy of a larger album photo is restored from it (pipeline/restore.py)
     rerank_target_side: int = 64
     rerank_candidate_side: int = 256
     outscale: float = 4.0

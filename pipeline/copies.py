@@ -21,7 +21,9 @@ from pipeline.verification import LocalFeatures, match_features
 
 logger = logging.getLogger(__name__)
 
-COPY_METHOD = "sift-similarity-v1"  # stored with each verdict: a new method checks pairs again
+# Stored with each verdict: a new method checks pairs again, and its verdict replaces the old one's.
+# v2: an uncropped copy too small or too bare for feature matches is checked as one whole frame resized.
+COPY_METHOD = "sift-similarity-v2"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,13 @@ class CopySettings:
     blur_px: float = 1.5  # Gaussian sigma at compare_side, applied to both before comparing
     blocks: int = 12  # blocks along the long side; each must agree
     max_block_rmse: float = 11.0  # worst block's RMS difference (0-255) after the colour fit
+    # Too few feature matches (a thumbnail of a bare scene): an uncropped copy is still one whole frame
+    # resized, which the pixels alone can confirm. Tried when the two frames have one shape and one is
+    # at least `whole_frame_scale` times the other; the aligned original must then also explain
+    # `min_explained` of the copy's variance (two smooth, unrelated photos would pass the blocks alone).
+    whole_frame: bool = True
+    whole_frame_scale: float = 1.5
+    min_explained: float = 0.9
 
     def fingerprint(self) -> str:
         return COPY_METHOD
@@ -129,8 +138,11 @@ def fit_colours(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def _agreement(copy: np.ndarray, original: np.ndarray, h_copy_to_orig: np.ndarray,
-               settings: CopySettings) -> tuple[float, float]:
-    """(worst block RMSE, PSNR) of the copy against the original aligned to it, at `compare_side`."""
+               settings: CopySettings) -> tuple[float, float, float]:
+    """(worst block RMSE, PSNR, share of the copy's variance explained) of the copy against the aligned original.
+
+    Measured at `compare_side`, both blurred a little and the original's colours fitted to the copy's.
+    """
     h, w = copy.shape[:2]
     f = min(1.0, settings.compare_side / max(h, w))
     cw, ch = max(8, round(w * f)), max(8, round(h * f))
@@ -143,6 +155,7 @@ def _agreement(copy: np.ndarray, original: np.ndarray, h_copy_to_orig: np.ndarra
     aligned = fit_colours(aligned, small)
     err = (aligned - small) ** 2
     mse = float(err.mean())
+    explained = 1.0 - mse / max(float(small.var()), 1e-6)
     psnr = 99.0 if mse < 1e-10 else 10 * math.log10(255.0 ** 2 / mse)
     side = max(cw, ch) / settings.blocks
     rows, cols = max(1, round(ch / side)), max(1, round(cw / side))
@@ -152,7 +165,7 @@ def _agreement(copy: np.ndarray, original: np.ndarray, h_copy_to_orig: np.ndarra
             block = err[r * ch // rows:(r + 1) * ch // rows, c * cw // cols:(c + 1) * cw // cols]
             if block.size:
                 worst = max(worst, float(math.sqrt(block.mean())))
-    return worst, psnr
+    return worst, psnr, explained
 
 
 Pixels = np.ndarray | Callable[[], np.ndarray]
@@ -160,6 +173,29 @@ Pixels = np.ndarray | Callable[[], np.ndarray]
 
 def _full_size(f: LocalFeatures) -> tuple[int, int]:
     return round(f.size[0] * f.scale), round(f.size[1] * f.scale)
+
+
+def _whole_frame(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures, settings: CopySettings,
+                 matches: int) -> CopyVerdict:
+    """The verdict for an uncropped copy that features could not match: one whole frame resized onto the other."""
+    (aw, ah), (bw, bh) = _full_size(fa), _full_size(fb)
+    scale = math.sqrt(bw * bh / (aw * ah))
+    # Resizing rounds each side to whole pixels (and the feature sizes round again): the shapes of a copy
+    # and its original differ by about that much, no more.
+    rounding = 2.0 / min(aw, ah, bw, bh)
+    if abs((bw / aw) / (bh / ah) - 1.0) > 2 * rounding or max(scale, 1 / scale) < settings.whole_frame_scale:
+        return CopyVerdict(False, None, None, 0, None, None, None, f"{matches} matches")
+    copy = 0 if scale > 1.0 else 1
+    copy_px, orig_px = (p() if callable(p) else p for p in ((a, b) if copy == 0 else (b, a)))
+    (ch, cw), (oh, ow) = copy_px.shape[:2], orig_px.shape[:2]
+    sx, sy = ow / cw, oh / ch  # from the pixels themselves
+    to_orig = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    worst, psnr, explained = _agreement(copy_px, orig_px, to_orig, settings)
+    ok = worst <= settings.max_block_rmse and explained >= settings.min_explained
+    reason = ("one picture, whole frame (too few feature matches to align by them)" if ok else
+              f"{matches} matches; as a whole frame, block RMS {worst:.1f} and {explained:.0%} of it explained")
+    return CopyVerdict(ok, copy if ok else None, math.sqrt(sx * sy), 0, 1.0, worst, psnr, reason,
+                       to_orig if ok else None)
 
 
 def check_copy(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures,
@@ -173,6 +209,8 @@ def check_copy(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures,
     """
     pa, pb = match_features(fa, fb, settings.ratio)
     if len(pa) < settings.min_inliers:
+        if settings.whole_frame:
+            return _whole_frame(a, fa, b, fb, settings, len(pa))
         return CopyVerdict(False, None, None, 0, None, None, None, f"{len(pa)} matches")
     # A similarity (scale, turn, shift) fitted directly: a homography's eight parameters overfit the few,
     # noisy matches of a thumbnail and make a copy look tilted.
@@ -213,7 +251,7 @@ def check_copy(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures,
         return CopyVerdict(False, None, factor, inliers, coverage, None, None,
                            f"the original shows {coverage:.0%} of the copy's frame")
     copy_px, orig_px = (p() if callable(p) else p for p in (copy_px, orig_px))
-    worst, psnr = _agreement(copy_px, orig_px, to_orig, settings)
+    worst, psnr, _ = _agreement(copy_px, orig_px, to_orig, settings)
     ok = worst <= settings.max_block_rmse
     reason = "one picture" if ok else f"a part differs (block RMS {worst:.1f} > {settings.max_block_rmse:g})"
     return CopyVerdict(ok, copy if ok else None, factor, inliers, coverage, worst, psnr, reason,

@@ -11,7 +11,7 @@ from pathlib import Path
 import c2pa
 from PIL import Image
 
-from pipeline.provenance import DIGITAL_SOURCE_TYPE, SOFTWARE_NAME, Provenance
+from pipeline.provenance import COMPOSITE_CAPTURE, DIGITAL_SOURCE_TYPE, SOFTWARE_NAME, Provenance
 from pipeline.signing import LOCAL_ORG, SigningIdentity
 
 logger = logging.getLogger(__name__)
@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff", "BMP": "image/bmp",
         "GIF": "image/gif", "HEIF": "image/heif", "AVIF": "image/avif", "MPO": "image/jpeg"}
 ASSERTION = "org.refsr.enhancement"  # our own assertion: Provenance.to_dict(), signed with the rest
+ORIGINAL = "original"  # the ingredient label of the photo a copy was restored from (pipeline.restore)
 # Nothing is fetched while signing or verifying: the album may be offline, and a lookup would tell a
 # server which photos are being checked. The library's automatic thumbnails are off: it makes PNGs
 # hundreds of KB large; ours are small JPEGs made from pixels already in memory.
@@ -36,7 +37,7 @@ class CredentialsRefused(RuntimeError):
 class Ingredient:
     """A photo the output was made from, as the manifest shows it: hash, thumbnail, and its bytes' own manifest."""
 
-    label: str  # "target", "reference-0", ...
+    label: str  # "target", "reference-0", ..., or ORIGINAL for the reference a copy was restored from
     sha256: str
     title: str  # a file name only with --embed-names, else a description with the hash
     source: Path  # read to carry the photo's own Content Credentials, if it has any; never written into the file
@@ -52,22 +53,35 @@ def _signer(identity: SigningIdentity) -> c2pa.Signer:
     return c2pa.Signer.from_info(c2pa.C2paSignerInfo(identity.alg, identity.chain_pem, identity.key_pem, None))
 
 
+def _actions(p: Provenance, ingredients: Sequence[Ingredient]) -> list[dict[str, object]]:
+    """The target opened; restored from its original (a copy given it back); edited by the model with the references."""
+    agent = {"name": SOFTWARE_NAME, "version": p.software_version}
+    actions: list[dict[str, object]] = [{"action": "c2pa.opened", "parameters": {"ingredientIds": ["target"]}}]
+    restored = p.restored_from
+    if restored is not None:
+        actions.append({"action": "c2pa.edited", "digitalSourceType": COMPOSITE_CAPTURE, "when": p.when.isoformat(),
+                        "softwareAgent": agent,
+                        "description": f"restored from its original sha256:{restored.sha256}: aligned to the copy, "
+                                       f"colours fitted, cropped to its framing ({restored.covered:.1%} of the pixels)",
+                        "parameters": {"ingredientIds": [ORIGINAL]}})
+    if restored is None or restored.covered < 1.0:
+        refs = [i.label for i in ingredients if i.label != "target"]
+        actions.append({"action": "c2pa.edited", "digitalSourceType": DIGITAL_SOURCE_TYPE, "when": p.when.isoformat(),
+                        "softwareAgent": agent,
+                        "description": f"reference-based super-resolution (TTSR), model {p.model_name} "
+                                       f"sha256:{p.model_sha256}",
+                        "parameters": {"ingredientIds": refs}})
+    return actions
+
+
 def manifest_definition(p: Provenance, ingredients: Sequence[Ingredient]) -> dict[str, object]:
-    """The manifest: the target opened, then edited by the model with the references; our facts beside."""
-    refs = [i.label for i in ingredients if i.label != "target"]
+    """The manifest: the target opened, then restored from its original and/or edited by the model; our facts beside."""
     return {
         "claim_generator_info": [{"name": SOFTWARE_NAME, "version": p.software_version}],
         "title": f"{p.target_name or 'photo'} (enhanced ×4)",
         "thumbnail": {"format": "image/jpeg", "identifier": "output-thumbnail"},
         "assertions": [
-            {"label": "c2pa.actions.v2", "data": {"actions": [
-                {"action": "c2pa.opened", "parameters": {"ingredientIds": ["target"]}},
-                {"action": "c2pa.edited", "digitalSourceType": DIGITAL_SOURCE_TYPE, "when": p.when.isoformat(),
-                 "softwareAgent": {"name": SOFTWARE_NAME, "version": p.software_version},
-                 "description": f"reference-based super-resolution (TTSR), model {p.model_name} "
-                                f"sha256:{p.model_sha256}",
-                 "parameters": {"ingredientIds": refs}},
-            ]}},
+            {"label": "c2pa.actions.v2", "data": {"actions": _actions(p, ingredients)}},
             {"label": ASSERTION, "data": p.to_dict()},
         ],
     }

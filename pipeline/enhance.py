@@ -9,7 +9,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,6 +21,8 @@ from pipeline import images
 from pipeline.attention import AttentionMaps, save_attention
 from pipeline.hashed_read import load_verified
 from pipeline.params import OUTPUT_EXTENSIONS, WRITE_FALLBACK, EnhanceParams
+from pipeline.provenance import RestoredFrom
+from pipeline.restore import Restoration, composite, restore_from_original
 from pipeline.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumbnail_jpeg
 from pipeline.vocabulary import CredentialsState
 from ttsr_core.config import MIN_REF_SIDE, SCALE
@@ -44,13 +46,15 @@ def stable_hash(payload: Any) -> str:
 
 
 def job_key(
-    target_sha256: str, ref_sha256s: Sequence[str], model_sha256: str, params: EnhanceParams | Mapping[str, object]
+    target_sha256: str, ref_sha256s: Sequence[str], model_sha256: str, params: EnhanceParams | Mapping[str, object],
+    *, restored_from: str | None = None,
 ) -> str:
     """sha256 hex of (target, ordered references, model, pixel parameters): the idempotency key.
 
     Two enhancements with the same key produce the same output, so a stored succeeded one can be
     reused; anything that changes pixels (another reference, its rank, the weights, the scale,
-    the search mode) gives another key and therefore a new record beside the old one.
+    the search mode, a restoration from the copy's original `restored_from`) gives another key and
+    therefore a new record beside the old one. Without a restoration the key is what it always was.
     """
     for name, value in (("target_sha256", target_sha256), ("model_sha256", model_sha256), *(
         (f"ref_sha256s[{i}]", r) for i, r in enumerate(ref_sha256s)
@@ -67,6 +71,10 @@ def job_key(
         "model": model_sha256,
         "params": pixel,
     }
+    if restored_from is not None:
+        if restored_from not in ref_sha256s:
+            raise ValueError(f"restored_from {restored_from!r} must be one of the references")
+        payload["restored_from"] = restored_from
     return stable_hash(payload)
 
 
@@ -203,6 +211,7 @@ class EnhanceResult:
     timings: Mapping[str, float]
     credentials: CredentialsState | None = None  # None: no stamp was asked for (refsr sr without one)
     credentials_note: str | None = None  # why an asked-for carrier is missing
+    restoration: Mapping[str, float | int] | None = None  # Restoration.facts() when restored from an original
 
 
 def _provenance_stamp(stamp: StampRequest, target: tuple[Path, str | None, np.ndarray],
@@ -211,6 +220,43 @@ def _provenance_stamp(stamp: StampRequest, target: tuple[Path, str | None, np.nd
     signing = stamp.identity is not None
     return ProvenanceStamp(stamp, ingredients_for(stamp.provenance, target, sources) if signing else (),
                            thumbnail_jpeg(image) if signing else b"")
+
+
+@dataclass(frozen=True)
+class _Made:
+    image: np.ndarray
+    maps: AttentionMaps | None  # None: the model did not run (the original covers the whole output)
+    restoration: Restoration | None
+
+
+def _make(model: TTSR, lr: np.ndarray, refs: Sequence[np.ndarray], params: EnhanceParams, restore: bool,
+          timings: dict[str, float], **model_kw: Any) -> _Made:
+    """The output's pixels: restored from the original (refs[0]) where it reaches, the model's elsewhere."""
+    restoration = None
+    if restore:
+        t0 = time.perf_counter()
+        restoration = restore_from_original(lr, refs[0], params.outscale)
+        timings["restore_s"] = time.perf_counter() - t0
+    if restoration is not None and restoration.covered >= 1.0:
+        return _Made(np.rint(restoration.image).astype(np.uint8), None, restoration)
+    t0 = time.perf_counter()
+    arrays = enhance_arrays(model, lr, refs, params, **model_kw)
+    if model_kw["device"].type == "cuda":
+        torch.cuda.synchronize(model_kw["device"])
+    timings["sr_s"] = time.perf_counter() - t0
+    maps = AttentionMaps(arrays.soft_attention, arrays.hard_attention, arrays.ref_grids)
+    if restoration is None:
+        return _Made(arrays.image, maps, None)
+    return _Made(composite(restoration.image, restoration.inside, arrays.image), maps, restoration)
+
+
+def _restored_stamp(stamp: StampRequest | None, restoration: Restoration | None) -> StampRequest | None:
+    """The stamp with the restoration's facts: the original is the first reference."""
+    if stamp is None or restoration is None:
+        return stamp
+    first = stamp.provenance.references[0]
+    restored = RestoredFrom(first.sha256, restoration.fidelity_db, restoration.covered, first.name)
+    return replace(stamp, provenance=replace(stamp.provenance, restored_from=restored))
 
 
 def enhance_photo(
@@ -227,6 +273,7 @@ def enhance_photo(
     reference_cache: ReferenceCache | None = None,
     stamp: StampRequest | None = None,
     sha256: Sequence[str] | None = None,
+    restore: bool = False,
 ) -> EnhanceResult:
     """Enhance the photo at `target_path` with the references at `ref_paths` (best first).
 
@@ -239,7 +286,10 @@ def enhance_photo(
     signed C2PA manifest, `pipeline.stamp`); a format that cannot carry it is written without, and the
     result's `credentials` says so. Raises images.UnreadableImageError for undecodable inputs.
     `sha256` (the target's, then each reference's): the pixels used must be those bytes, else
-    hashed_read.PhotoChangedError before any work (the record will name these hashes).
+    hashed_read.PhotoChangedError before any work (the record will name these hashes). `restore`: the
+    target is a copy of the first reference, its original; the output is the original aligned into
+    the target's enlarged frame (pipeline.restore) where it reaches and the model's output elsewhere
+    (the model runs only when some of the frame is left), unless the pixels show no copy (logged).
     """
     if not ref_paths:
         raise ValueError(f"at least one reference is needed to enhance {str(target_path)!r}")
@@ -263,30 +313,29 @@ def enhance_photo(
     refs = [rgb for rgb, _ in loaded]
     timings["load_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    arrays = enhance_arrays(model, lr, refs, params, device=dev, reference_cache=reference_cache)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    timings["sr_s"] = time.perf_counter() - t0
+    made = _make(model, lr, refs, params, restore, timings, device=dev, reference_cache=reference_cache)
+    stamp = _restored_stamp(stamp, made.restoration)
 
     t0 = time.perf_counter()
     fmt = params.output_format or Image.registered_extensions().get(out.suffix.lower()) or "PNG"
     fmt = WRITE_FALLBACK.get(fmt, fmt)
     sources = [(Path(p), m.format, rgb) for p, (rgb, m) in zip(ref_paths, loaded)]
     stamped = None if stamp is None else _provenance_stamp(stamp, (Path(target_path), meta.format, lr), sources,
-                                                         arrays.image)
-    written = images.save_atomic(out, arrays.image, meta, format=fmt, quality=params.quality, protected=guarded,
+                                                         made.image)
+    written = images.save_atomic(out, made.image, meta, format=fmt, quality=params.quality, protected=guarded,
                                  stamp=stamped)
     attention = None
-    if attention_path is not None:
-        maps = AttentionMaps(arrays.soft_attention, arrays.hard_attention, arrays.ref_grids)
-        attention = save_attention(attention_path, maps)
+    if attention_path is not None and made.maps is not None:
+        attention = save_attention(attention_path, made.maps)
     digest = sha256_file(written)
     timings["save_s"] = time.perf_counter() - t0
-    height, width = arrays.image.shape[:2]
-    logger.info("enhanced %s → %s (%dx%d, %.2fs)", target_path, written, width, height, timings["sr_s"])
+    height, width = made.image.shape[:2]
+    how = "restored from its original" if made.restoration is not None else "enhanced"
+    logger.info("%s %s → %s (%dx%d, %.2fs)", how, target_path, written, width, height,
+                timings.get("sr_s", 0.0) + timings.get("restore_s", 0.0))
     return EnhanceResult(
         output_path=written, output_sha256=digest, attention_path=attention, width=width, height=height, format=fmt,
         device=str(dev), timings=timings, credentials=stamped.state if stamped is not None else None,
         credentials_note=stamped.note if stamped is not None else None,
+        restoration=made.restoration.facts() if made.restoration is not None else None,
     )

@@ -41,15 +41,23 @@ def thumbnail_jpeg(rgb: np.ndarray) -> bytes:
 
 def ingredients_for(p: Provenance, target: tuple[Path, str | None, np.ndarray],
                     refs: Sequence[tuple[Path, str | None, np.ndarray]]) -> list[credentials.Ingredient]:
-    """The target and the references (path, Pillow format, pixels; best reference first) as ingredients."""
+    """The target and the references (path, Pillow format, pixels; best reference first) as ingredients.
+
+    The reference a copy was restored from is the ingredient labelled ``original``.
+    """
     if len(refs) != len(p.references):
         raise ValueError(f"{len(refs)} reference files for {len(p.references)} references in the provenance")
     path, fmt, rgb = target
     title = p.target_name or f"target photo sha256:{p.target_sha256[:16]}"
     out = [credentials.Ingredient("target", p.target_sha256, title, path, fmt, thumbnail_jpeg(rgb))]
+    original = p.restored_from.sha256 if p.restored_from is not None else None
     for fact, (path, fmt, rgb) in zip(p.references, refs):
-        title = fact.name or f"reference photo {fact.rank + 1} sha256:{fact.sha256[:16]}"
-        out.append(credentials.Ingredient(f"reference-{fact.rank}", fact.sha256, title, path, fmt, thumbnail_jpeg(rgb)))
+        if fact.sha256 == original:
+            label, title = credentials.ORIGINAL, fact.name or f"original photo sha256:{fact.sha256[:16]}"
+        else:
+            label = f"reference-{fact.rank}"
+            title = fact.name or f"reference photo {fact.rank + 1} sha256:{fact.sha256[:16]}"
+        out.append(credentials.Ingredient(label, fact.sha256, title, path, fmt, thumbnail_jpeg(rgb)))
     return out
 
 

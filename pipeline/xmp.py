@@ -10,7 +10,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from PIL import Image, PngImagePlugin
 
-from pipeline.provenance import DIGITAL_SOURCE_TYPE, Provenance, ReferenceFact
+from pipeline.provenance import Provenance, ReferenceFact, RestoredFrom
 
 NS = {
     "x": "adobe:ns:meta/",
@@ -44,13 +44,32 @@ def _reference(r: ReferenceFact) -> str:
             + "</rdf:li>")
 
 
+def _restored(r: RestoredFrom | None) -> str:
+    if r is None:
+        return ""
+    name = _text("refsr:Name", r.name) if r.name is not None else ""
+    return ("<refsr:RestoredFrom rdf:parseType=\"Resource\">" + _text("refsr:SHA256", r.sha256)
+            + _text("refsr:FidelityDB", f"{r.fidelity_db:.2f}") + _text("refsr:Covered", f"{r.covered:.4f}") + name
+            + "</refsr:RestoredFrom>")
+
+
+def _action(p: Provenance) -> str:
+    """What the History event says was done."""
+    sr = f"reference-based super-resolution (TTSR) with model {p.model_name}"
+    if p.restored_from is None:
+        return sr
+    restored = f"restored from its original sha256:{p.restored_from.sha256} (aligned, colours fitted, cropped)"
+    return restored if p.restored_from.covered >= 1.0 else f"{restored}; elsewhere {sr}"
+
+
 def packet(p: Provenance) -> bytes:
     """The XMP packet (UTF-8, with its xpacket wrapper) describing one output.
 
     xmpMM:DerivedFrom names the target by content hash (``sha256:<hex>``: the same photo anywhere,
     under any name); xmpMM:History has one ``derived`` event with the software and its time;
     Iptc4xmpExt:DigitalSourceType marks a composite with trained-algorithm media; ``refsr:`` holds
-    the references (hash, rank, scores), the model, the job key and the run. File names appear only
+    the references (hash, rank, scores), the model, the job key, the run and, for a copy given its
+    original back, ``refsr:RestoredFrom`` (the original's hash, fidelity, coverage). File names appear only
     when the Provenance carries them (--embed-names), never folders.
     """
     namespaces = " ".join(f"xmlns:{k}={quoteattr(v)}" for k, v in NS.items() if k != "x")
@@ -66,13 +85,14 @@ def packet(p: Provenance) -> bytes:
         + f"<xmpMM:DerivedFrom rdf:parseType=\"Resource\">{derived}</xmpMM:DerivedFrom>"
         + "<xmpMM:History><rdf:Seq><rdf:li rdf:parseType=\"Resource\">"
         + _text("stEvt:action", "derived")
-        + _text("stEvt:parameters", f"reference-based super-resolution (TTSR) with model {p.model_name}")
+        + _text("stEvt:parameters", _action(p))
         + _text("stEvt:softwareAgent", p.software) + _text("stEvt:when", _iso(p.when))
         + "</rdf:li></rdf:Seq></xmpMM:History>"
-        + _text("Iptc4xmpExt:DigitalSourceType", DIGITAL_SOURCE_TYPE)
+        + _text("Iptc4xmpExt:DigitalSourceType", p.digital_source_type)
         + _text("refsr:TargetSHA256", p.target_sha256) + _text("refsr:ModelName", p.model_name)
         + _text("refsr:ModelSHA256", p.model_sha256) + _text("refsr:JobKey", p.job_key) + run
         + "<refsr:References><rdf:Seq>" + "".join(_reference(r) for r in p.references) + "</rdf:Seq></refsr:References>"
+        + _restored(p.restored_from)
         + "</rdf:Description>"
     )
     xml = (f"<?xpacket begin=\"\ufeff\" id=\"W5M0MpCehiHzreSzNTczkc9d\"?>"
@@ -132,12 +152,16 @@ def parse(xml: bytes) -> Provenance | None:
             for li in refs_node.iter(f"{{{NS['rdf']}}}li")
         ]
         derived = desc.find(f"{{{NS['xmpMM']}}}DerivedFrom")
+        restored = desc.find(f"{{{NS['refsr']}}}RestoredFrom")
         return Provenance.from_dict({
             "target_sha256": target, "references": refs, "model_name": _field(desc, "refsr", "ModelName"),
             "model_sha256": _field(desc, "refsr", "ModelSHA256"), "software": _field(desc, "xmp", "CreatorTool"),
             "job_key": _field(desc, "refsr", "JobKey"), "run_id": _field(desc, "refsr", "RunID"),
             "target_name": _field(derived, "stRef", "filePath") if derived is not None else None,
             "when": _field(desc, "xmp", "ModifyDate"),
+            "restored_from": None if restored is None else {
+                "sha256": _field(restored, "refsr", "SHA256"), "fidelity_db": _field(restored, "refsr", "FidelityDB"),
+                "covered": _field(restored, "refsr", "Covered"), "name": _field(restored, "refsr", "Name")},
         })
     return None
 

@@ -59,8 +59,26 @@ def record_copy_check(session: Session, sha_x: str, sha_y: str, method: str, *, 
     })
 
 
+def _latest_verdicts(session: Session, shas: list[str], wanted: str | None) -> list[CopyCheck]:
+    """Each checked pair's newest verdict (any method) among pairs of `shas`, or among `wanted`'s pairs only."""
+    rows: list[CopyCheck] = []
+    if wanted is not None:
+        rows.extend(session.scalars(select(CopyCheck).where((CopyCheck.sha_a == wanted) | (CopyCheck.sha_b == wanted))))
+    else:
+        for i in range(0, len(shas), 500):
+            rows.extend(session.scalars(select(CopyCheck).where(CopyCheck.sha_a.in_(shas[i:i + 500]))))
+    newest: dict[tuple[str, str], CopyCheck] = {}
+    for row in rows:
+        held = newest.get((row.sha_a, row.sha_b))
+        # A later method looked again at the pair: its verdict replaces the earlier one's.
+        if held is None or (row.checked_at, row.id) > (held.checked_at, held.id):
+            newest[(row.sha_a, row.sha_b)] = row
+    return list(newest.values())
+
+
 def album_copies(session: Session, album_id: int, photo_id: int | None = None) -> list[CopyPair]:
-    """The copies among the album's present photos (any method), by copy path; one photo's only with `photo_id`."""
+    """The copies among the album's present photos by each pair's newest verdict, by copy path; one photo's only
+    with `photo_id`."""
     present = [p for p in session.scalars(select(Photo).where(Photo.album_id == album_id,
                                                               Photo.status == PhotoStatus.ok))
                if p.sha256]
@@ -72,11 +90,10 @@ def album_copies(session: Session, album_id: int, photo_id: int | None = None) -
         wanted = next((p.sha256 for p in present if p.id == photo_id), None)
         if wanted is None:
             return []
-    query = select(CopyCheck).where(CopyCheck.is_copy.is_(True))
-    if wanted is not None:
-        query = query.where((CopyCheck.copy_sha256 == wanted) | (CopyCheck.original_sha256 == wanted))
     out = []
-    for check in session.scalars(query):
+    for check in _latest_verdicts(session, sorted(by_sha), wanted):
+        if not check.is_copy:
+            continue
         for copy in by_sha.get(check.copy_sha256 or "", []):
             for original in by_sha.get(check.original_sha256 or "", []):
                 out.append(CopyPair(copy, original, check))

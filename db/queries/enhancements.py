@@ -58,6 +58,13 @@ def _reference_rows(references: Sequence[ReferenceRow | tuple[int, int, str, flo
     return rows
 
 
+def _check_restored(restored_from_sha256: str | None, rows: Sequence[ReferenceRow]) -> None:
+    if restored_from_sha256 is not None:
+        check_sha256(restored_from_sha256, "restored_from_sha256")
+        if restored_from_sha256 not in {row.ref_sha256 for row in rows}:
+            raise ValueError(f"restored_from_sha256 {restored_from_sha256!r} is none of the references")
+
+
 def record_enhancement(
     session: Session,
     run_id: int | None,
@@ -79,12 +86,15 @@ def record_enhancement(
     credentials: CredentialsState | None = None,
     credentials_note: str | None = None,
     candidates: Sequence[dict[str, Any]] | None = None,
+    restored_from_sha256: str | None = None,
+    restoration: dict[str, Any] | None = None,
 ) -> Enhancement:
     """Add one enhancement and its ranked references in a single flush.
 
     ``references`` rows are (rank, ref_photo_id, ref_sha256, cosine, relevance) with rank 0 the
     best. ``candidates``: every candidate retrieval scored (JSON-able dicts, as
-    ``pipeline.retrieval.CandidateScore.as_record`` gives them), or None. Everything lands in the
+    ``pipeline.retrieval.CandidateScore.as_record`` gives them), or None. ``restored_from_sha256``: the
+    original a copy was restored from (one of the references), with ``restoration`` its fit. Everything lands in the
     caller's transaction together; if the flush fails nothing is written and the caller must roll back.
     """
     final = EnhancementStatus(status)
@@ -102,6 +112,7 @@ def record_enhancement(
             f"{out!r} and {output_sha256!r}"
         )
     rows = _reference_rows(references)
+    _check_restored(restored_from_sha256, rows)
 
     enhancement = Enhancement(
         run_id=run_id,
@@ -122,6 +133,8 @@ def record_enhancement(
         error=error,
         credentials=None if credentials is None else CredentialsState(credentials),
         credentials_note=credentials_note,
+        restored_from_sha256=restored_from_sha256,
+        restoration=None if restoration is None else dict(restoration),
         created_at=utcnow(),
         references=[
             EnhancementReference(rank=row.rank, ref_photo_id=row.ref_photo_id, ref_sha256=row.ref_sha256,

@@ -22,6 +22,7 @@ from pipeline.attention import AttentionMaps, load_attention, reference_point
 from pipeline.gallery.assets import Assets, Picture, Sources, digest, file_signature
 from pipeline.gallery.cards import GalleryCard, GallerySettings
 from pipeline.gallery.heat import heat_layer, heat_overlay, peak_region, transfer_weight
+from pipeline.gallery.matches import save_matches
 from pipeline.images import UnreadableImageError, read_header, save_atomic, shrink
 from pipeline.vocabulary import EnhancementStatus
 from ttsr_core.arrays import resize_bicubic
@@ -32,6 +33,7 @@ from ttsr_core.metrics import DetailGain, detail_gain
 logger = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom) in output pixels
+_CARD_VERSION = "matches-v1"  # what a card generates: a new item rebuilds the cached cards once
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class CardView:
     gain: DetailGain | None
     sizes: dict[str, str]
     notes: tuple[str, ...]
+    matches: Picture | None = None  # the target and its first reference, the inlier matches drawn
+    match_counts: tuple[int, int] | None = None  # (inliers, matches) as verification counts them
 
 
 def _attention_of(card: GalleryCard) -> tuple[AttentionMaps | None, str, str]:
@@ -207,6 +211,9 @@ def _build_card_assets(
         cy, cx = out_h / 2, out_w / 2
     box = _box(cy, cx, crop, out_h, out_w)
     meta["box"] = list(box)
+    reference = sources.get(card.references[0].path) if card.references else None
+    if reference is not None:
+        meta["matches"] = save_matches(lr, reference, card_dir, settings.thumb_quality)
     if maps is not None:
         meta["heat"] = _save_heat(lr, maps, box, (out_h, out_w), card_dir, settings)
     if enhanced is None or bicubic is None:
@@ -252,7 +259,7 @@ def _card_meta(card: GalleryCard, sources: Sources, maps: AttentionMaps | None, 
             signatures.append(file_signature(path) if path else "-")
         except OSError:
             signatures.append(f"missing:{path}")
-    card_dir = assets.root / "cards" / digest("card", att_signature, assets.settings, *signatures)
+    card_dir = assets.root / "cards" / digest("card", _CARD_VERSION, att_signature, assets.settings, *signatures)
     assets.used.add(card_dir)
     meta_path = card_dir / "meta.json"
     if meta_path.is_file():
@@ -275,6 +282,8 @@ def prepare_card(card: GalleryCard, index: int, assets: Assets) -> CardView:
     sources = Sources()
     notes: list[str] = []
     maps, att_signature, att_note = _attention_of(card)
+    if card.attention is None and card.restored:
+        att_note = "restored from its original, which covers the whole output: the model did not run, crops are centred"
     if att_note and card.status is EnhancementStatus.succeeded:
         notes.append(att_note)
 
@@ -309,6 +318,8 @@ def prepare_card(card: GalleryCard, index: int, assets: Assets) -> CardView:
     heat_view = None
     if isinstance(hv, dict) and (base := pic(hv.get("base"))) and (layer := pic(hv.get("layer"))):
         heat_view = HeatView(base, layer, int(hv["width"]), int(hv["height"]), float(hv["min"]), float(hv["max"]))
+    found = meta.get("matches")
+    matches = pic(found.get("file")) if isinstance(found, dict) else None
     return CardView(
         card=card,
         index=index,
@@ -323,4 +334,6 @@ def prepare_card(card: GalleryCard, index: int, assets: Assets) -> CardView:
         gain=DetailGain(**gain_meta) if isinstance(gain_meta, dict) else None,
         sizes=dict(meta.get("sizes", {})),
         notes=tuple(notes),
+        matches=matches,
+        match_counts=(int(found["inliers"]), int(found["matches"])) if matches is not None else None,
     )

@@ -56,6 +56,7 @@ class GalleryReference:
     rank: int = 0
     cosine: float | None = None  # retrieval similarity of the embeddings
     relevance: float | None = None  # the texture model's own matching score
+    inliers: int | None = None  # feature matches one homography explains, as retrieval counted them
 
     def __post_init__(self) -> None:
         if self.path is not None:
@@ -80,6 +81,7 @@ class GalleryCard:
     error: str | None = None
     # The saved attention, or the file it was saved to (loaded with `load_attention`).
     attention: AttentionMaps | Path | None = field(default=None, compare=False)
+    restored: bool = False  # a copy restored from its original (pipeline/restore.py); the details say which
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not KEY_RE.fullmatch(self.key):

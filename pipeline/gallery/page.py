@@ -171,6 +171,20 @@ def _card_crops(view: CardView) -> str:
     )
 
 
+def _card_matches(view: CardView) -> str:
+    """The target beside its first reference with the feature matches one homography explains."""
+    if view.matches is None or view.match_counts is None or not view.card.references:
+        return ""
+    inliers, matches = view.match_counts
+    m = view.matches
+    return (
+        f'<section class="matches-box"><h3>matched features: {inliers} of {matches} matches agree on one '
+        f"homography with {_e(view.card.references[0].label)}</h3>"
+        f'<img src="{_e(quote(m.rel, safe="/"))}" width="{m.width}" height="{m.height}" loading="lazy" '
+        f'decoding="async" alt="target and reference side by side, inlier matches drawn"></section>'
+    )
+
+
 def _card_scores(view: CardView) -> str:
     """Label/value rows: per-reference scores, the detail gain, the model, timings and details."""
     card = view.card
@@ -179,6 +193,8 @@ def _card_scores(view: CardView) -> str:
         prefix = f"ref {ref.rank + 1} " if len(card.references) > 1 else ""
         rows.append((f"{prefix}cosine", _fmt(ref.cosine)))
         rows.append((f"{prefix}relevance", _fmt(ref.relevance)))
+        if ref.inliers is not None:
+            rows.append((f"{prefix}inliers", str(ref.inliers)))
     if view.gain is not None:
         rows.append(("detail gain", f"{view.gain.detail_db:+.2f} dB"))
         rows.append(
@@ -221,7 +237,7 @@ def _card_html(view: CardView, out_dir: Path, total: int, heat_opacity: float = 
     return (
         f'<article class="card{" problem" if problem else ""}" id="card-{view.index}" tabindex="-1" {data}>'
         f"{_card_header(view, total, problem)}{_card_error(card)}{_card_panels(view, out_dir)}"
-        f'{_card_heat(view, heat_opacity)}{_card_crops(view)}<dl class="scores">{_card_scores(view)}</dl>'
+        f'{_card_heat(view, heat_opacity)}{_card_crops(view)}{_card_matches(view)}<dl class="scores">{_card_scores(view)}</dl>'
         f"{_card_params(card)}{f'<ul class=notes>{notes}</ul>' if notes else ''}</article>"
     )
 

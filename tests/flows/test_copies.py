@@ -66,3 +66,22 @@ def test_neighbour_pairs_are_each_rows_nearest_others() -> None:
     assert (0, 1) in neighbour_pairs(v, k=1)
     assert neighbour_pairs(v[:1]) == set()
     assert all(i < j for i, j in neighbour_pairs(v, k=2))
+
+
+def test_a_later_methods_verdict_replaces_an_earlier_ones(tmp_path: Path, settings_for) -> None:
+    album = _album(tmp_path / "album")
+    settings = settings_for(embedder="fallback")
+    counts = scan_task.fn(str(album), settings)
+    sessions = resources_for(settings).sessions
+    with sessions() as session:
+        shas = {p.rel_path: p.sha256 for p in queries.photos(session, counts.album_id)}
+    copy, original, other = shas["chat/copy.jpg"], shas["trip/original.jpg"], shas["trip/other-view.jpg"]
+    with sessions.begin() as session:
+        queries.record_copy_check(session, copy, original, "old", is_copy=False, inliers=3)
+        queries.record_copy_check(session, other, original, "old", is_copy=True, copy_sha256=other, inliers=40)
+    with sessions.begin() as session:
+        queries.record_copy_check(session, copy, original, "new", is_copy=True, copy_sha256=copy, scale=4.0)
+        queries.record_copy_check(session, other, original, "new", is_copy=False, inliers=40)
+    with sessions() as session:
+        found = [(c.copy.rel_path, c.original.rel_path) for c in queries.album_copies(session, counts.album_id)]
+    assert found == [("chat/copy.jpg", "trip/original.jpg")]

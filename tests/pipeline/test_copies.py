@@ -84,3 +84,25 @@ def test_align_original_puts_the_original_in_the_copys_frame(original: np.ndarra
     truth = shrink(original[100:560, 200:820], 0.4)
     diff = np.abs(aligned[4:-4, 4:-4].astype(float) - truth[4:-4, 4:-4].astype(float)).mean()
     assert diff < 1.5
+
+
+def _bare(seed: int) -> np.ndarray:
+    """A bare table with a coin: smooth shading, one soft disc, sensor noise; too little for feature matches."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:768, 0:1024].astype(np.float32)
+    shade = 90 + 60 * (xx / 1024) + 30 * (yy / 768) * rng.uniform(0.5, 1.5)
+    cx, cy = rng.uniform(200, 800), rng.uniform(200, 560)
+    disc = 80 * np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / 60.0 ** 2) ** 3)
+    grey = shade + disc + rng.normal(0, 2, shade.shape)
+    return np.clip(np.stack([grey, grey * 0.95, grey * 0.85], -1), 0, 255).astype(np.uint8)
+
+
+def test_a_bare_scenes_thumbnail_is_found_as_one_whole_frame_and_another_bare_photo_is_not() -> None:
+    table = _bare(1)
+    thumb = jpeg(shrink(table, 0.2), 60)
+    verdict = check(thumb, table)
+    assert verdict.is_copy and verdict.copy == 0 and "whole frame" in verdict.reason, verdict
+    assert verdict.copy_to_original is not None and verdict.scale == pytest.approx(5.0, abs=0.01)
+    assert not check(thumb, _bare(2)).is_copy  # the coin lies elsewhere on another table
+    features = local_features(thumb, FEATURES), local_features(table, FEATURES)
+    assert not check_copy(thumb, features[0], table, features[1], CopySettings(whole_frame=False)).is_copy

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline import credentials, xmp
 from pipeline.images import load_rgb, save_atomic
-from pipeline.provenance import DIGITAL_SOURCE_TYPE, Provenance, ReferenceFact
+from pipeline.provenance import COMPOSITE_CAPTURE, DIGITAL_SOURCE_TYPE, Provenance, ReferenceFact, RestoredFrom
 from pipeline.signing import LOCAL_NOTICE, load_identity, local_identity
 from pipeline.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumbnail_jpeg
 from pipeline.vocabulary import CredentialsState
@@ -108,6 +108,28 @@ def test_the_c2pa_reader_validates_the_manifest_with_ingredients_and_action(fmt,
     verdict = credentials.verify(path)
     assert verdict.ok and verdict.local_signer, verdict
     assert verdict.provenance is not None and verdict.provenance.references[0].sha256 == R0
+
+
+@pytest.mark.parametrize("covered", [1.0, 0.93])
+def test_a_restored_copy_names_its_original_in_the_xmp_and_as_the_manifests_ingredient(covered, identity, sources,
+                                                                                      tmp_path) -> None:
+    restored = Provenance(**{**_provenance().__dict__, "restored_from": RestoredFrom(R0, 36.5, covered)})
+    path = tmp_path / "out.jpg"
+    _write(path, "JPEG", StampRequest(restored, identity=identity), sources)
+    carried = xmp.read(path.read_bytes())
+    assert carried is not None and carried.restored_from == RestoredFrom(R0, 36.5, covered)
+    verdict = credentials.verify(path)
+    assert verdict.ok and verdict.provenance is not None and verdict.provenance.restored_from == carried.restored_from
+    with c2pa.Reader("image/jpeg", io.BytesIO(path.read_bytes())) as reader:
+        manifest = reader.get_active_manifest()
+    original = next(i for i in manifest["ingredients"] if i["instance_id"] == f"sha256:{R0}")
+    assert original["title"].startswith("original photo")  # the reader renames labels; the title stays
+    actions = next(a for a in manifest["assertions"] if a["label"] == "c2pa.actions.v2")["data"]["actions"]
+    edits = [a for a in actions if a["action"] == "c2pa.edited"]
+    assert edits[0]["digitalSourceType"] == COMPOSITE_CAPTURE and R0 in edits[0]["description"]
+    # The model's edit is named only when it made some of the pixels.
+    assert [e["digitalSourceType"] for e in edits[1:]] == ([] if covered == 1.0 else [DIGITAL_SOURCE_TYPE])
+    assert restored.digital_source_type == (COMPOSITE_CAPTURE if covered == 1.0 else DIGITAL_SOURCE_TYPE)
 
 
 @pytest.mark.parametrize("fmt", SIGNABLE)

@@ -129,8 +129,11 @@ def test_job_key_changes_with_everything_that_changes_pixels() -> None:
         job_key(A, [B], M, EnhanceParams(search=EXACT, outscale=2.0)),
         job_key(A, [B], M, EnhanceParams(search=SearchConfig(mode=SearchMode.FAST))),
         job_key(A, [B], M, EnhanceParams(search=EXACT, output_format="png")),
+        job_key(A, [B], M, EnhanceParams(search=EXACT), restored_from=B),
     }
-    assert base not in others and len(others) == 8
+    assert base not in others and len(others) == 9
+    with pytest.raises(ValueError, match="restored_from"):
+        job_key(A, [B], M, EnhanceParams(), restored_from=C)
     with pytest.raises(ValueError, match="ref_sha256s"):
         job_key(A, [], M, EnhanceParams())
     with pytest.raises(ValueError, match="'nope'"):
@@ -208,3 +211,22 @@ def test_a_one_pixel_target_is_blamed_not_its_reference(model: TTSR) -> None:
         enhance_arrays(model, dot, [ref], EnhanceParams(search=EXACT))
     with pytest.raises(ValueError, match="reference 0 of 8×6 is smaller"):  # a truly tiny reference: its own fault
         enhance_arrays(model, np.full((8, 8, 3), 128, np.uint8), [ref[:6, :8]], EnhanceParams(search=EXACT))
+
+
+def test_a_copy_framed_wider_than_its_original_is_restored_and_the_model_fills_the_rest(model: TTSR,
+                                                                                         tmp_path: Path) -> None:
+    from tests.pipeline.scenes import scene
+
+    original = scene(9, 640, 480)
+    wide = np.pad(original, ((0, 0), (12, 0), (0, 0)), mode="edge")  # a strip the original does not show
+    copy = tmp_path / "copy.png"
+    Image.fromarray(np.asarray(Image.fromarray(wide).resize((163, 120), Image.Resampling.BOX))).save(copy)
+    Image.fromarray(original).save(tmp_path / "original.png")
+    attention = tmp_path / "att.npz"
+    result = enhance_photo(model, copy, [tmp_path / "original.png"], tmp_path / "out.png", EnhanceParams(search=EXACT),
+                           attention_path=attention, restore=True)
+    assert result.restoration is not None and 0.95 < result.restoration["covered"] < 1.0
+    assert "sr_s" in result.timings and result.attention_path == attention  # the model ran for the strip
+    out = np.asarray(Image.open(result.output_path).convert("RGB"))
+    assert out.shape == (480, 652, 3)
+    assert np.abs(out[:, 60:].astype(int) - original[:, 48:]).mean() < 4  # the original's own pixels

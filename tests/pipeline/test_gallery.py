@@ -243,7 +243,7 @@ def test_every_image_is_lazy_sized_and_local(album: dict[str, Path], tmp_path: P
     out = tmp_path / "out"
     page = render_gallery([_card(album)], out).read_text(encoding="utf-8")
     tags = re.findall(r"<img [^>]*>", page)
-    assert len(tags) == 10  # input, bicubic, enhanced, reference, output + heat layer, 4 crops
+    assert len(tags) == 11  # input, bicubic, enhanced, reference, output + heat layer, 4 crops, matched features
     for tag in tags:
         assert 'loading="lazy"' in tag and 'decoding="async"' in tag
         assert re.search(r'width="\d+" height="\d+"', tag)

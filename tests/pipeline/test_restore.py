@@ -43,3 +43,18 @@ def test_a_cropped_colour_edited_copy_keeps_its_framing_and_its_edit(original: n
 def test_bad_scale_is_refused(original: np.ndarray) -> None:
     with pytest.raises(ValueError, match="outscale"):
         restore_copy(original[:10, :10], original, np.eye(3), 0)
+
+
+def test_restoration_is_refused_for_another_view_and_composited_where_the_original_stops(original) -> None:
+    from pipeline.restore import composite, restore_from_original
+    from tests.pipeline.scenes import tilt, view
+
+    other_view = shrink(view(original, tilt(1024, 768, 0.06, 0.1, 1.1), (1024, 768)), 0.25)
+    assert restore_from_original(jpeg(other_view, 70), original) is None
+    # A copy framed a little wider than the original: the original covers most of the output, not all.
+    wide = np.pad(original, ((0, 0), (16, 0), (0, 0)), mode="edge")  # what alignment repeats there
+    found = restore_from_original(jpeg(shrink(wide, 0.25), 85), original)
+    assert found is not None and 0.95 < found.covered < 1.0 and found.fidelity_db > 30
+    filler = np.zeros(found.image.shape, np.uint8)
+    mixed = composite(found.image, found.inside, filler)
+    assert (mixed[found.inside == 0] == 0).all() and mixed[found.inside == 1].mean() > 20
