@@ -21,6 +21,7 @@ from flows.cli_parser import build_parser
 from flows.cli_output import jsonable as _jsonable
 from flows.cli_runtime import configure_logging, end_at_exit, prefect_home, workspace_environment
 from flows.cli_output import print_table as _print_table
+from flows.cli_output import took
 from flows.preflight import NoPhotosError, UsageError, shown
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 130
@@ -317,12 +318,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
     for r in runs:
         counts = r.counts or {}
         counted = ", ".join(f"{k} {v}" for k, v in counts.items() if v and not k.startswith("scan_"))
-        took = "-" if r.duration_s is None else f"{r.duration_s:.1f}s"
-        if r.status == "crashed" and r.duration_s is not None:
-            # Its end is its last record: it ran at least that long, and how much longer nobody saw.
-            took = f">={r.duration_s:.1f}s" if r.duration_s > 0 else "-"
         rows.append([f"#{r.id}", r.kind, r.album or "-", r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                     took, r.status, counted or "-"])
+                     took(r.status, r.duration_s), r.status, counted or "-"])
     _print_table(rows, ["run", "kind", "album", "started (UTC)", "took", "status", "counts"])
     return EXIT_OK
 

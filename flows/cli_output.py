@@ -38,6 +38,13 @@ def jsonable(obj: Any) -> Any:
 _SCAN_KEYS = ("new", "changed", "unchanged", "unreadable", "gone")
 
 
+def took(status: str, seconds: float | None) -> str:
+    """A run's time for `refsr history`: a crashed run ends at its last record, so it ran at least that long."""
+    if seconds is None or (status == "crashed" and seconds <= 0):
+        return "-"
+    return f"{'>=' if status == 'crashed' else ''}{seconds:.1f}s"
+
+
 def scan_line(scan: dict[str, Any]) -> str:
     return "  ".join(f"{k} {scan.get(k, 0)}" for k in _SCAN_KEYS)
 
