@@ -29,23 +29,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 130
 
 
 def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untyped-def]
+    """Settings from the flags this command offers (flows/cli_parser.py:add_settings), the environment and `extra`."""
     from flows.settings import Settings
 
-    def get(name: str) -> Any:
-        return getattr(args, name, None)
-
+    given = {name: getattr(args, name) for name in getattr(args, "settings_given", ())}
     try:
-        settings = Settings.from_env(
-            home=get("home"), database_url=get("database_url"), model_path=get("model"), device=get("device"),
-            precision=get("precision"),
-            search=get("search"), embedder=get("embedder"), min_ref_side=get("min_ref_side"),
-            max_target_side=get("max_target_side"), ref_ratio=get("ref_ratio"), top_k=get("top_k"),
-            refs=get("refs"), verify=get("verify"), verify_pool=get("verify_pool"),
-            copies=get("copies"), outscale=get("outscale"), output_format=get("output_format"), out_dir=get("out"),
-            force=get("force") or None, workers=get("workers"), dask=get("dask"), processes=get("processes"),
-            credentials=get("credentials"), xmp=get("xmp"), embed_names=get("embed_names"),
-            signing_key=get("signing_key"), signing_cert=get("signing_cert"), **extra,
-        )
+        settings = Settings.from_env(**given, **extra)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     workspace_environment(settings.home, verbose=args.verbose)
@@ -187,8 +176,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     from flows.preflight import check_enhance_command, check_room, planned_bytes, target_sizes
     from flows.resources import resources_for
 
-    settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty(),
-                         report=not args.no_report)
+    settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty())
     found = check_enhance_command(settings, args.album)
     digest = shortcut.fingerprint(RunKind.enhance, found, settings, {"report": settings.report})
     index_digest = shortcut.fingerprint(RunKind.index, found, settings)
@@ -423,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoPhotosError as exc:
         print(f"refsr {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # a bad checkpoint too: ttsr_core's CheckpointError is one
         if args.verbose:
             raise
         print(f"refsr {args.command}: {shown(' '.join(str(exc).split()))}", file=sys.stderr)
@@ -431,13 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from flows.db_faults import database_error, explain
 
-        if not args.verbose and (fault := database_error(exc)) is not None:
-            print(f"refsr {args.command}: {explain(fault, _clock.get('database'))}", file=sys.stderr)
-            return EXIT_FAILED if _clock.get("working") else EXIT_USAGE
-        if args.verbose or type(exc).__name__ != "CheckpointError":  # ttsr_core's, named so torch stays unimported
+        if args.verbose or (fault := database_error(exc)) is None:
             raise
-        print(f"refsr {args.command}: {shown(' '.join(str(exc).split()))}", file=sys.stderr)
-        return EXIT_USAGE
+        print(f"refsr {args.command}: {explain(fault, _clock.get('database'))}", file=sys.stderr)
+        return EXIT_FAILED if _clock.get("working") else EXIT_USAGE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

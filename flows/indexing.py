@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session
 from db import queries
 from db.models import Photo, PhotoRole, PhotoStatus, RunKind, RunStatus
 from flows import stopping
+from flows.album_config import scan_settings
 from flows.copies import CopyScan, copies_task
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
 from flows.faults import fault_point
 from flows.locks import engine_of, index_lock
 from flows.resources import resources_for
-from flows.settings import Settings, index_file, scan_settings
+from flows.settings import Settings, index_file
 from pipeline.hashed_read import PhotoChangedError, load_verified
 from pipeline.scan import KnownPhoto, ScanResult, ScanStatus, scan_album
 from pipeline.vector_index import IndexMismatch, VectorIndex

@@ -21,7 +21,8 @@ from flows.faults import FAULT_ENV
 from flows.jobs import JobContext, Outcome, TargetOutcome
 from flows.resources import resources_for
 from flows.indexing import embed_task, scan_task, sync_index_task
-from flows.settings import AlbumConfig, ModelNotFoundError, Settings, index_file, scan_settings
+from flows.album_config import AlbumConfig, scan_settings
+from flows.settings import ModelNotFoundError, Settings, index_file
 from pipeline import images
 from pipeline.enhance import plan_output_paths
 from durable import files
