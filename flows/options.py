@@ -1,7 +1,7 @@
 """How one setting is declared: its flag, environment variable, refsr.toml key, help, check and what it changes.
 
 A setting is a field of `flows.settings.Settings` declared with :func:`option`; the field's metadata
-holds an :class:`Option`. The command line (flows/cli_parser.py), the environment reader, the
+holds an :class:`Option`. The command line (flows/cli/parser.py), the environment reader, the
 refsr.toml reader, validation, the run fingerprint (flows/shortcut.py), the resource key
 (flows/resources.py) and the job key's pixel parameters are all read from these declarations, so a
 new setting is one field plus the code where it acts.
@@ -97,18 +97,18 @@ def validated(instance: object) -> None:
                                                             getattr(instance, d.name)))
 
 
-def resolve(cls: type, given: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+def values_from(cls: type, given: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     """Each setting's value: given (None = not given) > its environment variable > its default.
 
     A variable is not read where another flag of the same one-at-most group was given: the flag
     chose the other way (``--processes`` over ``$REFSR_DASK``).
     """
     table = declared(cls)
-    known = {d.name for d in table} | {f.name for f in fields(cls)}
+    known = {d.name for d in table}
     unknown = set(given) - known
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(known)}")
-    flagged = {d.option.group for d in table if given.get(d.name) is not None}
+    flagged = {d.option.group for d in table if given.get(d.name)}  # a flag set (False is "not that way")
     values: dict[str, Any] = {}
     for d in table:
         value = given.get(d.name)

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from db.engine import sqlite_file
 from flows.options import (SPEED_ONLY, Affects, Group, as_is, number, number_in, one_of, option, optional,
-                           positive_int, resolve, toml_keys, validated, whole, whole_number)
+                           positive_int, validated, values_from, whole, whole_number)
 from pipeline.clip_embedder import WEIGHTS_ENV_VAR as CLIP_WEIGHTS_ENV
 from pipeline.clip_embedder import ClipSettings
 from pipeline.embedders import EMBEDDERS, EmbedderKind, EmbedderSettings
@@ -306,7 +306,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> Settings:
         """Settings from keyword values (None means "not given"), else the environment, else the defaults."""
-        return cls(**resolve(cls, given, os.environ if env is None else env))
+        return cls(**values_from(cls, given, os.environ if env is None else env))
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

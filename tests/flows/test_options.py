@@ -12,7 +12,7 @@ import pytest
 
 from db.models import RunKind
 from flows.album_config import AlbumConfig
-from flows.cli_parser import build_parser
+from flows.cli.parser import build_parser
 from flows.options import Affects, Declared, declared
 from flows.preflight import AlbumCheck
 from flows.resources import ResourceSpec, device_spec
@@ -82,7 +82,7 @@ def test_every_flag_comes_from_the_table_and_lands_on_its_setting() -> None:
 
 @pytest.mark.parametrize("d", [d for d in TABLE if d.option.flags], ids=lambda d: d.name)
 def test_a_flag_reaches_its_setting(d: Declared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows import cli
+    from flows.cli import commands as cli
 
     monkeypatch.setattr(cli, "workspace_environment", lambda home, verbose: None)
     command = "enhance" if d.name in _commands()["enhance"].get_default("settings_given") else "index"

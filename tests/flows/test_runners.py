@@ -11,7 +11,7 @@ import pytest
 
 from flows import resources as resources_module
 from flows.cli import main
-from flows.cli_parser import build_parser
+from flows.cli.parser import build_parser
 from flows.resources import DeviceSpec, Resources, ResourceSpec
 from flows.runners import check_engine, dask_runner, uses_dask
 from flows.settings import Settings

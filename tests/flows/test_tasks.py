@@ -314,7 +314,7 @@ def test_a_job_taken_over_while_the_model_ran_is_left_to_its_new_holder(make_alb
 
 def test_precision_setting_chooses_the_autocast(tmp_path: Path, tiny_model: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     import flows.resources as resources
-    from flows.cli_parser import build_parser
+    from flows.cli.parser import build_parser
     from flows.settings import DeviceChoice
     from ttsr_core.config import Precision
 

@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_index, _enhance, _sr, _which_ref):
         add(sub)
-    from flows.cli_provenance import add_verify_parser
+    from flows.cli.provenance import add_verify_parser
 
     add_verify_parser(sub, _Formatter)
     for add in (_copies, _history, _serve):

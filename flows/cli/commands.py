@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flows.cli_parser import build_parser
-from flows.cli_output import jsonable as _jsonable
-from flows.cli_runtime import configure_logging, end_at_exit, prefect_home, workspace_environment
-from flows.cli_output import print_table as _print_table
+from flows.cli.parser import build_parser
+from flows.cli.output import jsonable as _jsonable
+from flows.cli.runtime import configure_logging, end_at_exit, prefect_home, workspace_environment
+from flows.cli.output import print_table as _print_table
 from flows.preflight import NoPhotosError, UsageError, shown
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 130
@@ -29,7 +29,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 130
 
 
 def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untyped-def]
-    """Settings from the flags this command offers (flows/cli_parser.py:add_settings), the environment and `extra`."""
+    """Settings from the flags this command offers (flows/cli/parser.py:add_settings), the environment and `extra`."""
     from flows.settings import Settings
 
     given = {name: getattr(args, name) for name in getattr(args, "settings_given", ())}
@@ -63,7 +63,7 @@ def _say(text: str) -> None:
 
 
 def _start_flow(args: argparse.Namespace) -> None:
-    from flows.prefect_server import die_with_this_process
+    from flows.cli.prefect_server import die_with_this_process
     from flows.shortcut import prefect_server_configured
 
     prefect_home()
@@ -134,7 +134,7 @@ def _shortcut(args: argparse.Namespace, settings, kind, found, digest: str):  # 
 def _cmd_index(args: argparse.Namespace) -> int:
     from db.models import RunKind
     from flows import shortcut
-    from flows.cli_output import as_unchanged_index, jsonable, print_index
+    from flows.cli.output import as_unchanged_index, jsonable, print_index
     from flows.preflight import check_album_command
     from flows.resources import resources_for
 
@@ -172,7 +172,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_enhance(args: argparse.Namespace) -> int:
     from db.models import RunKind
     from flows import shortcut
-    from flows.cli_output import as_cached_enhance, enhance_counts, jsonable, print_enhance
+    from flows.cli.output import as_cached_enhance, enhance_counts, jsonable, print_enhance
     from flows.preflight import check_enhance_command, check_room, planned_bytes, target_sizes
     from flows.resources import resources_for
 
@@ -236,7 +236,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 
 def _cmd_sr(args: argparse.Namespace) -> int:
     from flows.preflight import check_device, check_model
-    from flows.sr_checks import check_sr_paths, small_references
+    from flows.cli.sr_checks import check_sr_paths, small_references
 
     settings = _settings(args)
     check_sr_paths(args.lr, args.ref, args.out, args.attention)
@@ -259,13 +259,13 @@ def _cmd_sr(args: argparse.Namespace) -> int:
 
 
 def _cmd_which_ref(args: argparse.Namespace) -> int:
-    from flows.cli_provenance import cmd_which_ref
+    from flows.cli.provenance import cmd_which_ref
 
     return cmd_which_ref(args, _settings)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from flows.cli_provenance import cmd_verify
+    from flows.cli.provenance import cmd_verify
 
     return cmd_verify(args)
 
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refsr {args.command}: {shown(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        from flows.db_faults import database_error, explain
+        from flows.cli.db_faults import database_error, explain
 
         if args.verbose or (fault := database_error(exc)) is None:
             raise
@@ -426,7 +426,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
