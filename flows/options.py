@@ -2,9 +2,10 @@
 
 A setting is a field of `flows.settings.Settings` declared with :func:`option`; the field's metadata
 holds an :class:`Option`. The command line (flows/cli/parser.py), the environment reader, the
-refsr.toml reader, validation, the run fingerprint (flows/shortcut.py), the resource key
-(flows/resources.py) and the job key's pixel parameters are all read from these declarations, so a
-new setting is one field plus the code where it acts.
+refsr.toml reader, validation, the run fingerprint (flows/shortcut.py) and the resource key
+(flows/resources.py) are read from these declarations, so a new setting is one field plus the code
+where it acts; tests/flows/test_options.py holds each declaration to the keys it says it changes,
+the job key's pixel parameters (`Settings.enhance_params`) among them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import argparse
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 Check = Callable[[str, Any], Any]  # (what to call it in an error, value) -> the value in its own type, or ValueError
@@ -74,9 +74,9 @@ class Declared:
     default: Any  # dataclasses.MISSING when the setting has no plain default
 
 
-def option(default: Any = MISSING, **declared: Any) -> Any:
+def option(default: Any = MISSING, **details: Any) -> Any:
     """A dataclass field that carries its :class:`Option`."""
-    meta = {"option": Option(**declared)}
+    meta = {"option": Option(**details)}
     return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
 
 
@@ -195,9 +195,5 @@ def number_in(low: float, high: float) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"expected a number in ({low:g}, {high:g}], got {text!r}")
         return value
     return parse
-
-
-def path(text: str) -> Path:
-    return Path(text)
 
 

@@ -26,15 +26,7 @@ from ttsr_core.config import SHIPPED_MODEL, Precision, SearchConfig, SearchMode
 
 logger = logging.getLogger(__name__)
 
-HOME_ENV = "REFSR_HOME"
-DATABASE_ENV = "REFSR_DATABASE_URL"
-MODEL_ENV = "REFSR_MODEL"
-DEVICE_ENV = "REFSR_DEVICE"
-DASK_ENV = "REFSR_DASK"  # address of a Dask scheduler, e.g. tcp://scheduler:8786
-LEASE_ENV = "REFSR_CLAIM_LEASE_S"
-REFERENCE_CACHE_ENV = "REFSR_REFERENCE_CACHE_MB"
-SIGNING_KEY_ENV = "REFSR_SIGNING_KEY"  # PEM private key that signs Content Credentials
-SIGNING_CERT_ENV = "REFSR_SIGNING_CERT"  # its PEM certificate chain, signer first
+MODEL_ENV = "REFSR_MODEL"  # named in the missing-checkpoint message too
 DEFAULT_OUT_NAME = "enhanced"  # inside the album; ScanSettings excludes it by default
 
 
@@ -110,13 +102,13 @@ class Settings:
     # -- workspace ----------------------------------------------------------------------------
     home: Path = option(
         help="workspace folder (overrides $REFSR_HOME)", flags=("--home",), group=Group.WORKSPACE, parse=Path,
-        env=HOME_ENV, env_parse=lambda text: Path(text).expanduser().resolve(), default_from=_xdg_home,
+        env="REFSR_HOME", env_parse=lambda text: Path(text).expanduser().resolve(), default_from=_xdg_home,
         env_help="workspace (database, FAISS files, caches, locks);\n"
                  "default $XDG_DATA_HOME/refsr-album or ~/.local/share/refsr-album",
         check=one_of(Path), affects=Affects.RUN | Affects.INDEX)
     database_url: str = option(
         help="database URL (overrides $REFSR_DATABASE_URL)", flags=("--db",), group=Group.WORKSPACE, metavar="URL",
-        env=DATABASE_ENV, default_from=lambda env, given: f"sqlite:///{Path(given['home']) / 'refsr.db'}",
+        env="REFSR_DATABASE_URL", default_from=lambda env, given: f"sqlite:///{Path(given['home']) / 'refsr.db'}",
         env_help="any SQLAlchemy URL; default sqlite:///$REFSR_HOME/refsr.db\n"
                  "(PostgreSQL for several machines: postgresql+psycopg://user@host/refsr)",
         check=_database_url, affects=Affects.RUN | Affects.INDEX | Affects.RESOURCES)
@@ -131,7 +123,7 @@ class Settings:
         affects=Affects.RUN | Affects.RESOURCES)
     device: DeviceChoice = option(
         DeviceChoice.AUTO, help="auto = CUDA with mixed precision when present, else CPU (default auto)",
-        flags=("--device",), group=Group.MODEL, choices=tuple(d.value for d in DeviceChoice), env=DEVICE_ENV,
+        flags=("--device",), group=Group.MODEL, choices=tuple(d.value for d in DeviceChoice), env="REFSR_DEVICE",
         env_help="auto | cpu | cuda", check=one_of(DeviceChoice),
         # The device decides the autocast when no precision is given: another device, another job key.
         affects=Affects.JOB_KEY | Affects.RUN | Affects.RESOURCES)
@@ -203,8 +195,8 @@ class Settings:
         toml="scan.max_target_side", check=optional(whole()), affects=Affects.RUN)
     embedder: EmbedderKind = option(
         EmbedderKind.AUTO, help="auto = CLIP when its weights are on disk, else the built-in descriptor",
-        flags=("--embedder",), group=Group.SCAN, choices=tuple(kind.value for kind in EMBEDDERS), check=one_of(EmbedderKind),
-        affects=Affects.RUN | Affects.INDEX | Affects.RESOURCES)
+        flags=("--embedder",), group=Group.SCAN, choices=tuple(kind.value for kind in EMBEDDERS),
+        check=one_of(EmbedderKind), affects=Affects.RUN | Affects.INDEX | Affects.RESOURCES)
     clip_weights: Path | None = option(
         None, help="open_clip weights (file or folder); none: the Hugging Face cache", env=CLIP_WEIGHTS_ENV,
         env_help="local open_clip weights; without them a built-in embedder is used",
@@ -248,19 +240,19 @@ class Settings:
         flags=("--embed-names",), group=Group.PROVENANCE, action="store_true", check=as_is, affects=Affects.RUN)
     signing_key: Path | None = option(
         None, help="private key that signs the manifest (default $REFSR_SIGNING_KEY, else refsr's local key)",
-        flags=("--signing-key",), group=Group.PROVENANCE, parse=Path, metavar="PEM", env=SIGNING_KEY_ENV,
+        flags=("--signing-key",), group=Group.PROVENANCE, parse=Path, metavar="PEM", env="REFSR_SIGNING_KEY",
         env_help="PEM private key that signs Content Credentials (as --signing-key)",
         check=optional(_full_path), affects=Affects.RUN)
     signing_cert: Path | None = option(
         None, help="its certificate chain, signer first (default $REFSR_SIGNING_CERT)", flags=("--signing-cert",),
-        group=Group.PROVENANCE, parse=Path, metavar="PEM", env=SIGNING_CERT_ENV,
+        group=Group.PROVENANCE, parse=Path, metavar="PEM", env="REFSR_SIGNING_CERT",
         env_help="its PEM certificate chain, signer first (as --signing-cert)",
         check=optional(_full_path), affects=Affects.RUN)
     # -- task engine (flows/runners.py): neither keeps Prefect's threads in this process ----------
     dask: str | None = option(
         None, help="run the photo tasks on the workers of this Dask scheduler, e.g. tcp://scheduler:8786 "
                    "(default $REFSR_DASK; with several machines use PostgreSQL and a shared album mount)",
-        flags=("--dask",), group=Group.ENGINE, metavar="ADDRESS", env=DASK_ENV,
+        flags=("--dask",), group=Group.ENGINE, metavar="ADDRESS", env="REFSR_DASK",
         env_help="a Dask scheduler's address for the photo tasks (as --dask)", check=as_is, affects=Affects.RUN)
     processes: bool = option(
         False, help="run the photo tasks on a local Dask cluster of {workers} processes, each loading the model once",
@@ -268,7 +260,7 @@ class Settings:
     # Job claims on a server database (flows/locks.py): a holder's lease, renewed by a heartbeat every
     # third of it; a dead holder's job is taken over this long after its last renewal.
     claim_lease_s: float = option(
-        60.0, help="on PostgreSQL, how long a dead process's job stays claimed (seconds)", env=LEASE_ENV,
+        60.0, help="on PostgreSQL, how long a dead process's job stays claimed (seconds)", env="REFSR_CLAIM_LEASE_S",
         parse=number, env_help="on PostgreSQL, how long a dead process's job stays claimed (default 60)",
         check=_lease, affects=Affects.RUN)
     claim_attempts: int = option(
@@ -278,7 +270,7 @@ class Settings:
     # ~0.7 GB for the compact model and a 1920×1440 reference; 0 keeps none.
     reference_cache_mb: int = option(
         1024, help="memory per process for encoded references that later targets reuse (MB; 0 = none)",
-        env=REFERENCE_CACHE_ENV, parse=whole_number,
+        env="REFSR_REFERENCE_CACHE_MB", parse=whole_number,
         env_help="memory per process for encoded references that later targets\nreuse (default 1024; 0 = none)",
         check=_megabytes, affects=Affects.RUN | Affects.RESOURCES)
 
