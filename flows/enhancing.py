@@ -250,7 +250,8 @@ def _table(outcomes: tuple[TargetOutcome, ...]) -> list[dict[str, object]]:
     return rows
 
 
-@flow(name="enhance-album", task_runner=StoppableThreadRunner(max_workers=2), log_prints=False)
+# The index steps' tasks run here; the photo tasks on the engine the settings choose (flows/runners.py).
+@flow(name="enhance-album", task_runner=StoppableThreadRunner(max_workers=Settings.workers), log_prints=False)
 def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
     """Index `album`, then enhance every target photo whose job is not done yet.
 

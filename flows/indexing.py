@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session
 from db import queries
 from db.models import Photo, PhotoRole, PhotoStatus, RunKind, RunStatus
 from flows import stopping
+from flows.album_config import scan_settings
 from flows.copies import CopyScan, copies_task
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
 from flows.faults import fault_point
 from flows.locks import engine_of, index_lock
 from flows.resources import resources_for
-from flows.settings import Settings, index_file, scan_settings
+from flows.settings import Settings, index_file
 from pipeline.hashed_read import PhotoChangedError, load_verified
 from pipeline.scan import KnownPhoto, ScanResult, ScanStatus, scan_album
 from pipeline.vector_index import IndexMismatch, VectorIndex
@@ -252,7 +253,9 @@ def sync_index_task(album_id: int, embedder_key: str, settings: Settings) -> Ind
 
 def index_steps(album_root: Path, settings: Settings) -> IndexSummary:
     """Scan, embed what lacks a vector, sync the index; runs as tasks of the calling flow."""
-    scan = scan_task(str(album_root), settings)
+    # Every task of the run retries a transient error as the settings say.
+    opts = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_s}
+    scan = scan_task.with_options(**opts)(str(album_root), settings)
     fault_point("scanned")  # tests: a photo replaced between its scan and its read
     res = resources_for(settings)
     emb = res.embedder
@@ -262,7 +265,6 @@ def index_steps(album_root: Path, settings: Settings) -> IndexSummary:
             if p.role in (PhotoRole.target, PhotoRole.reference) and p.sha256
             and queries.get_embedding(session, p.sha256, emb.key) is None
         ]
-    opts = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_s}
     chunks = [todo[i:i + EMBED_CHUNK] for i in range(0, len(todo), EMBED_CHUNK)]
     futures = {
         embed_chunk_task.with_options(task_run_name=f"embed {len(chunk)} photos from id {chunk[0]}", **opts)
@@ -281,8 +283,9 @@ def index_steps(album_root: Path, settings: Settings) -> IndexSummary:
             bar.update(len(outcomes))
     if bar is not None:
         bar.close()
-    state = sync_index_task(scan.album_id, emb.key, settings)
-    copies = copies_task(scan.album_id, str(album_root), emb.key, settings) if settings.copies else None
+    state = sync_index_task.with_options(**opts)(scan.album_id, emb.key, settings)
+    copies = copies_task.with_options(**opts)(scan.album_id, str(album_root), emb.key, settings) \
+        if settings.copies else None
     return IndexSummary(str(album_root), scan.album_id, None, scan, len(todo) - len(failures), tuple(failures), state,
                         copies)
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db.engine import sqlite_file
-from flows.settings import DeviceChoice, Settings, scan_settings
+from flows.album_config import scan_settings
+from flows.settings import DeviceChoice, Settings
 from pipeline.scan import ScanSettings, candidate_files
+from ttsr_core.config import AUTHORS_FIRST_KEY, CHECKPOINT_FORMAT
 
 _NVIDIA_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version")
-_OWN_FORMAT = "refsr-ttsr"  # ttsr_core.model.checkpoint.FORMAT_NAME, without importing torch for it
-_AUTHORS_KEY = "MainNet.SFE.conv_head.weight"
 _LOSSLESS = {"png", "tiff", "tif", "bmp"}
 _MB = 1024 * 1024
 # What the workspace needs free before a run: Prefect's own SQLite database (a few MB on its first
@@ -95,7 +95,7 @@ def check_model(settings: Settings) -> Path:
         raise UsageError(f"TTSR checkpoint is not readable: {shown(path)} (check its permissions)")
     if path.suffix == ".safetensors":
         keys, meta = _safetensors_header(path)
-        if meta.get("format") != _OWN_FORMAT and _AUTHORS_KEY not in keys:
+        if meta.get("format") != CHECKPOINT_FORMAT and AUTHORS_FIRST_KEY not in keys:
             raise UsageError(f"not a TTSR checkpoint: {shown(path)} holds tensors of another model "
                              "(neither refsr's format nor the authors' TTSR layout); pass a TTSR checkpoint "
                              "with --model")

@@ -89,7 +89,7 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
-        dest="out_dir",
+        dest="gallery_dir",  # not the enhance output folder (Settings.out_dir), which report never reads
         type=Path,
         metavar="DIR",
         help="gallery folder to write (created; its index.html is printed at the end)",
@@ -117,7 +117,7 @@ def report_command(args: argparse.Namespace, session: Session, *, stdout: TextIO
         session,
         album_root=album,
         run_id=run_id,
-        out_dir=getattr(args, "out_dir", None),
+        out_dir=getattr(args, "gallery_dir", None),
         latest_only=not getattr(args, "all_attempts", False),
         home=getattr(args, "home_resolved", None),
     )

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import init_db, make_session_factory
 from db.locks import file_lock
-from flows.settings import DeviceChoice, Settings
+from flows.options import Affects, names
+from flows.settings import DeviceChoice, Settings, check_precision_on
 from pipeline.embedders import Embedder, EmbedderKind, EmbedderSettings, make_embedder
 from ttsr_core.config import Precision
 
@@ -61,8 +62,7 @@ def device_spec(choice: DeviceChoice, precision: Precision | None = None) -> Dev
 
     device = resolve_device(choice.value)
     amp = default_amp(device) if precision is None else None if precision is Precision.FLOAT32 else precision
-    if device.type == "cpu" and amp is Precision.FLOAT16:
-        raise ValueError("float16 autocast needs a CUDA device (none here); on a CPU use bfloat16 or float32")
+    check_precision_on(device.type, amp)  # as given it was checked already; "auto" may have become a CPU
     if device.type == "cpu" and amp is Precision.BFLOAT16 and not cpu_has_native_bf16():
         logger.warning("this CPU has no native bf16 (avx512_bf16 or AMX): bf16 products are emulated and "
                        "much slower than float32; drop --precision bfloat16")
@@ -73,7 +73,8 @@ def device_spec(choice: DeviceChoice, precision: Precision | None = None) -> Dev
 class ResourceSpec:
     """The settings that decide which resources a process holds; runs that agree on them share them.
 
-    Only these, not the whole Settings: a flag like --force must not make a second copy of the model.
+    Only these (declared with ``Affects.RESOURCES``), not the whole Settings: a flag like --force must
+    not make a second copy of the model. CLIP's weights reach the embedder inside `embedder_settings`.
     """
 
     database_url: str
@@ -87,8 +88,9 @@ class ResourceSpec:
 
     @classmethod
     def of(cls, settings: Settings) -> ResourceSpec:
-        return cls(settings.database_url, Path(settings.model_path).resolve(), settings.device, settings.precision,
-                   settings.embedder, settings.embedder_settings(), settings.device_slots, settings.reference_cache_mb)
+        values = {name: getattr(settings, name) for name in names(Settings, Affects.RESOURCES) - {"clip_weights"}}
+        values["model_path"] = Path(settings.model_path).resolve()
+        return cls(**values, embedder_settings=settings.embedder_settings())
 
 
 class Resources:

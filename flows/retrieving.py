@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
 from db.models import Photo, PhotoRole
+from flows.album_config import scan_settings
 from flows.common import JsonCache
 from flows.features import FeatureCache
 from flows.jobs import JobContext
 from flows.resources import Resources
-from flows.settings import Settings, scan_settings
+from flows.settings import Settings
 from pipeline.hashed_read import load_verified
 from pipeline.enhance import stable_hash
 from pipeline.params import RetrievalSettings

@@ -83,11 +83,13 @@ def dask_runner(settings: Settings) -> Any:
 def photo_tasks(settings: Settings) -> Iterator[Submit]:
     """Submit(task, parameters) for the run's photo tasks, on the engine the settings choose.
 
-    Threads: the calling flow's own task runner. Dask: a DaskTaskRunner entered for the block,
-    so a local cluster lives exactly as long as the tasks that need it.
+    Threads: `settings.workers` of them, whatever task runner the calling flow was given (a served
+    or pooled deployment runs with the flow's default). Dask: a DaskTaskRunner entered for the
+    block, so a local cluster lives exactly as long as the tasks that need it.
     """
     if not uses_dask(settings):
-        yield lambda task, parameters: task.submit(**parameters)
+        with StoppableThreadRunner(max_workers=settings.workers) as threads:
+            yield lambda task, parameters: threads.submit(task, parameters)
         return
     runner = dask_runner(settings)
     where = settings.dask or f"a local cluster of {settings.workers} worker processes"

@@ -7,35 +7,26 @@ import hashlib
 import logging
 import os
 import re
-import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from db.engine import sqlite_file
+from flows.options import (SPEED_ONLY, Affects, Group, as_is, number, number_in, one_of, option, optional,
+                           positive_int, validated, values_from, whole, whole_number)
 from pipeline.clip_embedder import WEIGHTS_ENV_VAR as CLIP_WEIGHTS_ENV
 from pipeline.clip_embedder import ClipSettings
-from pipeline.embedders import EmbedderKind, EmbedderSettings
+from pipeline.embedders import EMBEDDERS, EmbedderKind, EmbedderSettings
 from pipeline.params import EnhanceParams, RerankSettings, RetrievalSettings, VerifySettings
-from pipeline.roles import DEFAULT_REF_RATIO, RelativeRoles
-from pipeline.scan import ScanSettings
+from pipeline.roles import RelativeRoles
 from ttsr_core.config import SHIPPED_MODEL, Precision, SearchConfig, SearchMode
 
 logger = logging.getLogger(__name__)
 
-HOME_ENV = "REFSR_HOME"
-DATABASE_ENV = "REFSR_DATABASE_URL"
-MODEL_ENV = "REFSR_MODEL"
-DEVICE_ENV = "REFSR_DEVICE"
-DASK_ENV = "REFSR_DASK"  # address of a Dask scheduler, e.g. tcp://scheduler:8786
-LEASE_ENV = "REFSR_CLAIM_LEASE_S"
-REFERENCE_CACHE_ENV = "REFSR_REFERENCE_CACHE_MB"
-SIGNING_KEY_ENV = "REFSR_SIGNING_KEY"  # PEM private key that signs Content Credentials
-SIGNING_CERT_ENV = "REFSR_SIGNING_CERT"  # its PEM certificate chain, signer first
-ALBUM_CONFIG_NAME = "refsr.toml"
+MODEL_ENV = "REFSR_MODEL"  # named in the missing-checkpoint message too
 DEFAULT_OUT_NAME = "enhanced"  # inside the album; ScanSettings excludes it by default
 
 
@@ -51,136 +42,259 @@ class ModelNotFoundError(FileNotFoundError):
     """The TTSR checkpoint is not where the settings say; the message tells how to fix it."""
 
 
-def default_home(env: Mapping[str, str]) -> Path:
-    """$REFSR_HOME, else $XDG_DATA_HOME/refsr-album, else ~/.local/share/refsr-album."""
-    if env.get(HOME_ENV, "").strip():
-        return Path(env[HOME_ENV]).expanduser().resolve()
+def _xdg_home(env: Mapping[str, str], given: Mapping[str, Any]) -> Path:
+    """Without $REFSR_HOME: $XDG_DATA_HOME/refsr-album, else ~/.local/share/refsr-album."""
     xdg = env.get("XDG_DATA_HOME", "").strip()
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
     return (base / "refsr-album").resolve()
 
 
-def default_model_path() -> Path:
-    """The compact checkpoint shipped with the project (``ttsr_core.config.SHIPPED_MODEL``)."""
-    return SHIPPED_MODEL
+def check_precision_on(device: str, precision: Precision | None) -> None:
+    """The one rule between device and autocast: float16 needs CUDA (checked as given, and once resolved)."""
+    if device == "cpu" and precision is Precision.FLOAT16:
+        raise ValueError("float16 autocast needs a CUDA device; on a CPU use bfloat16 or float32")
 
 
-def _positive_int(name: str, value: object, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Settings.{name} must be an int >= {minimum}, got {value!r}")
+def _database_url(what: str, value: str) -> str:
+    try:
+        make_url(value)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
+        raise ValueError(f"{what} is not a SQLAlchemy URL: {value!r}") from exc
+    return value
+
+
+def _ratio(what: str, value: float) -> float:
+    RelativeRoles(value)  # its own message names the rule
+    return value
+
+
+def _full_path(what: str, value: Path | str) -> Path:
+    return Path(value).expanduser().resolve()
+
+
+def _seconds(what: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value!r}")
+    return value
+
+
+def _lease(what: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 86400:
+        raise ValueError(f"{what} must be a number of seconds in (0, 86400), got {value!r}")
+    return value
+
+
+def _megabytes(what: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be an int ≥ 0 (MB), got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything a flow needs, resolved at the entry point (CLI or deployment) and passed down.
 
-    Precedence: command-line flag > environment variable > album's refsr.toml (scan thresholds
-    only) > the defaults below.
+    Each field is one setting, declared once with its flag, environment variable, refsr.toml key,
+    help, check and what it changes (flows/options.py). Precedence: command-line flag > environment
+    variable > album's refsr.toml (scan thresholds only) > the defaults below.
     """
 
-    home: Path
-    database_url: str
-    model_path: Path
-    device: DeviceChoice = DeviceChoice.AUTO
+    # -- workspace ----------------------------------------------------------------------------
+    home: Path = option(
+        help="workspace folder (overrides $REFSR_HOME)", flags=("--home",), group=Group.WORKSPACE, parse=Path,
+        env="REFSR_HOME", env_parse=lambda text: Path(text).expanduser().resolve(), default_from=_xdg_home,
+        env_help="workspace (database, FAISS files, caches, locks);\n"
+                 "default $XDG_DATA_HOME/refsr-album or ~/.local/share/refsr-album",
+        check=one_of(Path), affects=Affects.RUN | Affects.INDEX)
+    database_url: str = option(
+        help="database URL (overrides $REFSR_DATABASE_URL)", flags=("--db",), group=Group.WORKSPACE, metavar="URL",
+        env="REFSR_DATABASE_URL", default_from=lambda env, given: f"sqlite:///{Path(given['home']) / 'refsr.db'}",
+        env_help="any SQLAlchemy URL; default sqlite:///$REFSR_HOME/refsr.db\n"
+                 "(PostgreSQL for several machines: postgresql+psycopg://user@host/refsr)",
+        check=_database_url, affects=Affects.RUN | Affects.INDEX | Affects.RESOURCES)
+    # -- the model ------------------------------------------------------------------------------
+    model_path: Path = option(
+        help="TTSR checkpoint (.safetensors/.pt, ours or the authors'); default $REFSR_MODEL or the shipped "
+             "models/ttsr-lite/ttsr-lite-x4.safetensors, trained for album photos (JPEG, noise, resized copies); "
+             "ttsr-lite-x4-clean.safetensors beside it suits photos that were only downscaled",
+        flags=("--model",), group=Group.MODEL, parse=Path, metavar="PATH",
+        env=MODEL_ENV, env_help="TTSR checkpoint; default the compact model shipped in models/ttsr-lite/",
+        default_from=lambda env, given: SHIPPED_MODEL, check=lambda what, value: Path(value).expanduser(),
+        affects=Affects.RUN | Affects.RESOURCES)
+    device: DeviceChoice = option(
+        DeviceChoice.AUTO, help="auto = CUDA with mixed precision when present, else CPU (default auto)",
+        flags=("--device",), group=Group.MODEL, choices=tuple(d.value for d in DeviceChoice), env="REFSR_DEVICE",
+        env_help="auto | cpu | cuda", check=one_of(DeviceChoice),
+        # The device decides the autocast when no precision is given: another device, another job key.
+        affects=Affects.JOB_KEY | Affects.RUN | Affects.RESOURCES)
     # Autocast; None = the device's default (bf16, else fp16, on CUDA; float32 on CPU, where bf16 is an
     # opt-in worth taking only with native bf16: benchmarks/README.md, "bf16 autocast on this CPU").
-    precision: Precision | None = None
-    search: SearchMode = SearchMode.FAST
-    embedder: EmbedderKind = EmbedderKind.AUTO
-    clip_weights: Path | None = None  # open_clip weights (file or folder); None: the Hugging Face cache
-    # Scan thresholds: None = the album's refsr.toml, else pipeline.scan's defaults.
-    min_ref_side: int | None = None
-    max_target_side: int | None = None
+    precision: Precision | None = option(
+        None, help="autocast (default: bf16 or fp16 on CUDA, float32 on CPU). bfloat16 on a CPU with avx512_bf16 "
+                   "or AMX ran 1.4-2.5x faster for the same Y-PSNR on the validation pairs, single pixels "
+                   "differing; without them it is far slower. float16 needs CUDA",
+        flags=("--precision",), group=Group.MODEL, choices=tuple(p.value for p in Precision),
+        check=lambda what, value: Precision.parse(value, what),
+        affects=Affects.JOB_KEY | Affects.RUN | Affects.RESOURCES)
+    search: SearchMode = option(
+        SearchMode.FAST, help="texture search: fast = coarse-to-fine (default when available), exact = the "
+                              "paper's exhaustive search",
+        flags=("--search",), group=Group.MODEL, choices=("fast", "exact"), check=one_of(SearchMode),
+        affects=Affects.JOB_KEY | Affects.RUN)
+    outscale: float = option(
+        4.0, help="final scale; the model works at x4 and the result is resized (default 4)",
+        flags=("--outscale",), group=Group.MODEL, parse=number_in(0, 16), metavar="X", check=as_is,
+        affects=Affects.JOB_KEY | Affects.RUN)
+    output_format: str | None = option(
+        None, help="output format (default: same as the input). In an album, a converted name that two photos "
+                   "would share keeps its old extension: a.jpg → a.jpg.png beside a.png",
+        flags=("--format",), group=Group.MODEL, choices=("jpeg", "png", "webp", "tiff"), check=as_is,
+        affects=Affects.JOB_KEY | Affects.RUN)
+    tile: int | None = option(
+        256, help="LR tile side for targets larger than that: bounded memory, blended overlapping tiles",
+        check=optional(whole()), affects=Affects.JOB_KEY | Affects.RUN)
+    # -- retrieval ------------------------------------------------------------------------------
+    refs: int = option(
+        1, help="references per target, best first (default 1)", flags=("--refs",), group=Group.RETRIEVAL,
+        parse=positive_int, metavar="N", check=whole(), affects=Affects.RUN)
+    top_k: int = option(
+        4, help="candidates of the verified ranking re-ranked by the model's own texture relevance (default 4)",
+        flags=("--top-k",), group=Group.RETRIEVAL, parse=positive_int, metavar="K", check=whole(),
+        affects=Affects.RUN)
+    # Geometric verification of the best `verify_pool` cosine candidates (pipeline/verification.py).
+    verify_pool: int = option(
+        24, help="cosine candidates checked by geometric verification: local features matched and counted where "
+                 "one homography explains them, so a photo of the same place wins over a look-alike (default 24; "
+                 "3.5 s per target on a busy 2-core CPU, each photo's features computed once and cached)",
+        flags=("--verify-pool",), group=Group.RETRIEVAL, parse=positive_int, metavar="N", check=whole(),
+        affects=Affects.RUN)
+    verify: bool = option(
+        True, help="rank by cosine alone before the texture re-rank (the ranking before verification)",
+        flags=("--no-verify",), group=Group.RETRIEVAL, action="store_false", check=as_is, affects=Affects.RUN)
+    # A recorded copy of a larger album photo is restored from it (pipeline/restore.py); the job key
+    # tells a restoration apart by the original's hash, so only the run fingerprint changes here.
+    restore: bool = option(
+        True, help="enhance a copy of a larger album photo with the model like any target, instead of restoring it "
+                   "from that original (see `refsr copies ALBUM`)",
+        flags=("--no-restore",), group=Group.RETRIEVAL, action="store_false", check=as_is, affects=Affects.RUN)
+    rerank_target_side: int = option(
+        64, help="long side of the target when the model judges a candidate (pipeline.params.RerankSettings)",
+        check=as_is, affects=Affects.RUN)
+    rerank_candidate_side: int = option(
+        256, help="long side of a candidate when the model judges it", check=as_is, affects=Affects.RUN)
+    # -- album roles and indexing ---------------------------------------------------------------
     # Relative role rule (pipeline.roles); None: the album's refsr.toml, else DEFAULT_REF_RATIO
     # unless thresholds are given (flags or refsr.toml), which then decide roles instead.
-    ref_ratio: float | None = None
-    top_k: int = 4
-    refs: int = 1
-    # Geometric verification of the best `verify_pool` cosine candidates (pipeline/verification.py).
-    verify: bool = True
-    verify_pool: int = 24
-    copies: bool = True  # find copies among the album's photos when indexing (flows/copies.py)
-    restore: bool = True  # a recorded copy of a larger album photo is restored from it (pipeline/restore.py)
-    rerank_target_side: int = 64
-    rerank_candidate_side: int = 256
-    outscale: float = 4.0
-    output_format: str | None = None
-    tile: int | None = 256
-    out_dir: Path | None = None  # None: <album>/enhanced
-    force: bool = False
-    workers: int = 2  # Prefect task threads: loading/saving of one photo overlaps another's model work
-    device_slots: int = 1  # model calls at once per device in one process
-    retries: int = 2  # on transient errors (database busy, CUDA out of memory)
-    retry_delay_s: float = 2.0
-    progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
-    # Task engine (flows/runners.py): None and processes=False keep Prefect's threads in this process.
-    dask: str | None = None  # a running Dask scheduler's address: its workers run the photo tasks
-    processes: bool = False  # a temporary local Dask cluster of `workers` worker processes
-    # Job claims on a server database (flows/locks.py): a holder's lease, renewed by a heartbeat every
-    # third of it; a dead holder's job is taken over this long after its last renewal.
-    claim_lease_s: float = 60.0
-    claim_attempts: int = 3  # a job whose last N holders all died is not claimed again (it kills workers)
-    report: bool = True  # build the HTML gallery (and its Prefect artifact) at the end of a run
-    # Encoded references kept per process for the next targets that use them (ttsr_core/model/reference_cache.py):
-    # ~0.7 GB for the compact model and a 1920×1440 reference; 0 keeps none.
-    reference_cache_mb: int = 1024
+    ref_ratio: float | None = option(
+        None, help="relative rule: a reference is at least R times its target's long side (default 2, or "
+                   "refsr.toml's [scan] ref_ratio)",
+        flags=("--ref-ratio",), group=Group.SCAN, parse=number_in(1, 64), metavar="R", toml="scan.ref_ratio",
+        check=optional(_ratio), affects=Affects.RUN)
+    # Scan thresholds: None = the album's refsr.toml, else pipeline.scan's defaults.
+    min_ref_side: int | None = option(
+        None, help="fixed threshold: a photo whose long side is at least PX is a reference candidate",
+        flags=("--min-ref-side",), group=Group.SCAN, parse=positive_int, metavar="PX", toml="scan.min_ref_side",
+        check=optional(whole()), affects=Affects.RUN)
+    max_target_side: int | None = option(
+        None, help="fixed threshold: a photo whose long side is at most PX is an enhancement target",
+        flags=("--max-target-side",), group=Group.SCAN, parse=positive_int, metavar="PX",
+        toml="scan.max_target_side", check=optional(whole()), affects=Affects.RUN)
+    embedder: EmbedderKind = option(
+        EmbedderKind.AUTO, help="auto = CLIP when its weights are on disk, else the built-in descriptor",
+        flags=("--embedder",), group=Group.SCAN, choices=tuple(kind.value for kind in EMBEDDERS),
+        check=one_of(EmbedderKind), affects=Affects.RUN | Affects.INDEX | Affects.RESOURCES)
+    clip_weights: Path | None = option(
+        None, help="open_clip weights (file or folder); none: the Hugging Face cache", env=CLIP_WEIGHTS_ENV,
+        env_help="local open_clip weights; without them a built-in embedder is used",
+        check=optional(lambda what, value: Path(value).expanduser()),
+        affects=Affects.RUN | Affects.INDEX | Affects.RESOURCES)
+    copies: bool = option(
+        True, help="do not look for copies among the album's photos", flags=("--no-copies",),
+        group=Group.INDEXING, action="store_false", check=as_is, affects=Affects.RUN)
+    # -- the run --------------------------------------------------------------------------------
+    out_dir: Path | None = option(
+        None, help="output folder (mirrors the album's sub-folders); default ALBUM/enhanced", flags=("--out",),
+        group=Group.OUTPUT, parse=Path, metavar="DIR",
+        check=optional(lambda what, value: Path(value).expanduser().resolve()), affects=Affects.RUN)
+    force: bool = option(
+        False, help="redo enhancements even when already done", flags=("--force",), group=Group.RUN,
+        action="store_true", check=as_is, affects=SPEED_ONLY)
+    workers: int = option(
+        2, help="photos in flight at once; the model itself runs one at a time per device (default 2); with "
+                "--processes, the number of worker processes",
+        flags=("--workers",), group=Group.RUN, parse=positive_int, metavar="N", check=whole(), affects=SPEED_ONLY)
+    device_slots: int = option(
+        1, help="model calls at once per device in one process", check=whole(), affects=Affects.RESOURCES)
+    retries: int = option(
+        2, help="retries of a task on a transient error (database busy, CUDA out of memory)", check=whole(0),
+        affects=SPEED_ONLY)
+    retry_delay_s: float = option(2.0, help="seconds between those retries", check=_seconds, affects=SPEED_ONLY)
+    progress: bool = option(False, help="tqdm bars on stderr (the CLI turns them on)", check=as_is,
+                            affects=SPEED_ONLY)
+    report: bool = option(
+        True, help="do not build the HTML gallery at the end", flags=("--no-report",), group=Group.REPORT,
+        action="store_false", check=as_is, affects=Affects.RUN)
     # Provenance inside each output (pipeline/stamp.py): a signed C2PA manifest, an XMP packet, and the
     # photos' file names only when asked. No key given: refsr's local key, made in `home` on first use.
-    credentials: bool = True
-    xmp: bool = True
-    embed_names: bool = False
-    signing_key: Path | None = None
-    signing_cert: Path | None = None
+    credentials: bool = option(
+        True, help="no C2PA manifest (the XMP marking stays unless --no-xmp)", flags=("--no-credentials",),
+        group=Group.PROVENANCE, action="store_false", check=as_is, affects=Affects.RUN)
+    xmp: bool = option(True, help="no XMP packet", flags=("--no-xmp",), group=Group.PROVENANCE,
+                       action="store_false", check=as_is, affects=Affects.RUN)
+    embed_names: bool = option(
+        False, help="also write the target's and references' file names (never their folders)",
+        flags=("--embed-names",), group=Group.PROVENANCE, action="store_true", check=as_is, affects=Affects.RUN)
+    signing_key: Path | None = option(
+        None, help="private key that signs the manifest (default $REFSR_SIGNING_KEY, else refsr's local key)",
+        flags=("--signing-key",), group=Group.PROVENANCE, parse=Path, metavar="PEM", env="REFSR_SIGNING_KEY",
+        env_help="PEM private key that signs Content Credentials (as --signing-key)",
+        check=optional(_full_path), affects=Affects.RUN)
+    signing_cert: Path | None = option(
+        None, help="its certificate chain, signer first (default $REFSR_SIGNING_CERT)", flags=("--signing-cert",),
+        group=Group.PROVENANCE, parse=Path, metavar="PEM", env="REFSR_SIGNING_CERT",
+        env_help="its PEM certificate chain, signer first (as --signing-cert)",
+        check=optional(_full_path), affects=Affects.RUN)
+    # -- task engine (flows/runners.py): neither keeps Prefect's threads in this process ----------
+    dask: str | None = option(
+        None, help="run the photo tasks on the workers of this Dask scheduler, e.g. tcp://scheduler:8786 "
+                   "(default $REFSR_DASK; with several machines use PostgreSQL and a shared album mount)",
+        flags=("--dask",), group=Group.ENGINE, metavar="ADDRESS", env="REFSR_DASK",
+        env_help="a Dask scheduler's address for the photo tasks (as --dask)", check=as_is, affects=Affects.RUN)
+    processes: bool = option(
+        False, help="run the photo tasks on a local Dask cluster of {workers} processes, each loading the model once",
+        flags=("--processes",), group=Group.ENGINE, action="store_true", check=as_is, affects=Affects.RUN)
+    # Job claims on a server database (flows/locks.py): a holder's lease, renewed by a heartbeat every
+    # third of it; a dead holder's job is taken over this long after its last renewal.
+    claim_lease_s: float = option(
+        60.0, help="on PostgreSQL, how long a dead process's job stays claimed (seconds)", env="REFSR_CLAIM_LEASE_S",
+        parse=number, env_help="on PostgreSQL, how long a dead process's job stays claimed (default 60)",
+        check=_lease, affects=Affects.RUN)
+    claim_attempts: int = option(
+        3, help="a job whose last N holders all died is not claimed again (it kills workers)", check=whole(),
+        affects=Affects.RUN)
+    # Encoded references kept per process for the next targets that use them (ttsr_core/model/reference_cache.py):
+    # ~0.7 GB for the compact model and a 1920×1440 reference; 0 keeps none.
+    reference_cache_mb: int = option(
+        1024, help="memory per process for encoded references that later targets reuse (MB; 0 = none)",
+        env="REFSR_REFERENCE_CACHE_MB", parse=whole_number,
+        env_help="memory per process for encoded references that later targets\nreuse (default 1024; 0 = none)",
+        check=_megabytes, affects=Affects.RUN | Affects.RESOURCES)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "home", Path(self.home))
-        object.__setattr__(self, "model_path", Path(self.model_path))
-        object.__setattr__(self, "device", DeviceChoice(self.device))
-        object.__setattr__(self, "precision", Precision.parse(self.precision, "Settings.precision"))
-        if self.device is DeviceChoice.CPU and self.precision is Precision.FLOAT16:
-            raise ValueError("float16 autocast needs a CUDA device; on a CPU use bfloat16 (or float32)")
-        object.__setattr__(self, "search", SearchMode(self.search))
-        object.__setattr__(self, "embedder", EmbedderKind(self.embedder))
-        if self.out_dir is not None:
-            object.__setattr__(self, "out_dir", Path(self.out_dir).expanduser().resolve())
-        if self.clip_weights is not None:
-            object.__setattr__(self, "clip_weights", Path(self.clip_weights).expanduser())
-        try:
-            make_url(self.database_url)
-        except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
-            raise ValueError(f"Settings.database_url is not a SQLAlchemy URL: {self.database_url!r}") from exc
-        for name in ("min_ref_side", "max_target_side", "tile"):
-            if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
-        for name in ("top_k", "refs", "verify_pool", "workers", "device_slots", "claim_attempts"):
-            _positive_int(name, getattr(self, name))
-        _positive_int("retries", self.retries, 0)
-        if self.ref_ratio is not None:
-            RelativeRoles(self.ref_ratio)
-            if self.min_ref_side is not None or self.max_target_side is not None:
-                raise ValueError("give either --ref-ratio or the thresholds --min-ref-side/--max-target-side, "
-                                 f"not both (got ref_ratio={self.ref_ratio!r}, min_ref_side={self.min_ref_side!r}, "
-                                 f"max_target_side={self.max_target_side!r})")
+        validated(self)
+        check_precision_on(self.device, self.precision)
+        if self.ref_ratio is not None and (self.min_ref_side is not None or self.max_target_side is not None):
+            raise ValueError("give either --ref-ratio or the thresholds --min-ref-side/--max-target-side, "
+                             f"not both (got ref_ratio={self.ref_ratio!r}, min_ref_side={self.min_ref_side!r}, "
+                             f"max_target_side={self.max_target_side!r})")
         if self.refs > self.top_k:
             raise ValueError(f"Settings.refs ({self.refs!r}) cannot exceed top_k ({self.top_k!r})")
-        if not isinstance(self.retry_delay_s, (int, float)) or self.retry_delay_s < 0:
-            raise ValueError(f"Settings.retry_delay_s must be >= 0, got {self.retry_delay_s!r}")
-        if isinstance(self.claim_lease_s, bool) or not isinstance(self.claim_lease_s, (int, float)) \
-                or not 0 < self.claim_lease_s < 86400:
-            raise ValueError(f"Settings.claim_lease_s must be a number of seconds in (0, 86400), "
-                             f"got {self.claim_lease_s!r}")
-        if isinstance(self.reference_cache_mb, bool) or not isinstance(self.reference_cache_mb, int) \
-                or self.reference_cache_mb < 0:
-            raise ValueError(f"Settings.reference_cache_mb must be an int ≥ 0 (MB), got {self.reference_cache_mb!r}")
         if self.dask is not None and self.processes:
             raise ValueError(f"Settings: give a Dask scheduler address ({self.dask!r}) or a local cluster of "
                              "processes, not both")
         if (self.signing_key is None) != (self.signing_cert is None):
             raise ValueError(f"give both a signing key and its certificate chain, or neither (got key "
                              f"{self.signing_key!r}, certificate {self.signing_cert!r})")
-        for name in ("signing_key", "signing_cert"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
         # Validated by the objects built from these values, so errors name the same fields.
         self.retrieval()
         self.enhance_params()
@@ -188,39 +302,9 @@ class Settings:
     # -- construction --------------------------------------------------------------------------
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from the environment, with keyword overrides (None means "not given")."""
-        env = os.environ if env is None else env
-        home = Path(overrides.pop("home", None) or default_home(env))
-        db_url = overrides.pop("database_url", None) or env.get(DATABASE_ENV, "").strip() or (
-            f"sqlite:///{home / 'refsr.db'}"
-        )
-        model = overrides.pop("model_path", None) or env.get(MODEL_ENV, "").strip() or default_model_path()
-        device = overrides.pop("device", None) or env.get(DEVICE_ENV, "").strip() or DeviceChoice.AUTO
-        clip_weights = overrides.pop("clip_weights", None) or env.get(CLIP_WEIGHTS_ENV, "").strip() or None
-        if overrides.get("dask") is None and env.get(DASK_ENV, "").strip() and not overrides.get("processes"):
-            overrides["dask"] = env[DASK_ENV].strip()
-        if overrides.get("claim_lease_s") is None and env.get(LEASE_ENV, "").strip():
-            try:
-                overrides["claim_lease_s"] = float(env[LEASE_ENV])
-            except ValueError:
-                raise ValueError(f"${LEASE_ENV} must be a number of seconds, got {env[LEASE_ENV]!r}") from None
-        if overrides.get("reference_cache_mb") is None and env.get(REFERENCE_CACHE_ENV, "").strip():
-            try:
-                overrides["reference_cache_mb"] = int(env[REFERENCE_CACHE_ENV])
-            except ValueError:
-                raise ValueError(f"${REFERENCE_CACHE_ENV} must be a whole number of MB, "
-                                 f"got {env[REFERENCE_CACHE_ENV]!r}") from None
-        for name, var in (("signing_key", SIGNING_KEY_ENV), ("signing_cert", SIGNING_CERT_ENV)):
-            if overrides.get(name) is None and env.get(var, "").strip():
-                overrides[name] = Path(env[var].strip())
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(known)}")
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return cls(home=home, database_url=db_url, model_path=Path(model).expanduser(), device=device,
-                   clip_weights=clip_weights, **given)
+    def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> Settings:
+        """Settings from keyword values (None means "not given"), else the environment, else the defaults."""
+        return cls(**values_from(cls, given, os.environ if env is None else env))
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -271,7 +355,7 @@ class Settings:
         path = self.model_path
         if path.is_file():
             return path
-        if path.resolve() == default_model_path():
+        if path.resolve() == SHIPPED_MODEL:
             raise ModelNotFoundError(
                 f"TTSR checkpoint not found: {path}. That is where the project's trained compact model is "
                 f"shipped, and this checkout lacks it; pass a checkpoint with --model PATH or ${MODEL_ENV} "
@@ -279,7 +363,7 @@ class Settings:
             )
         raise ModelNotFoundError(
             f"TTSR checkpoint not found: {path} (given by --model or ${MODEL_ENV}); the shipped default is "
-            f"{default_model_path()}."
+            f"{SHIPPED_MODEL}."
         )
 
     def stamp_options(self) -> dict[str, bool]:
@@ -295,87 +379,6 @@ class Settings:
         return {
             k: v.value if isinstance(v, enum.Enum) else str(v) if isinstance(v, Path) else v for k, v in data.items()
         }
-
-
-# -- per-album configuration -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AlbumConfig:
-    """`<album>/refsr.toml`: thresholds that suit this album's photo sizes.
-
-    ```toml
-    [scan]
-    min_ref_side = 480     # long side ≥ this: a reference candidate
-    max_target_side = 320  # long side ≤ this: an enhancement target
-    # or, instead of the thresholds:
-    ref_ratio = 3.0        # a reference is at least 3x its target's long side
-    ```
-    """
-
-    min_ref_side: int | None = None
-    max_target_side: int | None = None
-    ref_ratio: float | None = None
-
-    @classmethod
-    def read(cls, album_root: Path) -> AlbumConfig:
-        path = Path(album_root) / ALBUM_CONFIG_NAME
-        if not path.is_file():
-            return cls()
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"cannot read album config {str(path)!r}: {exc}") from exc
-        scan = data.get("scan", {})
-        if not isinstance(scan, dict):
-            raise ValueError(f"{str(path)!r}: [scan] must be a table, got {scan!r}")
-        unknown = set(scan) - {"min_ref_side", "max_target_side", "ref_ratio"}
-        if unknown:
-            raise ValueError(f"{str(path)!r}: unknown [scan] keys {sorted(unknown)}")
-        if "ref_ratio" in scan and len(scan) > 1:
-            raise ValueError(f"{str(path)!r}: [scan] sets ref_ratio and thresholds; keep one rule")
-        for key, value in scan.items():
-            if key == "ref_ratio":
-                try:
-                    RelativeRoles(value)
-                except ValueError as exc:
-                    raise ValueError(f"{str(path)!r}: {exc}") from None
-            else:
-                try:
-                    _positive_int(key, value)
-                except ValueError:
-                    raise ValueError(f"{str(path)!r}: [scan] {key} must be a whole number >= 1, "
-                                     f"got {value!r}") from None
-        return cls(**scan)
-
-
-def scan_settings(settings: Settings, album_root: Path) -> ScanSettings:
-    """ScanSettings for one album: flags over refsr.toml over defaults; our output folder excluded.
-
-    Roles: thresholds when any is given (flag or refsr.toml) and no --ref-ratio flag is; else the
-    relative rule with --ref-ratio, refsr.toml's ref_ratio or DEFAULT_REF_RATIO.
-    """
-    album_root = Path(album_root).resolve()
-    config = AlbumConfig.read(album_root)
-    base = ScanSettings()
-    flag_thresholds = settings.min_ref_side is not None or settings.max_target_side is not None
-    toml_thresholds = config.min_ref_side is not None or config.max_target_side is not None
-    if settings.ref_ratio is not None:
-        ratio: float | None = settings.ref_ratio
-    elif flag_thresholds or toml_thresholds:
-        ratio = None
-    else:
-        ratio = config.ref_ratio or DEFAULT_REF_RATIO
-    min_ref = settings.min_ref_side or config.min_ref_side or base.min_ref_side
-    max_target = settings.max_target_side or config.max_target_side or base.max_target_side
-    exclude = list(base.exclude)
-    out = settings.output_dir(album_root).resolve()
-    if out == album_root:
-        raise ValueError(f"the output folder cannot be the album itself: {str(out)!r}")
-    if out.is_relative_to(album_root) and out.name not in exclude:
-        # Scans exclude by directory name at any depth; the output folder must never be read back.
-        exclude.append(out.name)
-    return ScanSettings(min_ref_side=min_ref, max_target_side=max_target, ref_ratio=ratio, exclude=tuple(exclude))
 
 
 def index_file(settings: Settings, album_id: int, embedder_key: str) -> Path:

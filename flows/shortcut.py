@@ -28,15 +28,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import queries
 from db.models import Run, RunKind, RunStatus, utcnow
 from flows.identity import process_identity
+from flows.options import Affects, names
 from flows.preflight import AlbumCheck
 from flows.settings import Settings
 
 KEY = "nothing_to_do"  # the run parameter that holds the fingerprint and the summary
-# Settings that change neither the album's records nor its outputs.
-_IRRELEVANT = {"progress", "workers", "force", "retries", "retry_delay_s", "device_slots"}
-# The only settings an index run depends on (the scan thresholds are in the fingerprint's "scan"):
-# vectors are keyed by content hash and embedder, whatever the device or the enhance options.
-_INDEX_SETTINGS = {"home", "database_url", "embedder", "clip_weights"}
 
 
 def state_key(kind: RunKind, run_kind: RunKind | None = None) -> str:
@@ -69,8 +65,9 @@ def _version() -> list[Any]:
 def fingerprint(kind: RunKind, found: AlbumCheck, settings: Settings, extra: Mapping[str, Any] | None = None) -> str:
     """A digest of everything that decides what a run of `kind` on this album would do."""
     scan = found.scan
-    record = {k: v for k, v in settings.to_record().items()
-              if k not in _IRRELEVANT and (kind is not RunKind.index or k in _INDEX_SETTINGS)}
+    # Settings declared to change what such a run does (an index run's scan thresholds are in "scan").
+    relevant = names(Settings, Affects.INDEX if kind is RunKind.index else Affects.RUN)
+    record = {k: v for k, v in settings.to_record().items() if k in relevant}
     files = []
     for rel, path in found.files:
         st = path.stat()

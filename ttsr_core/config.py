@@ -10,6 +10,10 @@ from typing import Any
 # The compact checkpoint shipped with the project (models/ttsr-lite/MODEL_CARD.md): the one place its
 # path is written; the CLI's default model, the benchmarks and the tests take it from here.
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "ttsr-lite" / "ttsr-lite-x4.safetensors"
+# A checkpoint's layout, told from its header and key names without torch (the CLI checks --model
+# before it imports torch): our format names itself; the authors' state dict has the main net's first conv.
+CHECKPOINT_FORMAT = "refsr-ttsr"
+AUTHORS_FIRST_KEY = "MainNet.SFE.conv_head.weight"
 
 SCALE = 4  # TTSR's super-resolution factor: LR↑, Ref↓↑ and the three texture scales are built on it
 # One 3×3 lv3 patch covers 12×12 reference pixels: the smallest reference that holds a patch.

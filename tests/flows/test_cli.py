@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import init_db, make_session_factory
 from db.models import Enhancement, EnhancementStatus, Run, RunStatus
-from flows.cli import build_parser, main
+from flows.cli import main
+from flows.cli.parser import build_parser
 from flows.settings import Settings
 
 SCRIPT = Path(sys.executable).with_name("refsr")

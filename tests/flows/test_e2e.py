@@ -150,3 +150,27 @@ def test_tasks_retry_transient_errors_only() -> None:
 
     assert both() == "ok"
     assert calls == {"transient": 2, "permanent": 1}
+
+
+@pytest.mark.parametrize("step", ["scan_album", "index_file"])
+def test_the_index_steps_retry_as_often_as_the_settings_say(step: str, make_album, settings_for, monkeypatch) -> None:
+    """Settings.retries reaches the scan and index-sync tasks too (their decorators' own 2 no longer decide)."""
+    from sqlalchemy.exc import OperationalError
+
+    import flows.indexing as indexing
+
+    real, calls = getattr(indexing, step), []
+
+    def locked_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(step)
+        if len(calls) == 1:
+            raise OperationalError("SELECT", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(indexing, step, locked_once)
+    album = make_album(1)
+    with pytest.raises(OperationalError, match="database is locked"):
+        index_album(str(album), settings_for(embedder="fallback", retries=0))
+    calls.clear()
+    summary = index_album(str(album), settings_for(embedder="fallback", retries=1, home=album.parent / "h1"))
+    assert len(calls) == 2 and summary.index is not None

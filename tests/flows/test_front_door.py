@@ -150,7 +150,7 @@ def test_output_folder_checks(tmp_path: Path) -> None:
 
 
 def test_sr_warns_about_a_small_reference(tmp_path: Path) -> None:
-    from flows.sr_checks import small_references
+    from flows.cli.sr_checks import small_references
 
     lr = _photo(tmp_path / "lr.png", (160, 108))
     tiny = _photo(tmp_path / "tiny.png", (40, 27))
@@ -202,7 +202,7 @@ def test_album_without_config_then_nothing_to_do_without_prefect(tmp_path: Path,
 
 
 def test_verdicts_claim_only_what_happened() -> None:
-    from flows.cli_output import verdict
+    from flows.cli.output import verdict
 
     assert verdict({"enhanced": 0, "cached": 0, "failed": 0, "no-reference": 0}).startswith("no targets")
     assert "nothing to do" not in verdict({"enhanced": 0, "cached": 0, "failed": 0, "no-reference": 3})

@@ -11,7 +11,7 @@ import pytest
 
 from flows import resources as resources_module
 from flows.cli import main
-from flows.cli_parser import build_parser
+from flows.cli.parser import build_parser
 from flows.resources import DeviceSpec, Resources, ResourceSpec
 from flows.runners import check_engine, dask_runner, uses_dask
 from flows.settings import Settings
@@ -90,3 +90,26 @@ def test_processes_sharing_a_gpu_take_it_one_at_a_time(monkeypatch, tmp_path: Pa
     for t in threads:
         t.join()
     assert overlaps and max(overlaps) == 1
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_photo_tasks_get_as_many_threads_as_the_settings_say() -> None:
+    """Whatever runner the flow was given (a served deployment's default), photo tasks run `workers` at a time."""
+    from prefect import flow, task
+
+    from flows.runners import StoppableThreadRunner, photo_tasks
+
+    meet = threading.Barrier(3, timeout=20)  # only three tasks running at once get past it
+
+    @task
+    def wait_for_the_others(i: int) -> int:
+        meet.wait()
+        return i
+
+    @flow(task_runner=StoppableThreadRunner(max_workers=1))
+    def photos() -> list[int]:
+        with photo_tasks(_settings(workers=3)) as submit:
+            futures = [submit(wait_for_the_others, {"i": i}) for i in range(3)]
+            return [future.result() for future in futures]
+
+    assert sorted(photos()) == [0, 1, 2]

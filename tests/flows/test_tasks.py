@@ -21,7 +21,8 @@ from flows.faults import FAULT_ENV
 from flows.jobs import JobContext, Outcome, TargetOutcome
 from flows.resources import resources_for
 from flows.indexing import embed_task, scan_task, sync_index_task
-from flows.settings import AlbumConfig, ModelNotFoundError, Settings, index_file, scan_settings
+from flows.album_config import AlbumConfig, scan_settings
+from flows.settings import ModelNotFoundError, Settings, index_file
 from pipeline import images
 from pipeline.enhance import plan_output_paths
 from durable import files
@@ -313,7 +314,7 @@ def test_a_job_taken_over_while_the_model_ran_is_left_to_its_new_holder(make_alb
 
 def test_precision_setting_chooses_the_autocast(tmp_path: Path, tiny_model: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     import flows.resources as resources
-    from flows.cli_parser import build_parser
+    from flows.cli.parser import build_parser
     from flows.settings import DeviceChoice
     from ttsr_core.config import Precision
 

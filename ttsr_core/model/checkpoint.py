@@ -13,12 +13,11 @@ from typing import Any, Mapping
 import torch
 
 from durable.files import atomic_write, sha256_file
-from ttsr_core.config import TTSRConfig
+from ttsr_core.config import AUTHORS_FIRST_KEY, CHECKPOINT_FORMAT, TTSRConfig
 from ttsr_core.model.net import TTSR
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAME = "refsr-ttsr"
 FORMAT_VERSION = "1"
 
 
@@ -54,7 +53,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: TTSR, meta: Mapping[str
     if path.suffix not in (".safetensors", ".pt", ".pth"):
         raise ValueError(f"checkpoint path must end in .safetensors or .pt, got {path}")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model.config.to_json(),
+    header = {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "config": model.config.to_json(),
               "meta": json.dumps(dict(meta or {}), sort_keys=True, default=str)}
 
     def write(tmp: Path) -> None:
@@ -128,7 +127,7 @@ def _clean_authors_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 def infer_config(state: Mapping[str, torch.Tensor], res_scale: float = 1.0) -> TTSRConfig:
     """Architecture from tensor shapes of an authors'-layout state dict."""
     try:
-        num_feat = state["MainNet.SFE.conv_head.weight"].shape[0]
+        num_feat = state[AUTHORS_FIRST_KEY].shape[0]
         lte = tuple(state[f"LTE.{k}.weight"].shape[0] for k in ("slice1.0", "slice2.5", "slice3.10"))
     except KeyError as exc:
         raise CheckpointError(f"not a TTSR state dict: missing {exc.args[0]!r}") from None
@@ -159,7 +158,7 @@ def load_checkpoint(
     """
     path = Path(path)
     tensors, header = _read(path)
-    if header.get("format") == FORMAT_NAME:
+    if header.get("format") == CHECKPOINT_FORMAT:
         layout = CheckpointLayout.OWN
         config_raw = header["config"]
         config = TTSRConfig.from_dict(json.loads(config_raw) if isinstance(config_raw, str) else config_raw)

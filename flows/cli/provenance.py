@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
-from flows.cli_output import jsonable
+from flows.cli.output import jsonable
 from flows.preflight import UsageError, shown
 
 EXIT_OK, EXIT_FAILED = 0, 1

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flows.cli_parser import build_parser
-from flows.cli_output import jsonable as _jsonable
-from flows.cli_runtime import configure_logging, end_at_exit, prefect_home, workspace_environment
-from flows.cli_output import print_table as _print_table
-from flows.cli_output import took
+from flows.cli.parser import build_parser
+from flows.cli.output import jsonable as _jsonable
+from flows.cli.runtime import configure_logging, end_at_exit, prefect_home, workspace_environment
+from flows.cli.output import print_table as _print_table
+from flows.cli.output import took
 from flows.preflight import NoPhotosError, UsageError, shown
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 130
@@ -30,24 +30,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 130
 
 
 def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untyped-def]
+    """Settings from the flags this command offers (flows/cli/parser.py:add_settings), the environment and `extra`."""
     from flows.settings import Settings
 
-    def get(name: str) -> Any:
-        return getattr(args, name, None)
-
+    given = {name: getattr(args, name) for name in getattr(args, "settings_given", ())}
     try:
-        settings = Settings.from_env(
-            home=get("home"), database_url=get("database_url"), model_path=get("model"), device=get("device"),
-            precision=get("precision"),
-            search=get("search"), embedder=get("embedder"), min_ref_side=get("min_ref_side"),
-            max_target_side=get("max_target_side"), ref_ratio=get("ref_ratio"), top_k=get("top_k"),
-            refs=get("refs"), verify=get("verify"), verify_pool=get("verify_pool"),
-            copies=get("copies"), restore=get("restore"), outscale=get("outscale"),
-            output_format=get("output_format"), out_dir=get("out"),
-            force=get("force") or None, workers=get("workers"), dask=get("dask"), processes=get("processes"),
-            credentials=get("credentials"), xmp=get("xmp"), embed_names=get("embed_names"),
-            signing_key=get("signing_key"), signing_cert=get("signing_cert"), **extra,
-        )
+        settings = Settings.from_env(**given, **extra)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     workspace_environment(settings.home, verbose=args.verbose)
@@ -76,7 +64,7 @@ def _say(text: str) -> None:
 
 
 def _start_flow(args: argparse.Namespace) -> None:
-    from flows.prefect_server import die_with_this_process
+    from flows.cli.prefect_server import die_with_this_process
     from flows.shortcut import prefect_server_configured
 
     prefect_home()
@@ -147,7 +135,7 @@ def _shortcut(args: argparse.Namespace, settings, kind, found, digest: str):  # 
 def _cmd_index(args: argparse.Namespace) -> int:
     from db.models import RunKind
     from flows import shortcut
-    from flows.cli_output import as_unchanged_index, jsonable, print_index
+    from flows.cli.output import as_unchanged_index, jsonable, print_index
     from flows.preflight import check_album_command
     from flows.resources import resources_for
 
@@ -185,12 +173,11 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_enhance(args: argparse.Namespace) -> int:
     from db.models import RunKind
     from flows import shortcut
-    from flows.cli_output import as_cached_enhance, enhance_counts, jsonable, print_enhance
+    from flows.cli.output import as_cached_enhance, enhance_counts, jsonable, print_enhance
     from flows.preflight import check_enhance_command, check_room, planned_bytes, target_sizes
     from flows.resources import resources_for
 
-    settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty(),
-                         report=not args.no_report)
+    settings = _settings(args, progress=not args.no_progress and not args.json and sys.stderr.isatty())
     found = check_enhance_command(settings, args.album)
     digest = shortcut.fingerprint(RunKind.enhance, found, settings, {"report": settings.report})
     index_digest = shortcut.fingerprint(RunKind.index, found, settings)
@@ -250,7 +237,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 
 def _cmd_sr(args: argparse.Namespace) -> int:
     from flows.preflight import check_device, check_model
-    from flows.sr_checks import check_sr_paths, small_references
+    from flows.cli.sr_checks import check_sr_paths, small_references
 
     settings = _settings(args)
     check_sr_paths(args.lr, args.ref, args.out, args.attention)
@@ -273,13 +260,13 @@ def _cmd_sr(args: argparse.Namespace) -> int:
 
 
 def _cmd_which_ref(args: argparse.Namespace) -> int:
-    from flows.cli_provenance import cmd_which_ref
+    from flows.cli.provenance import cmd_which_ref
 
     return cmd_which_ref(args, _settings)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from flows.cli_provenance import cmd_verify
+    from flows.cli.provenance import cmd_verify
 
     return cmd_verify(args)
 
@@ -425,25 +412,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoPhotosError as exc:
         print(f"refsr {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # a bad checkpoint too: ttsr_core's CheckpointError is one
         if args.verbose:
             raise
         print(f"refsr {args.command}: {shown(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        from flows.db_faults import database_error, explain
+        from flows.cli.db_faults import database_error, explain
 
-        if not args.verbose and (fault := database_error(exc)) is not None:
-            print(f"refsr {args.command}: {explain(fault, _clock.get('database'))}", file=sys.stderr)
-            return EXIT_FAILED if _clock.get("working") else EXIT_USAGE
-        if args.verbose or type(exc).__name__ != "CheckpointError":  # ttsr_core's, named so torch stays unimported
+        if args.verbose or (fault := database_error(exc)) is None:
             raise
-        print(f"refsr {args.command}: {shown(' '.join(str(exc).split()))}", file=sys.stderr)
-        return EXIT_USAGE
+        print(f"refsr {args.command}: {explain(fault, _clock.get('database'))}", file=sys.stderr)
+        return EXIT_FAILED if _clock.get("working") else EXIT_USAGE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
