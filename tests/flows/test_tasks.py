@@ -149,16 +149,19 @@ def test_enhance_task_redoes_a_job_whose_output_was_deleted(make_album, settings
     assert _enhance(target, job, settings).status is Outcome.CACHED
 
 
-def test_enhance_task_redoes_a_job_done_into_another_place(make_album, settings_for) -> None:
+def test_enhance_task_copies_a_job_done_into_another_place(make_album, settings_for) -> None:
     album = make_album(1)
     settings = settings_for(embedder="fallback")
     job, target = _indexed_target(album, settings)
     first = _enhance(target, job, settings)
     elsewhere = replace(job, out_dir=str(album.parent / "other-out"))
-    moved = _enhance(target, elsewhere, settings)  # e.g. a later run with --out other-out
-    assert moved.status is Outcome.ENHANCED and moved.job_key == first.job_key
-    assert Path(moved.output_path) == album.parent / "other-out" / target.rel_path
-    assert Path(moved.output_path).is_file() and Path(first.output_path).is_file()
+    copied = _enhance(target, elsewhere, settings)  # e.g. a later run with --out other-out: no model work
+    assert copied.status is Outcome.CACHED and copied.job_key == first.job_key
+    assert Path(copied.output_path) == album.parent / "other-out" / target.rel_path
+    assert Path(copied.output_path).read_bytes() == Path(first.output_path).read_bytes()  # both folders keep theirs
+    with resources_for(settings).sessions() as session:
+        row = session.get(Enhancement, copied.enhancement_id)
+        assert row.params["copied_from"] == str(Path(first.output_path).resolve())
     assert _enhance(target, elsewhere, settings).status is Outcome.CACHED
 
 
