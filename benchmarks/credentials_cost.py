@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import cpu  # noqa: E402
 from pipeline.images import load_rgb, save_atomic  # noqa: E402
-from pipeline.provenance import Provenance, ReferenceFact  # noqa: E402
-from pipeline.signing import local_identity  # noqa: E402
-from pipeline.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumbnail_jpeg  # noqa: E402
+from pipeline.provenance.facts import Provenance, ReferenceFact  # noqa: E402
+from pipeline.provenance.signing import local_identity  # noqa: E402
+from pipeline.provenance.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumbnail_jpeg  # noqa: E402
 
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif"}
 

@@ -210,7 +210,7 @@ class Enhancement(Base):
     # What the output file carries of its own provenance; NULL: failed, or written before credentials.
     credentials: Mapped[CredentialsState | None] = mapped_column(_str_enum(CredentialsState))
     credentials_note: Mapped[str | None] = mapped_column(sa.Text)  # why an asked-for carrier is missing
-    # A copy given its original back (pipeline/restore.py): the original's content hash (also the rank-0
+    # A copy given its original back (pipeline/matching/restore.py): the original's content hash (also the rank-0
     # reference) and how well it fitted: inliers, agreement_db, fidelity_db, scale, covered. NULL: not restored.
     restored_from_sha256: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     restoration: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
 from db.models import Run, RunKind, RunStatus, utcnow
-from flows.identity import is_alive, process_identity
-from flows.settings import Settings
 from durable.files import atomic_write
+from flows.execution.identity import is_alive, process_identity
+from flows.settings import Settings
 
 logger = logging.getLogger(__name__)
 

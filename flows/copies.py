@@ -1,4 +1,4 @@
-"""Copies in an album: each photo's nearest neighbours by embedding checked by pipeline.copies, verdicts kept by content."""
+"""Copies in an album: each photo's nearest neighbours by embedding checked by pipeline.matching.copies, verdicts kept by content."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from flows.features import FeatureCache
 from flows.resources import resources_for
 from flows.settings import Settings
 from pipeline import images
-from pipeline.copies import COPY_METHOD, CopySettings, check_copy
+from pipeline.matching.copies import COPY_METHOD, CopySettings, check_copy
 from pipeline.params import VerifySettings
 
 logger = logging.getLogger(__name__)

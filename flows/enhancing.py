@@ -21,23 +21,23 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import queries
 from db.claims import ClaimLost
 from db.models import PhotoRole, RunKind, RunStatus
-from flows import stopping
+from durable.files import remove_stale_temps
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
-from flows.faults import fault_point
+from flows.execution import stopping
+from flows.execution.faults import fault_point
+from flows.execution.locks import job_claim
+from flows.execution.runners import StoppableThreadRunner, Submit, photo_tasks, uses_dask
 from flows.indexing import IndexSummary, index_steps
-from flows.jobs import JobContext, Outcome, TargetOutcome
-from flows.locks import job_claim
-from flows.records import (claim_output, record_failure, record_success, release_output, reuse_elsewhere,
-                           reusable)
 from flows.resources import Resources, resources_for
-from flows.retrieving import Retrieval, TargetPhoto, choose_references, load_target, with_original
-from flows.runners import StoppableThreadRunner, Submit, photo_tasks, uses_dask
 from flows.settings import Settings
-from flows.stamping import stamp_request
+from flows.targets.jobs import JobContext, Outcome, TargetOutcome
+from flows.targets.records import (claim_output, record_failure, record_success, release_output, reuse_elsewhere,
+                                   reusable)
+from flows.targets.retrieving import Retrieval, TargetPhoto, choose_references, load_target, with_original
+from flows.targets.stamping import stamp_request
 from pipeline.attention import attention_path_for
 from pipeline.enhance import enhance_photo, job_key, plan_output_paths, stable_hash
 from pipeline.params import EnhanceParams
-from durable.files import remove_stale_temps
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
                    settings: Settings, out_path: str, *, wait: bool = False) -> TargetOutcome:
     """Enhance `target` with its chosen references into `out_path` and record it; CACHED when that is done already.
 
-    The model runs only under the job's claim (flows/locks.py), checked for a finished job again
+    The model runs only under the job's claim (flows/execution/locks.py), checked for a finished job again
     once held: whoever held it before may have just done it.
     """
     key = job_key(target.sha256, [r.sha256 for r in found.ranked], job.model_sha256, params,
@@ -250,7 +250,7 @@ def _table(outcomes: tuple[TargetOutcome, ...]) -> list[dict[str, object]]:
     return rows
 
 
-# The index steps' tasks run here; the photo tasks on the engine the settings choose (flows/runners.py).
+# The index steps' tasks run here; the photo tasks on the engine the settings choose (flows/execution/runners.py).
 @flow(name="enhance-album", task_runner=StoppableThreadRunner(max_workers=Settings.workers), log_prints=False)
 def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
     """Index `album`, then enhance every target photo whose job is not done yet.
@@ -366,7 +366,7 @@ def _run_targets(res: Resources, job: JobContext, settings: Settings, params: En
                 bar.update(1)
 
     pending = set(futures)
-    # Short waits rather than one blocking one: the main thread must notice a Ctrl-C (flows/stopping.py).
+    # Short waits rather than one blocking one: the main thread must notice a Ctrl-C (flows/execution/stopping.py).
     while pending and not stopping.requested():
         done, pending = wait_for(list(pending), timeout=_POLL_S)
         collect(set(done))

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from durable.files import atomic_write
 from flows.common import one_line
 from pipeline.enhance import stable_hash
+from pipeline.matching.verification import LocalFeatures, local_features
 from pipeline.params import VerifySettings
-from pipeline.verification import LocalFeatures, local_features
-from durable.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -16,17 +16,17 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.models import Photo, PhotoRole, PhotoStatus, RunKind, RunStatus
-from flows import stopping
 from flows.album_config import scan_settings
-from flows.copies import CopyScan, copies_task
 from flows.common import finish_run, is_transient, one_line, recorded_run, retry_if_transient
-from flows.faults import fault_point
-from flows.locks import engine_of, index_lock
+from flows.copies import CopyScan, copies_task
+from flows.execution import stopping
+from flows.execution.faults import fault_point
+from flows.execution.locks import engine_of, index_lock
 from flows.resources import resources_for
 from flows.settings import Settings, index_file
+from pipeline.embedding.vector_index import IndexMismatch, VectorIndex
 from pipeline.hashed_read import PhotoChangedError, load_verified
 from pipeline.scan import KnownPhoto, ScanResult, ScanStatus, scan_album
-from pipeline.vector_index import IndexMismatch, VectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def embed_photo(photo_id: int, album_root: str, settings: Settings) -> EmbedOutc
         if photo is None or photo.sha256 is None:
             return EmbedOutcome(photo_id, "?", f"photo {photo_id} is not in the database")
         rel, sha = photo.rel_path, photo.sha256
-    if stopping.requested():  # Ctrl-C during `refsr enhance`: no new model work (flows/stopping.py)
+    if stopping.requested():  # Ctrl-C during `refsr enhance`: no new model work (flows/execution/stopping.py)
         return EmbedOutcome(photo_id, rel, "stopped by Ctrl-C before it was embedded")
     try:
         # The vector is filed under `sha`: embed the bytes that hash to it, or none (a file replaced since the scan).

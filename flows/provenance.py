@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.models import Album, Enhancement, Photo
+from durable.files import sha256_file
 from flows.common import recover_crashed_runs
 from flows.resources import resources_for
 from flows.settings import Settings
-from durable.files import sha256_file
-from pipeline import credentials, xmp
-from pipeline.provenance import Provenance
+from pipeline.provenance import credentials, xmp
+from pipeline.provenance.facts import Provenance
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class EnhancementInfo:
     credentials: str | None = None  # what the output carries (pipeline.vocabulary.CredentialsState)
     credentials_note: str | None = None
     candidates: tuple[CandidateInfo, ...] = ()  # in the order retrieval ranked them
-    # The target is a copy, given its original back (pipeline/restore.py): that reference's path, and its fit.
+    # The target is a copy, given its original back (pipeline/matching/restore.py): that reference's path, and its fit.
     restored_from: str | None = None
     restored_from_sha256: str | None = None
     restoration: dict | None = None
@@ -75,7 +75,7 @@ class EnhancementInfo:
 
 @dataclass(frozen=True)
 class FileFacts:
-    """What the file itself says about its making (pipeline.stamp), and how far to trust it."""
+    """What the file itself says about its making (pipeline.provenance.stamp), and how far to trust it."""
 
     carrier: str  # "c2pa" (our signed assertion) or "xmp" (unsigned)
     verified: bool  # c2pa: signature valid and the bytes are the ones signed; xmp: always False
@@ -191,7 +191,7 @@ def _info(session: Session, e: Enhancement, current_sha: str | None) -> Enhancem
 def describe_path(settings: Settings, path: str | Path) -> PathAnswer:
     """What the database knows about `path`: an enhanced output first, else an album photo (target).
 
-    An output also answers from the provenance it carries (pipeline.stamp): alone when the database
+    An output also answers from the provenance it carries (pipeline.provenance.stamp): alone when the database
     does not know the file (a copy on another machine, a fresh REFSR_HOME), and compared with the
     record when it does, the answer's note naming where the two disagree.
     """

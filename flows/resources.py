@@ -25,11 +25,11 @@ from db.engine import init_db, make_session_factory
 from db.locks import file_lock
 from flows.options import Affects, names
 from flows.settings import DeviceChoice, Settings, check_precision_on
-from pipeline.embedders import Embedder, EmbedderKind, EmbedderSettings, make_embedder
+from pipeline.embedding.registry import Embedder, EmbedderKind, EmbedderSettings, make_embedder
 from ttsr_core.config import Precision
 
 if TYPE_CHECKING:
-    from pipeline.vector_index import VectorIndex
+    from pipeline.embedding.vector_index import VectorIndex
     from ttsr_core.model.checkpoint import LoadedCheckpoint
     from ttsr_core.model.reference_cache import ReferenceCache
 
@@ -175,7 +175,7 @@ class Resources:
 
     def vector_index(self, path: Path, embedder_key: str) -> VectorIndex | None:
         """The album's FAISS index as saved now (read again when the file is replaced), or None if absent."""
-        from pipeline.vector_index import IndexMismatch, VectorIndex
+        from pipeline.embedding.vector_index import IndexMismatch, VectorIndex
 
         path = Path(path)
         try:
@@ -207,7 +207,7 @@ class Resources:
 
         from db import queries
         from db.models import PhotoRole
-        from pipeline.vector_index import VectorIndex
+        from pipeline.embedding.vector_index import VectorIndex
 
         slot = (album_id, embedder_key)
         with self._lock:

@@ -17,9 +17,9 @@ from sqlalchemy.engine import make_url
 from db.engine import sqlite_file
 from flows.options import (SPEED_ONLY, Affects, Group, as_is, number, number_in, one_of, option, optional,
                            positive_int, validated, values_from, whole, whole_number)
-from pipeline.clip_embedder import WEIGHTS_ENV_VAR as CLIP_WEIGHTS_ENV
-from pipeline.clip_embedder import ClipSettings
-from pipeline.embedders import EMBEDDERS, EmbedderKind, EmbedderSettings
+from pipeline.embedding.clip import WEIGHTS_ENV_VAR as CLIP_WEIGHTS_ENV
+from pipeline.embedding.clip import ClipSettings
+from pipeline.embedding.registry import EMBEDDERS, EmbedderKind, EmbedderSettings
 from pipeline.params import EnhanceParams, RerankSettings, RetrievalSettings, VerifySettings
 from pipeline.roles import RelativeRoles
 from ttsr_core.config import SHIPPED_MODEL, Precision, SearchConfig, SearchMode
@@ -161,7 +161,7 @@ class Settings:
         4, help="candidates of the verified ranking re-ranked by the model's own texture relevance (default 4)",
         flags=("--top-k",), group=Group.RETRIEVAL, parse=positive_int, metavar="K", check=whole(),
         affects=Affects.RUN)
-    # Geometric verification of the best `verify_pool` cosine candidates (pipeline/verification.py).
+    # Geometric verification of the best `verify_pool` cosine candidates (pipeline/matching/verification.py).
     verify_pool: int = option(
         24, help="cosine candidates checked by geometric verification: local features matched and counted where "
                  "one homography explains them, so a photo of the same place wins over a look-alike (default 24; "
@@ -171,7 +171,7 @@ class Settings:
     verify: bool = option(
         True, help="rank by cosine alone before the texture re-rank (the ranking before verification)",
         flags=("--no-verify",), group=Group.RETRIEVAL, action="store_false", check=as_is, affects=Affects.RUN)
-    # A recorded copy of a larger album photo is restored from it (pipeline/restore.py); the job key
+    # A recorded copy of a larger album photo is restored from it (pipeline/matching/restore.py); the job key
     # tells a restoration apart by the original's hash, so only the run fingerprint changes here.
     restore: bool = option(
         True, help="enhance a copy of a larger album photo with the model like any target, instead of restoring it "
@@ -234,7 +234,7 @@ class Settings:
     report: bool = option(
         True, help="do not build the HTML gallery at the end", flags=("--no-report",), group=Group.REPORT,
         action="store_false", check=as_is, affects=Affects.RUN)
-    # Provenance inside each output (pipeline/stamp.py): a signed C2PA manifest, an XMP packet, and the
+    # Provenance inside each output (pipeline/provenance/stamp.py): a signed C2PA manifest, an XMP packet, and the
     # photos' file names only when asked. No key given: refsr's local key, made in `home` on first use.
     credentials: bool = option(
         True, help="no C2PA manifest (the XMP marking stays unless --no-xmp)", flags=("--no-credentials",),
@@ -254,7 +254,7 @@ class Settings:
         group=Group.PROVENANCE, parse=Path, metavar="PEM", env="REFSR_SIGNING_CERT",
         env_help="its PEM certificate chain, signer first (as --signing-cert)",
         check=optional(_full_path), affects=Affects.RUN)
-    # -- task engine (flows/runners.py): neither keeps Prefect's threads in this process ----------
+    # -- task engine (flows/execution/runners.py): neither keeps Prefect's threads in this process ----------
     dask: str | None = option(
         None, help="run the photo tasks on the workers of this Dask scheduler, e.g. tcp://scheduler:8786 "
                    "(default $REFSR_DASK; with several machines use PostgreSQL and a shared album mount)",
@@ -263,7 +263,7 @@ class Settings:
     processes: bool = option(
         False, help="run the photo tasks on a local Dask cluster of {workers} processes, each loading the model once",
         flags=("--processes",), group=Group.ENGINE, action="store_true", check=as_is, affects=Affects.RUN)
-    # Job claims on a server database (flows/locks.py): a holder's lease, renewed by a heartbeat every
+    # Job claims on a server database (flows/execution/locks.py): a holder's lease, renewed by a heartbeat every
     # third of it; a dead holder's job is taken over this long after its last renewal.
     claim_lease_s: float = option(
         60.0, help="on PostgreSQL, how long a dead process's job stays claimed (seconds)", env="REFSR_CLAIM_LEASE_S",

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
 from db.models import Run, RunKind, RunStatus, utcnow
-from flows.identity import process_identity
+from flows.execution.identity import process_identity
 from flows.options import Affects, names
 from flows.preflight import AlbumCheck
 from flows.settings import Settings

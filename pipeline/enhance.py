@@ -17,21 +17,21 @@ import numpy as np
 import torch
 from PIL import Image
 
+from durable.files import sha256_file
 from pipeline import images
 from pipeline.attention import AttentionMaps, save_attention
 from pipeline.hashed_read import load_verified
+from pipeline.matching.restore import Restoration, composite, restore_from_original
 from pipeline.params import OUTPUT_EXTENSIONS, WRITE_FALLBACK, EnhanceParams
-from pipeline.provenance import RestoredFrom
-from pipeline.restore import Restoration, composite, restore_from_original
-from pipeline.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumbnail_jpeg
+from pipeline.provenance.facts import RestoredFrom
+from pipeline.provenance.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumbnail_jpeg
 from pipeline.vocabulary import CredentialsState
 from ttsr_core.config import MIN_REF_SIDE, SCALE
 from ttsr_core.device import resolve_device
-from durable.files import sha256_file
 from ttsr_core.model.consistency import make_consistent
 from ttsr_core.model.inference import super_resolve
-from ttsr_core.model.reference_cache import ReferenceCache
 from ttsr_core.model.net import TTSR
+from ttsr_core.model.reference_cache import ReferenceCache
 
 logger = logging.getLogger(__name__)
 
@@ -283,12 +283,12 @@ def enhance_photo(
     `params.output_format` is set. Refuses to write over the target, a reference or anything in
     `protected`. The attention maps go to `attention_path` when
     given (see `pipeline.attention`). With a `stamp`, the output carries its provenance (XMP and/or a
-    signed C2PA manifest, `pipeline.stamp`); a format that cannot carry it is written without, and the
+    signed C2PA manifest, `pipeline.provenance.stamp`); a format that cannot carry it is written without, and the
     result's `credentials` says so. Raises images.UnreadableImageError for undecodable inputs.
     `sha256` (the target's, then each reference's): the pixels used must be those bytes, else
     hashed_read.PhotoChangedError before any work (the record will name these hashes). `restore`: the
     target is a copy of the first reference, its original; the output is the original aligned into
-    the target's enlarged frame (pipeline.restore) where it reaches and the model's output elsewhere
+    the target's enlarged frame (pipeline.matching.restore) where it reaches and the model's output elsewhere
     (the model runs only when some of the frame is left), unless the pixels show no copy (logged).
     """
     if not ref_paths:

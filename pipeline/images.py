@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from durable.files import atomic_write
-from pipeline.provenance import Stamp
+from pipeline.provenance.facts import Stamp
 
 logger = logging.getLogger(__name__)
 

@@ -79,14 +79,14 @@ class GeometricModel(enum.StrEnum):
 
 @dataclass(frozen=True)
 class VerifySettings:
-    """Geometric verification of the `pool` best cosine candidates (pipeline.verification).
+    """Geometric verification of the `pool` best cosine candidates (pipeline.matching.verification).
 
     Both photos are reduced to `max_side` (a photo smaller than `min_side` is enlarged to it, so a
     thumbnail still yields features) and described by up to `max_features`
     RootSIFT features; a match passes Lowe's `ratio` test, and an inlier is a match that one
     `model`, fitted by MAGSAC++ with `threshold_px` (at `max_side`), explains. `min_inliers` is the
     count below which agreement is taken for chance; above it a candidate's score grows by
-    `weight` per decade of inliers (see pipeline.verification.blend). `enabled=False` ranks by
+    `weight` per decade of inliers (see pipeline.matching.verification.blend). `enabled=False` ranks by
     cosine alone.
     """
 

@@ -26,7 +26,7 @@ class EnhancementStatus(enum.StrEnum):
 
 
 class CredentialsState(enum.StrEnum):
-    """What provenance an output carries in the file itself (see ``pipeline.stamp``)."""
+    """What provenance an output carries in the file itself (see ``pipeline.provenance.stamp``)."""
 
     signed = "signed"  # a signed C2PA manifest, and XMP unless --no-xmp
     xmp_only = "xmp-only"  # --no-credentials: the XMP marking only

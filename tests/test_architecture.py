@@ -15,7 +15,7 @@ ALLOWED: dict[str, set[str]] = {
     # PIL: the paper's data pipeline is PIL bicubic (LR↓, LR↑, Ref↓↑), and train/evaluate read image
     # files; safetensors is the checkpoint format; tqdm draws the training progress bar.
     "ttsr_core": {"torch", "numpy", "PIL", "safetensors", "tqdm"},
-    # c2pa, cryptography: Content Credentials (pipeline/credentials.py); cv2: local features and robust
+    # c2pa, cryptography: Content Credentials (pipeline/provenance/credentials.py); cv2: local features and robust
     # geometry for verification, copy detection and restoration.
     "pipeline": {"torch", "numpy", "PIL", "faiss", "open_clip", "huggingface_hub", "pillow_heif", "safetensors",
                  "c2pa", "cryptography", "cv2"},
@@ -36,12 +36,7 @@ LONG_FUNCTIONS: set[str] = set()
 LONG_FILES = {
     "tests/db/test_queries.py",  # split by query subject after round 3's db branch merges (issue 23)
 }
-WIDE_FOLDERS = {
-    # Round 3's parallel branches (credentials, retrieval, faults) each added modules here; the planned
-    # splits (issue 23) are flows/cli/, pipeline/{embedding,provenance,matching}/ and the tests that
-    # mirror them, and a benchmarks/retrieval/ room. Until then these are the only folders let past the limit.
-    "flows", "pipeline", "tests/flows", "tests/pipeline", "benchmarks",
-}
+WIDE_FOLDERS: set[str] = set()
 CHECKED_ELSEWHERE = {"benchmarks", "tests"}  # file length and folder width apply here too
 
 

@@ -93,7 +93,7 @@ def record_enhancement(
 
     ``references`` rows are (rank, ref_photo_id, ref_sha256, cosine, relevance) with rank 0 the
     best. ``candidates``: every candidate retrieval scored (JSON-able dicts, as
-    ``pipeline.retrieval.CandidateScore.as_record`` gives them), or None. ``restored_from_sha256``: the
+    ``pipeline.matching.retrieval.CandidateScore.as_record`` gives them), or None. ``restored_from_sha256``: the
     original a copy was restored from (one of the references), with ``restoration`` its fit. Everything lands in the
     caller's transaction together; if the flush fails nothing is written and the caller must roll back.
     """

@@ -45,7 +45,7 @@ def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untype
 
 def _check_signing(settings) -> None:  # type: ignore[no-untyped-def]
     """A signing key that cannot be read is a usage error before any work (and the local key is made now)."""
-    from flows.stamping import signing_identity
+    from flows.targets.stamping import signing_identity
 
     try:
         signing_identity(settings)
@@ -194,13 +194,13 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         sizes = target_sizes(found, _known(sessions, found.root))
         # check_enhance_command made sure the folder is writable and not an input; now its room.
         check_room(settings.output_dir(found.root), planned_bytes(sizes, settings.outscale, settings.output_format))
-        from flows.runners import check_engine
+        from flows.execution.runners import check_engine
 
         check_engine(settings)
         from flows.enhancing import enhance_album  # Prefect and torch: only once the checks passed
 
-        from flows import stopping
-        from flows.runners import StoppableThreadRunner
+        from flows.execution import stopping
+        from flows.execution.runners import StoppableThreadRunner
 
         flow = enhance_album.with_options(task_runner=StoppableThreadRunner(max_workers=settings.workers))
         with stopping.first_ctrl_c_stops(_say):
@@ -209,7 +209,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         ran["id"] = summary.run_id
         data = {**jsonable(summary), "gallery": summary.gallery, "neither": _neither(sessions, found.root)}
         if summary.stopped:
-            # The command leaves with os._exit (flows/stopping.py), so no exit handler will move the
+            # The command leaves with os._exit (flows/execution/stopping.py), so no exit handler will move the
             # run's end: history gets the whole command's time here.
             from db import queries
 
@@ -331,7 +331,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.pool:
         from flows.deploying import deploy_to_pool
-        from flows.runners import check_engine
+        from flows.execution.runners import check_engine
 
         check_engine(settings)
         name = deploy_to_pool(args.album, settings, args.pool, name=args.name, cron=args.cron,
@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (embedded use): leave signals alone
         previous = None
-    from flows import stopping
+    from flows.execution import stopping
 
     stopping.reset()
     try:

@@ -133,7 +133,7 @@ def print_enhance(data: dict[str, Any], *, wall_s: float) -> None:
     for o in data["outcomes"]:
         refs = ", ".join(f"{p} (cos {r['cosine']:.2f}, rel {r['relevance']:.2f})"
                          for p, r in zip(o["ref_paths"], o["references"]))
-        if o.get("restored") and o["ref_paths"]:  # a copy given its original back (pipeline/restore.py)
+        if o.get("restored") and o["ref_paths"]:  # a copy given its original back (pipeline/matching/restore.py)
             refs = f"restored from its original {o['ref_paths'][0]}"
         detail = o["error"] if o["status"] in ("failed", "no-reference") else refs
         sr = o["timings"].get("sr_s") or o["timings"].get("restore_s")

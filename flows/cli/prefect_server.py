@@ -26,7 +26,7 @@ _done = False
 def _deathsig_preexec(parent: int, prctl: Any) -> None:
     # Its own process group: a terminal's Ctrl-C goes to the foreground group, and the server
     # would shut down while the stopping run still reports to it. refsr alone decides
-    # (flows/stopping.py); the server still dies with it.
+    # (flows/execution/stopping.py); the server still dies with it.
     os.setpgid(0, 0)
     prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request took effect

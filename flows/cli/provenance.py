@@ -52,7 +52,7 @@ def _print_provenance(p: Any, indent: str = "    ") -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from pipeline.credentials import summary, verify
+    from pipeline.provenance.credentials import summary, verify
 
     if not args.file.is_file():
         raise UsageError(f"{shown(args.file)} is not a file")

@@ -81,7 +81,7 @@ class GalleryCard:
     error: str | None = None
     # The saved attention, or the file it was saved to (loaded with `load_attention`).
     attention: AttentionMaps | Path | None = field(default=None, compare=False)
-    restored: bool = False  # a copy restored from its original (pipeline/restore.py); the details say which
+    restored: bool = False  # a copy restored from its original (pipeline/matching/restore.py); the details say which
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not KEY_RE.fullmatch(self.key):

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 
 from pipeline.images import save_atomic
+from pipeline.matching.verification import Verification, local_features, verify_pair
 from pipeline.params import VerifySettings
-from pipeline.verification import Verification, local_features, verify_pair
 
 MATCH_HEIGHT = 200  # both photos are shown at this height
 MAX_LINES = 60  # more lines than this hide the photos; an even sample of the inliers is drawn

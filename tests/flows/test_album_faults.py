@@ -8,8 +8,8 @@ from pathlib import Path
 from db import queries
 from db.models import PhotoRole
 from flows.indexing import scan_task
-from flows.jobs import Outcome
 from flows.resources import resources_for
+from flows.targets.jobs import Outcome
 from tests.flows.test_tasks import _enhance, _index, _indexed_target, _job, _targets
 
 
@@ -42,7 +42,7 @@ def test_a_user_file_at_an_output_path_is_refused_by_name(make_album, settings_f
 
 
 def test_a_reference_deleted_after_the_scan_is_dropped_not_the_target(make_album, settings_for, monkeypatch) -> None:
-    from flows import retrieving
+    from flows.targets import retrieving
 
     album = make_album(3)
     settings = settings_for(embedder="fallback", top_k=3)

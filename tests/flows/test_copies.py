@@ -14,7 +14,7 @@ from flows.cli import main
 from flows.copies import find_copies, neighbour_pairs
 from flows.indexing import embed_task, scan_task
 from flows.resources import resources_for
-from tests.pipeline.scenes import scene, tilt, view
+from tests.pipeline.matching.scenes import scene, tilt, view
 
 
 def _save(path: Path, rgb: np.ndarray, quality: int = 92) -> None:

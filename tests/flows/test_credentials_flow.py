@@ -13,9 +13,9 @@ from sqlalchemy import select
 from db import queries
 from db.models import Enhancement, EnhancementStatus
 from flows.cli import main
-from flows.jobs import Outcome
 from flows.resources import resources_for
-from pipeline import credentials, xmp
+from flows.targets.jobs import Outcome
+from pipeline.provenance import credentials, xmp
 from tests.flows.conftest import ALBUM_CONFIG, add_pair
 from tests.flows.test_tasks import _enhance, _index, _job, _targets
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from db.engine import init_db, make_session_factory
 from db.models import Enhancement, EnhancementStatus
 from flows.cli import main
-from tests.flows.test_cli import _env
+from tests.flows.cli.test_cli import _env
 
 PREFECT = Path(sys.executable).with_name("prefect")
 

@@ -11,7 +11,7 @@ import pytest
 
 from db.engine import head_revision
 
-from tests.flows.test_cli import _enhance_args, _env, _finish, _refsr, _start
+from tests.flows.cli.test_cli import _enhance_args, _env, _finish, _refsr, _start
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from flows import resources
 from flows.settings import DeviceChoice
-from pipeline.embedders import EmbedderKind, EmbedderSettings
+from pipeline.embedding.registry import EmbedderKind, EmbedderSettings
 
 
 def _spec(name: str) -> resources.ResourceSpec:

@@ -15,15 +15,15 @@ from db.models import Enhancement, PhotoRole
 from durable.files import sha256_file
 from flows.copies import find_copies
 from flows.enhancing import enhance_task
-from flows.jobs import JobContext, Outcome, TargetOutcome
 from flows.indexing import embed_task, scan_task, sync_index_task
 from flows.provenance import describe_path
 from flows.report import build_gallery
 from flows.resources import resources_for
 from flows.settings import Settings
-from pipeline import credentials, xmp
+from flows.targets.jobs import JobContext, Outcome, TargetOutcome
 from pipeline.enhance import plan_output_paths
-from tests.pipeline.scenes import scene
+from pipeline.provenance import credentials, xmp
+from tests.pipeline.matching.scenes import scene
 from ttsr_core.arrays import resize_bicubic
 from ttsr_core.metrics import psnr_y
 

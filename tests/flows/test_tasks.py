@@ -15,17 +15,17 @@ from sqlalchemy.exc import OperationalError
 
 from db import queries
 from db.models import Enhancement, EnhancementStatus, Photo, PhotoRole, Run, RunKind, RunStatus
+from durable import files
+from flows.album_config import AlbumConfig, scan_settings
 from flows.common import is_transient, recover_crashed_runs, start_run
 from flows.enhancing import enhance_task
-from flows.faults import FAULT_ENV
-from flows.jobs import JobContext, Outcome, TargetOutcome
-from flows.resources import resources_for
+from flows.execution.faults import FAULT_ENV
 from flows.indexing import embed_task, scan_task, sync_index_task
-from flows.album_config import AlbumConfig, scan_settings
+from flows.resources import resources_for
 from flows.settings import ModelNotFoundError, Settings, index_file
+from flows.targets.jobs import JobContext, Outcome, TargetOutcome
 from pipeline import images
 from pipeline.enhance import plan_output_paths
-from durable import files
 from tests.flows.conftest import add_pair
 
 
@@ -249,7 +249,7 @@ def test_album_config_and_output_folder_exclusion(tmp_path: Path, tiny_model: Pa
 
 
 def test_fault_point_kills_the_process_at_the_nth_call_of_its_phase_only(tmp_path: Path) -> None:
-    probe = ("from flows.faults import fault_point\n"
+    probe = ("from flows.execution.faults import fault_point\n"
              "for phase in ('other', 'record', 'other', 'record', 'record'):\n"
              "    fault_point(phase)\n"
              "    print(phase, flush=True)\n")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.fallback_embedder import FallbackEmbedder
-from tests.flows.test_cli import _enhance_args, _env, _finish, _start
+from pipeline.embedding.fallback import FallbackEmbedder
+from tests.flows.cli.test_cli import _enhance_args, _env, _finish, _start
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def test_a_photo_replaced_mid_run_is_never_filed_under_the_other_pictures_hash(
                 for p in album.glob("scene*/small/*.jpg")}
     home = tmp_path / "h"
     if phase == "target":  # embedded with the right pixels first, so only the enhancement meets the swap
-        from tests.flows.test_cli import _refsr
+        from tests.flows.cli.test_cli import _refsr
 
         indexed = _refsr(["index", str(album), "--home", str(home), "--embedder", "fallback", "--no-progress"],
                          _env(tmp_path), tmp_path / "index")
@@ -84,9 +84,9 @@ def test_a_photo_replaced_mid_run_is_never_filed_under_the_other_pictures_hash(
 
 
 def test_a_reference_replaced_in_place_gets_its_new_vector_in_the_index(make_album, tmp_path: Path) -> None:
-    from pipeline.vector_index import VectorIndex
+    from pipeline.embedding.vector_index import VectorIndex
+    from tests.flows.cli.test_cli import _refsr
     from tests.flows.conftest import scene
-    from tests.flows.test_cli import _refsr
 
     album = make_album(2)
     home = tmp_path / "h"
@@ -109,7 +109,7 @@ def test_a_reference_replaced_in_place_gets_its_new_vector_in_the_index(make_alb
 
 def test_a_name_that_is_not_utf8_is_listed_escaped_and_the_album_goes_on(make_album, tiny_model: Path,
                                                                          tmp_path: Path) -> None:
-    from tests.flows.test_cli import _refsr
+    from tests.flows.cli.test_cli import _refsr
 
     album = make_album(2)
     odd = os.path.join(os.fsencode(album / "scene1"), b"bad\xff\xfeutf8.jpg")
@@ -176,7 +176,7 @@ def test_processes_leave_no_process_behind_when_refsr_is_killed(sig: int, make_a
 
 def test_a_250_byte_name_is_enhanced_and_only_written_outputs_are_in_the_ledger(make_album, tiny_model: Path,
                                                                                tmp_path: Path) -> None:
-    from tests.flows.test_cli import _refsr
+    from tests.flows.cli.test_cli import _refsr
 
     album = make_album(1)
     small = album / "scene0" / "small"

@@ -215,7 +215,7 @@ def test_a_one_pixel_target_is_blamed_not_its_reference(model: TTSR) -> None:
 
 def test_a_copy_framed_wider_than_its_original_is_restored_and_the_model_fills_the_rest(model: TTSR,
                                                                                          tmp_path: Path) -> None:
-    from tests.pipeline.scenes import scene
+    from tests.pipeline.matching.scenes import scene
 
     original = scene(9, 640, 480)
     wide = np.pad(original, ((0, 0), (12, 0), (0, 0)), mode="edge")  # a strip the original does not show

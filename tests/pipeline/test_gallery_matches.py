@@ -12,10 +12,10 @@ from PIL import Image
 from pipeline.gallery.cards import GalleryCard, GalleryReference
 from pipeline.gallery.matches import MATCH_HEIGHT, draw_matches, save_matches
 from pipeline.gallery.render import render_gallery
+from pipeline.matching.verification import local_features, verify_pair
 from pipeline.params import VerifySettings
-from pipeline.verification import local_features, verify_pair
 from pipeline.vocabulary import EnhancementStatus
-from tests.pipeline.scenes import scene, tilt, view
+from tests.pipeline.matching.scenes import scene, tilt, view
 
 
 def _pair() -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Tests of flows/execution: the task engine, Ctrl-C, several processes on one database."""

@@ -1,0 +1,1 @@
+"""Tests of pipeline/embedding: embedders and the FAISS index."""

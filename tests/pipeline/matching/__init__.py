@@ -1,0 +1,1 @@
+"""Tests of pipeline/matching: verification, retrieval, copies and restoration, on seeded scenes."""

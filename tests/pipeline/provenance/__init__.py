@@ -1,0 +1,1 @@
+"""Tests of pipeline/provenance: XMP and Content Credentials in every format."""
