@@ -19,16 +19,19 @@ PHOTO = ROOT / "examples" / "album" / "graffiti" / "graf3.png"  # a real photo s
 
 
 def test_shipped_checkpoint_loads_and_describes_itself() -> None:
+    """Round 3's default: the gated model trained on from the 700-step candidate (MODEL_CARD.md, "Round 3")."""
     loaded = load_checkpoint(SHIPPED)
     assert loaded.layout is CheckpointLayout.OWN
-    assert loaded.config == preset("ttsr-lite")
-    assert loaded.meta["step"] == 3500 and loaded.meta["stage"] == "sr" and loaded.meta["holdout"]
+    assert loaded.config == replace(preset("ttsr-lite"), relevance_gate=True)
+    assert loaded.meta["step"] == 2200 and loaded.meta["stage"] == "sr" and loaded.meta["holdout"]
+    assert loaded.meta["init"]["sha256"] == load_checkpoint(SHIPPED.parent / "ttsr-lite-x4-gated.safetensors").sha256
     assert SHIPPED.stat().st_size <= 20 * 2**20
 
 
 @pytest.mark.parametrize(("name", "step", "degradation"), [
     ("ttsr-lite-x4-clean.safetensors", 600, "bicubic"),  # the community-protocol variant
     ("ttsr-lite-x4-round1.safetensors", 6000, None),  # kept for comparison; predates degradation metadata
+    ("ttsr-lite-x4-round2.safetensors", 3500, "mixed"),  # round 2's default, kept for comparison
 ])
 def test_the_other_shipped_variants_load_and_say_how_they_were_trained(name: str, step: int, degradation) -> None:
     loaded = load_checkpoint(SHIPPED.parent / name)
@@ -38,11 +41,11 @@ def test_the_other_shipped_variants_load_and_say_how_they_were_trained(name: str
 
 
 def test_the_gated_candidate_learned_its_gate_and_says_what_it_started_from() -> None:
-    """Round 3's opt-in model: the relevance-gated architecture, fine-tuned from the default for 700 steps."""
+    """Round 3's first candidate: the relevance-gated architecture, fine-tuned from round 2 for 700 steps."""
     loaded = load_checkpoint(SHIPPED.parent / "ttsr-lite-x4-gated.safetensors")
     assert loaded.config == replace(preset("ttsr-lite"), relevance_gate=True)
     assert loaded.meta["step"] == 700 and loaded.meta["degradation"] == "mixed"
-    assert loaded.meta["init"]["sha256"] == load_checkpoint(SHIPPED).sha256
+    assert loaded.meta["init"]["sha256"] == load_checkpoint(SHIPPED.parent / "ttsr-lite-x4-round2.safetensors").sha256
     # Trained, not the gate's starting point (scale 10, shift 0): its threshold moved off zero.
     assert float(loaded.model.gate.shift.detach()) > 0.05
 
