@@ -116,8 +116,9 @@ def values_from(cls: type, given: Mapping[str, Any], env: Mapping[str, str]) -> 
         if value is None and text and not (d.option.group is Group.ENGINE and Group.ENGINE in flagged):
             try:
                 value = (d.option.env_parse or d.option.parse)(text)
-            except argparse.ArgumentTypeError as exc:
-                raise ValueError(f"${d.option.env}: {exc}") from None
+                d.option.check(f"Settings.{d.name}", value)  # here, so a bad value is blamed on its variable
+            except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+                raise ValueError(f"${d.option.env}={text!r}: {exc}") from None
         if value is None and d.option.default_from is not None:
             value = d.option.default_from(env, values)
         if value is not None:

@@ -131,9 +131,10 @@ class Settings:
     # opt-in worth taking only with native bf16: benchmarks/README.md, "bf16 autocast on this CPU").
     precision: Precision | None = option(
         None, help="autocast (default: bf16 or fp16 on CUDA, float32 on CPU). bfloat16 on a CPU with avx512_bf16 "
-                   "or AMX ran 1.4-2.5x faster for the same Y-PSNR on the validation pairs, single pixels "
+                   "or AMX ran 1.4-2.5x faster, -0.004 dB on the different-photo pairs, single pixels "
                    "differing; without them it is far slower. float16 needs CUDA",
         flags=("--precision",), group=Group.MODEL, choices=tuple(p.value for p in Precision),
+        env="REFSR_PRECISION", env_help="float32 | bfloat16 | float16; default: the device's (README, \"Speed\")",
         check=lambda what, value: Precision.parse(value, what),
         affects=Affects.JOB_KEY | Affects.RUN | Affects.RESOURCES)
     search: SearchMode = option(

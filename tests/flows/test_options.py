@@ -119,6 +119,12 @@ def test_a_variable_reaches_its_setting_and_a_flag_beats_it(d: Declared, tmp_pat
             getattr(default, d.name)
 
 
+@pytest.mark.parametrize(("variable", "text"), [("REFSR_DEVICE", "gpu"), ("REFSR_PRECISION", "half")])
+def test_a_bad_variable_is_named_in_its_error(variable: str, text: str) -> None:
+    with pytest.raises(ValueError, match=rf"^\${variable}='{text}': "):
+        Settings.from_env({variable: text}, **BASE)
+
+
 def test_refsr_toml_reads_exactly_the_declared_keys(tmp_path: Path) -> None:
     keys = {d.option.toml: d for d in TABLE if d.option.toml}
     assert keys, "refsr.toml has keys"
