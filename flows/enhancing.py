@@ -111,7 +111,7 @@ def _process_target(res: Resources, job: JobContext, target: TargetPhoto, settin
     while True:
         try:
             found = choose_references(res, job, target, settings)
-            if not found.ranked:
+            if not found.ranked and not found.alone:
                 return TargetOutcome(target.id, target.rel_path, Outcome.NO_REFERENCE, error=found.missing)
             if settings.restore:
                 found = with_original(res.sessions, job, target, found)
@@ -206,11 +206,11 @@ def _failed(res: Resources, job: JobContext, target: TargetPhoto, found: Retriev
             exc: Exception) -> TargetOutcome:
     """Record the failure of one target with the stage it reached, and say so."""
     ranked = found.ranked if found is not None else ()
-    stage = "enhance" if ranked else "retrieval"
+    stage = "enhance" if ranked or (found is not None and found.alone) else "retrieval"
     restored_from = found.restored_from if found is not None else None
     key = job_key(target.sha256, [r.sha256 for r in ranked], job.model_sha256, params,
-                  restored_from=restored_from) if ranked else None
-    timings = found.timings() if found is not None and ranked else {}
+                  restored_from=restored_from) if stage == "enhance" else None
+    timings = found.timings() if stage == "enhance" else {}
     error = one_line(exc)
     logger.warning("%s failed at %s: %s", target.rel_path, stage, error)
     record_key = key or stable_hash({"target": target.sha256, "stage": stage})

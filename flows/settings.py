@@ -68,6 +68,12 @@ def _ratio(what: str, value: float) -> float:
     return value
 
 
+def _relevance(what: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{what} must be a number in [0, 1] (mean soft attention), got {value!r}")
+    return float(value)
+
+
 def _full_path(what: str, value: Path | str) -> Path:
     return Path(value).expanduser().resolve()
 
@@ -172,6 +178,14 @@ class Settings:
     verify: bool = option(
         True, help="rank by cosine alone before the texture re-rank (the ranking before verification)",
         flags=("--no-verify",), group=Group.RETRIEVAL, action="store_false", check=as_is, affects=Affects.RUN)
+    # The reference gate (pipeline.matching.retrieval.lends_texture); 0.75 lets no wrong reference of the
+    # different-photograph yardstick through and keeps 27 of its 36 right ones (benchmarks/reference_gate.py).
+    min_relevance: float = option(
+        0.75, help="a reference that geometric verification does not vouch for lends texture only if the model's "
+                   "relevance for it reaches R; otherwise the photo is enhanced from itself, which beats pasting "
+                   "a wrong photo's texture (default 0.75; 0 = always use the best candidate)",
+        flags=("--min-relevance",), group=Group.RETRIEVAL, parse=number, metavar="R", check=_relevance,
+        affects=Affects.RUN)
     # A recorded copy of a larger album photo is restored from it (pipeline/matching/restore.py); the job key
     # tells a restoration apart by the original's hash, so only the run fingerprint changes here.
     restore: bool = option(
@@ -325,6 +339,7 @@ class Settings:
                 search=self.search_config(),
             ),
             verify=VerifySettings(enabled=bool(self.verify), pool=self.verify_pool),
+            min_relevance=self.min_relevance,
         )
 
     def embedder_settings(self) -> EmbedderSettings:

@@ -26,6 +26,7 @@ from pipeline.params import OUTPUT_EXTENSIONS, WRITE_FALLBACK, EnhanceParams
 from pipeline.provenance.facts import RestoredFrom
 from pipeline.provenance.stamp import ProvenanceStamp, StampRequest, ingredients_for, thumbnail_jpeg
 from pipeline.vocabulary import CredentialsState
+from ttsr_core.arrays import resize_bicubic
 from ttsr_core.config import MIN_REF_SIDE, SCALE
 from ttsr_core.device import resolve_device
 from ttsr_core.model.consistency import make_consistent
@@ -55,14 +56,13 @@ def job_key(
     reused; anything that changes pixels (another reference, its rank, the weights, the scale,
     the search mode, a restoration from the copy's original `restored_from`) gives another key and
     therefore a new record beside the old one. Without a restoration the key is what it always was.
+    No references: the target enhanced from itself (the reference gate refused every candidate).
     """
     for name, value in (("target_sha256", target_sha256), ("model_sha256", model_sha256), *(
         (f"ref_sha256s[{i}]", r) for i, r in enumerate(ref_sha256s)
     )):
         if not isinstance(value, str) or len(value) != 64:
             raise ValueError(f"{name} must be a 64-character hex digest, got {value!r}")
-    if not ref_sha256s:
-        raise ValueError("ref_sha256s must name at least one reference, got an empty sequence")
     pixel = params.pixel_params() if isinstance(params, EnhanceParams) else dict(params)
     payload = {
         "v": JOB_KEY_VERSION,
@@ -165,9 +165,14 @@ def enhance_arrays(
 ) -> SRArrays:
     """lr (h, w, 3) uint8 and references (each (H, W, 3) uint8) → output at `params.outscale`.
 
-    References are first fitted to `ref_side_factor` × the target's long side.
+    References are first fitted to `ref_side_factor` × the target's long side; no references = the
+    target enhanced from itself (its LR↑ as the reference).
     """
     h, w = lr.shape[:2]
+    if not refs:
+        # Enhanced from itself: its own LR↑ is the reference, so nothing foreign is transferred (the
+        # single-image path the model is trained on, with no texture to paste).
+        refs = [resize_bicubic(lr, w * SCALE, h * SCALE)]
     fitted = [fit_reference(r, max(h, w), params.ref_side_factor) for r in refs]
     for ref, fit in zip(refs, fitted):
         too_small = (min(fit.shape[:2]) // SCALE) * SCALE < MIN_REF_SIDE
@@ -275,7 +280,7 @@ def enhance_photo(
     sha256: Sequence[str] | None = None,
     restore: bool = False,
 ) -> EnhanceResult:
-    """Enhance the photo at `target_path` with the references at `ref_paths` (best first).
+    """Enhance the photo at `target_path` with the references at `ref_paths` (best first; none: from itself).
 
     Loads everything EXIF-oriented, runs TTSR ×4 (tiled when large), resizes to
     `params.outscale`, and writes `output_path` atomically with the target's EXIF (orientation
@@ -291,8 +296,6 @@ def enhance_photo(
     the target's enlarged frame (pipeline.matching.restore) where it reaches and the model's output elsewhere
     (the model runs only when some of the frame is left), unless the pixels show no copy (logged).
     """
-    if not ref_paths:
-        raise ValueError(f"at least one reference is needed to enhance {str(target_path)!r}")
     if sha256 is not None and len(sha256) != 1 + len(ref_paths):
         raise ValueError(f"sha256 needs the target's and each reference's hash, got {len(sha256)} "
                          f"for {1 + len(ref_paths)} photos")

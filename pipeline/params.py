@@ -134,18 +134,26 @@ class VerifySettings:
 @dataclass(frozen=True)
 class RetrievalSettings:
     """How many cosine candidates are verified (`verify.pool`), how many of the verified ranking are
-    re-ranked by texture relevance (`top_k`), and how many references are kept (`refs`)."""
+    re-ranked by texture relevance (`top_k`), how many references are kept (`refs`), and which of
+    those may lend texture (`min_relevance`)."""
 
     top_k: int = 4
     refs: int = 1
     rerank: RerankSettings = field(default_factory=RerankSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
+    # The reference gate (pipeline.matching.retrieval.lends_texture): a chosen reference that verification
+    # does not vouch for lends texture only when its relevance reaches this; 0 = every chosen one lends.
+    # 0 here, so rankings stay rankings; the product's default is declared in flows/settings.py.
+    min_relevance: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("top_k", "refs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"RetrievalSettings.{name} must be a positive int, got {value!r}")
+        value = self.min_relevance
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"RetrievalSettings.min_relevance must be a number in [0, 1], got {value!r}")
         if self.refs > self.top_k:
             raise ValueError(
                 f"RetrievalSettings.refs ({self.refs!r}) cannot exceed top_k ({self.top_k!r}): "

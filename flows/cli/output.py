@@ -135,6 +135,8 @@ def print_enhance(data: dict[str, Any], *, wall_s: float) -> None:
                          for p, r in zip(o["ref_paths"], o["references"]))
         if o.get("restored") and o["ref_paths"]:  # a copy given its original back (pipeline/matching/restore.py)
             refs = f"restored from its original {o['ref_paths'][0]}"
+        if not refs and o["status"] in ("enhanced", "cached"):
+            refs = "from itself: no candidate lent texture (--min-relevance)"
         detail = o["error"] if o["status"] in ("failed", "no-reference") else refs
         sr = o["timings"].get("sr_s") or o["timings"].get("restore_s")
         rows.append([o["rel_path"], o["status"], f"{sr:.1f}s" if sr else "-", detail or "-"])

@@ -37,6 +37,8 @@ def add_verify_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> argp
 def _print_provenance(p: Any, indent: str = "    ") -> None:
     target = f" ({shown(p.target_name)})" if p.target_name else ""
     print(f"{indent}derived from target sha256:{p.target_sha256}{target}")
+    if not p.references and p.restored_from is None:
+        print(f"{indent}no reference: enhanced from the photo alone (no album photo lent texture)")
     for r in p.references:
         name = f" ({shown(r.name)})" if r.name else ""
         print(f"{indent}reference #{r.rank + 1}: sha256:{r.sha256}{name}  cosine {r.cosine:.3f}  "
@@ -103,6 +105,9 @@ def cmd_which_ref(args: argparse.Namespace, settings_of: Callable[[argparse.Name
         print(f"  {shown(answer.note)}")
     for e in answer.enhancements:
         print(f"- enhancement #{e.id} of {shown(e.target)}  [{e.status}]{'  (current file)' if e.current else ''}")
+        if not e.references and e.candidates and e.status == "succeeded":
+            print("    no reference: none of the candidates below lent texture (not verified, relevance under "
+                  "--min-relevance); enhanced from the photo alone")
         for r in e.references:
             verified = "" if r.inliers is None else f"  inliers {r.inliers}"
             print(f"    reference #{r.rank + 1}: {shown(r.path)}  cosine {r.cosine:.3f}{verified}  "

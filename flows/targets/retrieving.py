@@ -23,7 +23,8 @@ from flows.settings import Settings
 from flows.targets.jobs import JobContext
 from pipeline.enhance import stable_hash
 from pipeline.hashed_read import load_verified
-from pipeline.matching.retrieval import Candidate, CandidateScore, RankedReference, cosine_candidates, rank_candidates
+from pipeline.matching.retrieval import (Candidate, CandidateScore, RankedReference, Ranking, cosine_candidates,
+                                        gate_references, rank_candidates)
 from pipeline.params import RetrievalSettings
 from pipeline.roles import RelativeRoles, no_reference_reason
 
@@ -75,6 +76,11 @@ class Retrieval:
     seconds: float = 0.0
     missing: str | None = None  # why there is no reference
     restored_from: str | None = None  # the target is a copy of ranked[0]: restore it from there (with_original)
+
+    @property
+    def alone(self) -> bool:
+        """Candidates were scored and none passed the reference gate: the target is enhanced from itself."""
+        return not self.ranked and bool(self.scores)
 
     def timings(self) -> dict[str, float]:
         return {"retrieve_s": self.seconds}
@@ -182,7 +188,14 @@ def choose_references(res: Resources, job: JobContext, target: TargetPhoto, sett
             )
         ranked, scores = ranking.chosen, ranking.scores
         memo.put(key, ranked, scores)
-    return Retrieval(ranked, scores, key, reranked, round(time.perf_counter() - t0, 4))
+    # The gate after the memo: the memo keeps the ranking, the gate's threshold is a setting of its own.
+    gated = gate_references(Ranking(ranked, scores), retrieval)
+    if not gated.chosen:
+        best = ranked[0]
+        logger.info("%s: no reference lends texture (best %s: relevance %.3f < %.2f, %s inliers); enhanced from "
+                    "itself", target.rel_path, target.references[best.photo_id][1], best.relevance,
+                    retrieval.min_relevance, best.inliers)
+    return Retrieval(gated.chosen, gated.scores, key, reranked, round(time.perf_counter() - t0, 4))
 
 
 def with_original(sessions: sessionmaker[Session], job: JobContext, target: TargetPhoto, found: Retrieval) -> Retrieval:

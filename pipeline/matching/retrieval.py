@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -150,6 +150,37 @@ def texture_relevance(
         value = float(attention.mean())
         scores[i] = value if math.isfinite(value) else -1.0
     return tuple(scores)
+
+
+def lends_texture(ref: RankedReference, settings: RetrievalSettings) -> bool:
+    """Whether a chosen reference may lend its texture to the target: the reference gate.
+
+    A different photograph of the target's subject helps; a photo of something else does not, yet the
+    model still pastes some of its high frequencies (benchmarks/reference_gate.py measures both on the
+    different-photograph yardstick). A reference lends when geometry vouches for it (more than
+    `verify.min_inliers` inliers) or when the model finds the target's texture in it (mean relevance ≥
+    `min_relevance`); otherwise the target is better enhanced from itself alone.
+    """
+    if settings.min_relevance <= 0:
+        return True
+    if ref.inliers is not None and ref.inliers > settings.verify.min_inliers:
+        return True
+    return ref.relevance >= settings.min_relevance
+
+
+def gate_references(ranking: Ranking, settings: RetrievalSettings) -> Ranking:
+    """`ranking` with only the chosen references that lend texture (:func:`lends_texture`).
+
+    Verified references come first and the rest by relevance, so those kept are the first ones and
+    keep their ranks; a refused one stays among the scores, unranked. An empty `chosen` with scores
+    means: candidates were looked at and none is like the target; enhance it from itself.
+    """
+    kept = tuple(r for r in ranking.chosen if lends_texture(r, settings))
+    if len(kept) == len(ranking.chosen):
+        return ranking
+    ranks = {r.photo_id: r.rank for r in kept}
+    scores = tuple(replace(s, rank=ranks.get(s.photo_id)) for s in ranking.scores)
+    return Ranking(kept, scores)
 
 
 def rank_candidates(

@@ -68,8 +68,8 @@ def _actions(p: Provenance, ingredients: Sequence[Ingredient]) -> list[dict[str,
         refs = [i.label for i in ingredients if i.label != "target"]
         actions.append({"action": "c2pa.edited", "digitalSourceType": DIGITAL_SOURCE_TYPE, "when": p.when.isoformat(),
                         "softwareAgent": agent,
-                        "description": f"reference-based super-resolution (TTSR), model {p.model_name} "
-                                       f"sha256:{p.model_sha256}",
+                        "description": f"{'reference-based' if refs else 'single-image (no reference lent texture)'} "
+                                       f"super-resolution (TTSR), model {p.model_name} sha256:{p.model_sha256}",
                         "parameters": {"ingredientIds": refs}})
     return actions
 

@@ -92,8 +92,6 @@ class Provenance:
         _check_sha("Provenance.model_sha256", self.model_sha256)
         _check_sha("Provenance.job_key", self.job_key)
         _check_name(self.target_name)
-        if not self.references:
-            raise ValueError("Provenance.references must name at least one reference")
         if self.when.tzinfo is None:
             raise ValueError(f"Provenance.when must be timezone-aware, got {self.when!r}")
         object.__setattr__(self, "references", tuple(sorted(self.references, key=lambda r: r.rank)))

@@ -21,6 +21,7 @@ from pipeline.enhance import (
     plan_output_paths,
 )
 from pipeline.images import load_rgb
+from ttsr_core.arrays import resize_bicubic
 from ttsr_core.config import SearchConfig, SearchMode, TTSRConfig
 from ttsr_core.model.net import TTSR
 
@@ -99,8 +100,12 @@ def test_enhance_photo_never_overwrites_an_input(model: TTSR, photos, tmp_path: 
             enhance_photo(model, target, [ref], tmp_path / "out.png", EnhanceParams(search=EXACT), attention_path=victim)
     assert target.read_bytes() == before and ref.read_bytes() == ref_before
     assert not (tmp_path / "out.png").exists()
-    with pytest.raises(ValueError, match="at least one reference"):
-        enhance_photo(model, target, [], tmp_path / "x.jpg")
+    # No reference: the target enhanced from itself (its LR↑ as the reference), as the reference gate asks.
+    alone = enhance_photo(model, target, [], tmp_path / "alone.png", EnhanceParams(search=EXACT))
+    lr = load_rgb(target)[0]
+    Image.fromarray(resize_bicubic(lr, lr.shape[1] * 4, lr.shape[0] * 4)).save(tmp_path / "up.png")
+    same = enhance_photo(model, target, [tmp_path / "up.png"], tmp_path / "same.png", EnhanceParams(search=EXACT))
+    assert np.array_equal(np.asarray(Image.open(alone.output_path)), np.asarray(Image.open(same.output_path)))
 
 
 def test_multiple_references_and_fitting(model: TTSR, photos, tmp_path: Path) -> None:
@@ -134,8 +139,10 @@ def test_job_key_changes_with_everything_that_changes_pixels() -> None:
     assert base not in others and len(others) == 9
     with pytest.raises(ValueError, match="restored_from"):
         job_key(A, [B], M, EnhanceParams(), restored_from=C)
+    # No reference (enhanced from itself) is a job of its own, apart from every referenced one.
+    assert job_key(A, [], M, EnhanceParams()) not in {job_key(A, [B], M, EnhanceParams()), job_key(A, [A], M, EnhanceParams())}
     with pytest.raises(ValueError, match="ref_sha256s"):
-        job_key(A, [], M, EnhanceParams())
+        job_key(A, ["short"], M, EnhanceParams())
     with pytest.raises(ValueError, match="'nope'"):
         job_key("nope", [B], M, EnhanceParams())
 

@@ -11,9 +11,14 @@ from pipeline.embedding.vector_index import VectorIndex
 from pipeline.matching import retrieval
 from pipeline.matching.retrieval import (
     Candidate,
+    CandidateScore,
+    RankedReference,
+    Ranking,
     RerankSettings,
     RetrievalSettings,
     cosine_candidates,
+    gate_references,
+    lends_texture,
     rank_candidates,
     texture_relevance,
 )
@@ -173,9 +178,37 @@ def test_settings_reject_bad_values_naming_them() -> None:
         RetrievalSettings(top_k=2, refs=3)
     with pytest.raises(ValueError, match="top_k.*0"):
         RetrievalSettings(top_k=0)
+    with pytest.raises(ValueError, match="min_relevance.*1.5"):
+        RetrievalSettings(min_relevance=1.5)
     with pytest.raises(ValueError, match="target_side.*4"):
         RerankSettings(target_side=4)
     # What changes the scores changes the cache key; the default is the fast search.
     assert RerankSettings().fingerprint()["search_mode"] == "fast"
     exact = RerankSettings(search=SearchConfig(mode=SearchMode.EXACT)).fingerprint()
     assert exact != RerankSettings().fingerprint() and exact["search_mode"] == "exact"
+
+
+def _ranked(rank: int, relevance: float, inliers: int | None) -> RankedReference:
+    return RankedReference(rank, 10 + rank, f"{rank:064x}", 0.5, relevance, inliers)
+
+
+def test_the_reference_gate_lets_verified_or_relevant_references_lend_and_refuses_the_rest() -> None:
+    gate = RetrievalSettings(min_relevance=0.75)  # verify.min_inliers 12
+    assert lends_texture(_ranked(0, 0.40, 13), gate)  # geometry vouches for it, whatever its relevance
+    assert lends_texture(_ranked(0, 0.75, 0), gate)
+    assert lends_texture(_ranked(0, 0.80, None), gate)  # verification off: relevance alone decides
+    assert not lends_texture(_ranked(0, 0.74, 12), gate)  # 12 inliers is still chance agreement
+    assert not lends_texture(_ranked(0, 0.60, None), gate)
+    assert lends_texture(_ranked(0, 0.10, None), RetrievalSettings())  # 0: the gate is open
+
+
+def test_a_refused_reference_leaves_the_chosen_ones_but_keeps_its_scores() -> None:
+    chosen = (_ranked(0, 0.90, 40), _ranked(1, 0.60, 3))
+    scores = tuple(CandidateScore(r.photo_id, r.sha256, r.cosine, r.inliers, r.cosine, r.relevance, r.rank)
+                   for r in chosen)
+    gated = gate_references(Ranking(chosen, scores), RetrievalSettings(top_k=2, refs=2, min_relevance=0.75))
+    assert gated.chosen == chosen[:1]
+    assert [(s.photo_id, s.rank, s.relevance) for s in gated.scores] == [(10, 0, 0.90), (11, None, 0.60)]
+    none = gate_references(Ranking(chosen[1:], scores[1:]), RetrievalSettings(min_relevance=0.75))
+    assert none.chosen == () and len(none.scores) == 1  # scored, none lends: enhance the target from itself
+    assert gate_references(Ranking(chosen, scores), RetrievalSettings(top_k=2, refs=2)).chosen == chosen
