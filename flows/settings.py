@@ -296,7 +296,9 @@ class Settings:
         if (self.signing_key is None) != (self.signing_cert is None):
             raise ValueError(f"give both a signing key and its certificate chain, or neither (got key "
                              f"{self.signing_key!r}, certificate {self.signing_cert!r})")
-        # Validated by the objects built from these values, so errors name the same fields.
+        # Validated by the objects built from these values, so errors name the same fields. These copies are
+        # thrown away: the run's EnhanceParams is built once its device is resolved (flows/enhancing.py), and
+        # the precision, whose autocast that device decides, was checked above.
         self.retrieval()
         self.enhance_params()
 
@@ -333,6 +335,11 @@ class Settings:
         return EmbedderSettings(clip=ClipSettings(weights=self.clip_weights, device=device))
 
     def enhance_params(self, amp_dtype: Precision | None = None) -> EnhanceParams:
+        """The pixel parameters of this invocation's jobs, in the autocast of the resolved device.
+
+        `amp_dtype` comes from flows/resources.py `device_spec`: a run calls this once, after resolving the
+        device, and passes the result down (the enhance flow in its JobContext, `refsr sr` to enhance_photo).
+        """
         return EnhanceParams(
             outscale=float(self.outscale),
             search=self.search_config(),
