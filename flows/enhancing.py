@@ -30,14 +30,13 @@ from flows.execution.runners import StoppableThreadRunner, Submit, photo_tasks, 
 from flows.indexing import IndexSummary, index_steps
 from flows.resources import Resources, resources_for
 from flows.settings import Settings
-from flows.targets.jobs import JobContext, Outcome, TargetOutcome
+from flows.targets.jobs import JobContext, Outcome, RunContext, TargetOutcome
 from flows.targets.records import (claim_output, record_failure, record_success, release_output, reuse_elsewhere,
                                    reusable)
 from flows.targets.retrieving import Retrieval, TargetPhoto, choose_references, load_target, with_original
 from flows.targets.stamping import stamp_request
 from pipeline.attention import attention_path_for
 from pipeline.enhance import enhance_photo, job_key, plan_output_paths, stable_hash
-from pipeline.params import EnhanceParams
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +80,7 @@ class EnhanceSummary:
 # -- one target --------------------------------------------------------------------------------
 
 
-def process_target(photo_id: int, job: JobContext, settings: Settings, out_path: str, *,
-                   wait: bool = False) -> TargetOutcome:
+def process_target(photo_id: int, run: RunContext, out_path: str, *, wait: bool = False) -> TargetOutcome:
     """Retrieve references for one target, enhance it into ``out_path`` unless that job is already done there.
 
     ``out_path`` comes from the run's :func:`plan_output_paths`, which keeps targets apart that
@@ -93,49 +91,50 @@ def process_target(photo_id: int, job: JobContext, settings: Settings, out_path:
     (database busy, CUDA out of memory) are raised so Prefect retries the task.
     """
     fault_point("target")
-    res = resources_for(settings)
-    target = load_target(res.sessions, job, photo_id)
+    res = resources_for(run.settings)
+    target = load_target(res.sessions, run.job, photo_id)
     if not stopping.begin_photo(photo_id):
         return TargetOutcome(photo_id, target.rel_path, Outcome.NOT_STARTED)
     try:
-        return _process_target(res, job, target, settings, out_path, wait=wait)
+        return _process_target(res, run, target, out_path, wait=wait)
     finally:
         stopping.end_photo(photo_id)
 
 
-def _process_target(res: Resources, job: JobContext, target: TargetPhoto, settings: Settings, out_path: str, *,
+def _process_target(res: Resources, run: RunContext, target: TargetPhoto, out_path: str, *,
                     wait: bool) -> TargetOutcome:
-    params = settings.enhance_params(job.amp_dtype)
+    job = run.job
     found: Retrieval | None = None
     retries = _REFERENCE_VANISHED_RETRIES
     while True:
         try:
-            found = choose_references(res, job, target, settings)
+            found = choose_references(res, run, target)
             if not found.ranked and not found.alone:
                 return TargetOutcome(target.id, target.rel_path, Outcome.NO_REFERENCE, error=found.missing)
-            if settings.restore:
+            if run.settings.restore:
                 found = with_original(res.sessions, job, target, found)
-            return enhance_target(res, job, target, found, params, settings, out_path, wait=wait)
+            return enhance_target(res, run, target, found, out_path, wait=wait)
         except FileNotFoundError as exc:
             # A reference deleted while this target was using it: choose again, without it.
             references = {str(Path(job.album_root) / rel) for _, rel in target.references.values()}
             if retries == 0 or str(exc.filename) not in references:
-                return _failed(res, job, target, found, params, exc)
+                return _failed(res, job, target, found, exc)
             retries -= 1
         except Exception as exc:
             if is_transient(exc):
                 raise
-            return _failed(res, job, target, found, params, exc)
+            return _failed(res, job, target, found, exc)
 
 
-def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: Retrieval, params: EnhanceParams,
-                   settings: Settings, out_path: str, *, wait: bool = False) -> TargetOutcome:
+def enhance_target(res: Resources, run: RunContext, target: TargetPhoto, found: Retrieval, out_path: str, *,
+                   wait: bool = False) -> TargetOutcome:
     """Enhance `target` with its chosen references into `out_path` and record it; CACHED when that is done already.
 
     The model runs only under the job's claim (flows/execution/locks.py), checked for a finished job again
     once held: whoever held it before may have just done it.
     """
-    key = job_key(target.sha256, [r.sha256 for r in found.ranked], job.model_sha256, params,
+    job, settings = run.job, run.settings
+    key = job_key(target.sha256, [r.sha256 for r in found.ranked], job.model_sha256, job.params,
                   restored_from=found.restored_from)
     ref_paths = tuple(target.references[r.photo_id][1] for r in found.ranked)
     timings = found.timings()
@@ -167,7 +166,7 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
         with res.device_slot(), _released_if_unwritten(job.out_dir, out_path):
             fault_point("model")  # Ctrl-C tests: a long enhancement to signal into
             result = enhance_photo(ckpt.model, root / target.rel_path, [root / p for p in ref_paths], Path(out_path),
-                                   params, attention_path=attention_path_for(job.out_dir, key), device=job.device,
+                                   job.params, attention_path=attention_path_for(job.out_dir, key), device=job.device,
                                    reference_cache=res.reference_cache(), stamp=stamp,
                                    sha256=[target.sha256, *(r.sha256 for r in found.ranked)],
                                    restore=found.restored_from is not None)
@@ -180,7 +179,7 @@ def enhance_target(res: Resources, job: JobContext, target: TargetPhoto, found: 
             return outcome(Outcome.DROPPED, None, None)
         try:
             held.check()
-            enhancement_id = record_success(res.sessions, job, target.id, key, params, found.key, result, timings,
+            enhancement_id = record_success(res.sessions, job, target.id, key, found.key, result, timings,
                                             found.ranked, settle=held.settle, carries=carries,
                                             candidates=found.candidate_records(),
                                             restored_from=found.restored_from)
@@ -202,19 +201,19 @@ def _released_if_unwritten(out_dir: str, out_path: str) -> Iterator[None]:
         raise
 
 
-def _failed(res: Resources, job: JobContext, target: TargetPhoto, found: Retrieval | None, params: EnhanceParams,
+def _failed(res: Resources, job: JobContext, target: TargetPhoto, found: Retrieval | None,
             exc: Exception) -> TargetOutcome:
     """Record the failure of one target with the stage it reached, and say so."""
     ranked = found.ranked if found is not None else ()
     stage = "enhance" if ranked or (found is not None and found.alone) else "retrieval"
     restored_from = found.restored_from if found is not None else None
-    key = job_key(target.sha256, [r.sha256 for r in ranked], job.model_sha256, params,
+    key = job_key(target.sha256, [r.sha256 for r in ranked], job.model_sha256, job.params,
                   restored_from=restored_from) if stage == "enhance" else None
-    timings = found.timings() if stage == "enhance" else {}
+    timings = found.timings() if found is not None and stage == "enhance" else {}
     error = one_line(exc)
     logger.warning("%s failed at %s: %s", target.rel_path, stage, error)
     record_key = key or stable_hash({"target": target.sha256, "stage": stage})
-    enhancement_id = record_failure(res.sessions, job, target.id, record_key, params, stage, error, ranked, timings,
+    enhancement_id = record_failure(res.sessions, job, target.id, record_key, stage, error, ranked, timings,
                                     found.candidate_records() if found is not None else None)
     return TargetOutcome(target.id, target.rel_path, Outcome.FAILED, references=ranked, job_key=key,
                          enhancement_id=enhancement_id, reranked=found is not None and found.reranked,
@@ -223,10 +222,9 @@ def _failed(res: Resources, job: JobContext, target: TargetPhoto, found: Retriev
 
 @task(name="enhance-photo", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=retry_if_transient)
-def enhance_task(photo_id: int, job: JobContext, settings: Settings, out_path: str,
-                 wait: bool = False) -> TargetOutcome:
+def enhance_task(photo_id: int, run: RunContext, out_path: str, wait: bool = False) -> TargetOutcome:
     """One target photo (thin wrapper; see process_target)."""
-    return process_target(photo_id, job, settings, out_path, wait=wait)
+    return process_target(photo_id, run, out_path, wait=wait)
 
 
 # -- the flow ----------------------------------------------------------------------------------
@@ -278,12 +276,13 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
             model_sha256=ckpt.sha256, model_name=model_path.name,
             embedder_key=indexed.index.embedder_key if indexed.index else res.embedder.key,
             index_path=str(indexed.index.path) if indexed.index else "", device=res.device.name,
-            amp_dtype=res.device.amp_dtype, index_host=socket.gethostname(),
+            # The one place the pixel parameters are made: the settings' with the autocast of the device resolved.
+            params=settings.enhance_params(res.device.amp_dtype), index_host=socket.gethostname(),
         )
         summary = EnhanceSummary(
             album=str(root), album_id=run.album_id, run_id=run.run_id, out_dir=str(out_dir),
             model_path=str(model_path), model_sha256=ckpt.sha256, device=job.device, index=indexed,
-            outcomes=_enhance_targets(res, job, settings), recovered_runs=run.recovered,
+            outcomes=_enhance_targets(res, RunContext(settings, job)), recovered_runs=run.recovered,
             wall_s=round(time.perf_counter() - started, 3), stopped=stopping.requested(),
         )
         if not summary.stopped:  # a stopped run owes the user its exit: no Prefect API call it can spare
@@ -304,7 +303,7 @@ def enhance_album(album: str, settings: Settings) -> EnhanceSummary:
         return summary
 
 
-def _enhance_targets(res: Resources, job: JobContext, settings: Settings) -> tuple[TargetOutcome, ...]:
+def _enhance_targets(res: Resources, run: RunContext) -> tuple[TargetOutcome, ...]:
     """One task per target of the album, each into its planned output path; outcomes by path.
 
     Jobs that a live process elsewhere held are tried again once every other job is done, this
@@ -312,11 +311,11 @@ def _enhance_targets(res: Resources, job: JobContext, settings: Settings) -> tup
     run takes them over when its lease runs out. A task whose transient error outlived its
     retries is recorded as failed here.
     """
-    params = settings.enhance_params(job.amp_dtype)
+    job, settings = run.job, run.settings
     with res.sessions() as session:
         found = queries.photos(session, job.album_id, role=PhotoRole.target)
         targets = [(p.id, p.rel_path) for p in found]
-        out_paths = plan_output_paths(job.out_dir, [(p.rel_path, p.format) for p in found], params)
+        out_paths = plan_output_paths(job.out_dir, [(p.rel_path, p.format) for p in found], job.params)
     todo = [(pid, rel, str(out_paths[rel])) for pid, rel in targets]
     bar = None
     if settings.progress and todo:
@@ -324,7 +323,7 @@ def _enhance_targets(res: Resources, job: JobContext, settings: Settings) -> tup
 
         bar = tqdm(total=len(todo), desc="enhance", unit="photo", leave=False, dynamic_ncols=True)
     with photo_tasks(settings) as submit:
-        done = _run_targets(res, job, settings, params, submit, todo, wait=False, bar=bar)
+        done = _run_targets(res, run, submit, todo, wait=False, bar=bar)
         later = {o.photo_id for o in done if o.status is Outcome.ELSEWHERE}
         if later and stopping.requested():
             done = [o if o.photo_id not in later else replace(o, status=Outcome.NOT_STARTED) for o in done]
@@ -333,19 +332,20 @@ def _enhance_targets(res: Resources, job: JobContext, settings: Settings) -> tup
                            "their claims lapse (%g s after a holder dies) to take them over",
                            len(later), settings.claim_lease_s)
             done = [o for o in done if o.photo_id not in later] + _run_targets(
-                res, job, settings, params, submit, [t for t in todo if t[0] in later], wait=True, bar=bar)
+                res, run, submit, [t for t in todo if t[0] in later], wait=True, bar=bar)
     if bar is not None:
         bar.close()
-    return tuple(sorted((_abandoned(res, job, params, o) for o in done), key=lambda o: o.rel_path))
+    return tuple(sorted((_abandoned(res, job, o) for o in done), key=lambda o: o.rel_path))
 
 
-def _run_targets(res: Resources, job: JobContext, settings: Settings, params: EnhanceParams, submit: Submit,
-                 todo: list[tuple[int, str, str]], *, wait: bool, bar: Any) -> list[TargetOutcome]:
+def _run_targets(res: Resources, run: RunContext, submit: Submit, todo: list[tuple[int, str, str]], *, wait: bool,
+                 bar: Any) -> list[TargetOutcome]:
     """Submit one enhance task per (photo id, rel path, output path) and collect the outcomes as they come."""
+    job, settings = run.job, run.settings
     task_opts = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_s}
     futures = {
         submit(enhance_task.with_options(task_run_name=f"enhance {rel}", **task_opts),
-               {"photo_id": pid, "job": job, "settings": settings, "out_path": out, "wait": wait}): (pid, rel)
+               {"photo_id": pid, "run": run, "out_path": out, "wait": wait}): (pid, rel)
         for pid, rel, out in todo
     }
     outcomes: list[TargetOutcome] = []
@@ -357,7 +357,7 @@ def _run_targets(res: Resources, job: JobContext, settings: Settings, params: En
                 outcome = future.result()
             except Exception as exc:  # transient error that outlived its retries
                 error = one_line(exc)
-                rid = record_failure(res.sessions, job, pid, stable_hash({"photo": pid, "run": job.run_id}), params,
+                rid = record_failure(res.sessions, job, pid, stable_hash({"photo": pid, "run": job.run_id}),
                                      "retries-exhausted", error)
                 outcome = TargetOutcome(pid, rel, Outcome.FAILED, enhancement_id=rid, error=error)
             outcomes.append(outcome)
@@ -382,13 +382,13 @@ def _run_targets(res: Resources, job: JobContext, settings: Settings, params: En
     return outcomes
 
 
-def _abandoned(res: Resources, job: JobContext, params: EnhanceParams, o: TargetOutcome) -> TargetOutcome:
+def _abandoned(res: Resources, job: JobContext, o: TargetOutcome) -> TargetOutcome:
     """A job still held elsewhere after waiting: its last holders all died on it (see Settings.claim_attempts)."""
     if o.status is not Outcome.ELSEWHERE:
         return o
     error = ("not done here: another process still holds it, or the last processes that took it all died "
              "on it (out of memory?)")
-    rid = record_failure(res.sessions, job, o.photo_id, o.job_key or stable_hash({"photo": o.photo_id}), params,
+    rid = record_failure(res.sessions, job, o.photo_id, o.job_key or stable_hash({"photo": o.photo_id}),
                          "claim", error, o.references, o.timings)
     return replace(o, status=Outcome.FAILED, enhancement_id=rid, error=error)
 

@@ -107,13 +107,15 @@ class Settings:
 
     # -- workspace ----------------------------------------------------------------------------
     home: Path = option(
-        help="workspace folder (overrides $REFSR_HOME)", flags=("--home",), group=Group.WORKSPACE, parse=Path,
+        help="workspace folder (overrides $REFSR_HOME), e.g. --home /mnt/photos/refsr", flags=("--home",),
+        group=Group.WORKSPACE, parse=Path,
         env="REFSR_HOME", env_parse=lambda text: Path(text).expanduser().resolve(), default_from=_xdg_home,
         env_help="workspace (database, FAISS files, caches, locks);\n"
                  "default $XDG_DATA_HOME/refsr-album or ~/.local/share/refsr-album",
         check=one_of(Path), affects=Affects.RUN | Affects.INDEX)
     database_url: str = option(
-        help="database URL (overrides $REFSR_DATABASE_URL)", flags=("--db",), group=Group.WORKSPACE, metavar="URL",
+        help="database URL (overrides $REFSR_DATABASE_URL), e.g. --db postgresql+psycopg://user@host/refsr "
+             "for several machines", flags=("--db",), group=Group.WORKSPACE, metavar="URL",
         env="REFSR_DATABASE_URL", default_from=lambda env, given: f"sqlite:///{Path(given['home']) / 'refsr.db'}",
         env_help="any SQLAlchemy URL; default sqlite:///$REFSR_HOME/refsr.db\n"
                  "(PostgreSQL for several machines: postgresql+psycopg://user@host/refsr)",
@@ -122,7 +124,8 @@ class Settings:
     model_path: Path = option(
         help="TTSR checkpoint (.safetensors/.pt, ours or the authors'); default $REFSR_MODEL or the shipped "
              "models/ttsr-lite/ttsr-lite-x4.safetensors, trained for album photos (JPEG, noise, resized copies); "
-             "ttsr-lite-x4-clean.safetensors beside it suits photos that were only downscaled",
+             "for photos that were only downscaled, the clean one beside it (in a checkout: "
+             "--model models/ttsr-lite/ttsr-lite-x4-clean.safetensors)",
         flags=("--model",), group=Group.MODEL, parse=Path, metavar="PATH",
         env=MODEL_ENV, env_help="TTSR checkpoint; default the compact model shipped in models/ttsr-lite/",
         default_from=lambda env, given: SHIPPED_MODEL, check=lambda what, value: Path(value).expanduser(),
@@ -136,9 +139,9 @@ class Settings:
     # Autocast; None = the device's default (bf16, else fp16, on CUDA; float32 on CPU, where bf16 is an
     # opt-in worth taking only with native bf16: benchmarks/README.md, "bf16 autocast on this CPU").
     precision: Precision | None = option(
-        None, help="autocast (default: bf16 or fp16 on CUDA, float32 on CPU). bfloat16 on a CPU with avx512_bf16 "
-                   "or AMX ran 1.4-2.5x faster, -0.004 dB on the different-photo pairs, single pixels "
-                   "differing; without them it is far slower. float16 needs CUDA",
+        None, help="autocast (default: bf16 or fp16 on CUDA, float32 on CPU). On a CPU with avx512_bf16 or AMX, "
+                   "--precision bfloat16 ran 1.4-2.5x faster at -0.004 dB on the different-photo pairs; "
+                   "without them it is far slower. float16 needs CUDA",
         flags=("--precision",), group=Group.MODEL, choices=tuple(p.value for p in Precision),
         env="REFSR_PRECISION", env_help="float32 | bfloat16 | float16; default: the device's (README, \"Speed\")",
         check=lambda what, value: Precision.parse(value, what),
@@ -149,12 +152,13 @@ class Settings:
         flags=("--search",), group=Group.MODEL, choices=("fast", "exact"), check=one_of(SearchMode),
         affects=Affects.JOB_KEY | Affects.RUN)
     outscale: float = option(
-        4.0, help="final scale; the model works at x4 and the result is resized (default 4)",
+        4.0, help="final scale; the model works at x4 and the result is resized (default 4), e.g. --outscale 2 "
+                  "for twice the size",
         flags=("--outscale",), group=Group.MODEL, parse=number_in(0, 16), metavar="X", check=as_is,
         affects=Affects.JOB_KEY | Affects.RUN)
     output_format: str | None = option(
-        None, help="output format (default: same as the input). In an album, a converted name that two photos "
-                   "would share keeps its old extension: a.jpg → a.jpg.png beside a.png",
+        None, help="output format (default: same as the input), e.g. --format png for lossless files. In an album, a "
+                   "converted name that two photos would share keeps its old extension: a.jpg → a.jpg.png beside a.png",
         flags=("--format",), group=Group.MODEL, choices=("jpeg", "png", "webp", "tiff"), check=as_is,
         affects=Affects.JOB_KEY | Affects.RUN)
     tile: int | None = option(
@@ -162,17 +166,19 @@ class Settings:
         check=optional(whole()), affects=Affects.JOB_KEY | Affects.RUN)
     # -- retrieval ------------------------------------------------------------------------------
     refs: int = option(
-        1, help="references per target, best first (default 1)", flags=("--refs",), group=Group.RETRIEVAL,
+        1, help="references per target, best first (default 1), e.g. --refs 2 for texture from the two best photos",
+        flags=("--refs",), group=Group.RETRIEVAL,
         parse=positive_int, metavar="N", check=whole(), affects=Affects.RUN)
     top_k: int = option(
-        4, help="candidates of the verified ranking re-ranked by the model's own texture relevance (default 4)",
+        4, help="candidates of the verified ranking re-ranked by the model's own texture relevance (default 4; "
+                "at least --refs)",
         flags=("--top-k",), group=Group.RETRIEVAL, parse=positive_int, metavar="K", check=whole(),
         affects=Affects.RUN)
     # Geometric verification of the best `verify_pool` cosine candidates (pipeline/matching/verification.py).
     verify_pool: int = option(
-        24, help="cosine candidates checked by geometric verification: local features matched and counted where "
-                 "one homography explains them, so a photo of the same place wins over a look-alike (default 24; "
-                 "3.5 s per target on a busy 2-core CPU, each photo's features computed once and cached)",
+        24, help="cosine candidates checked by geometric verification (local features one homography explains), "
+                 "so a photo of the same place wins over a look-alike (default 24: 3.5 s per target on a busy "
+                 "2-core CPU, features cached per photo); fewer is faster, e.g. --verify-pool 8",
         flags=("--verify-pool",), group=Group.RETRIEVAL, parse=positive_int, metavar="N", check=whole(),
         affects=Affects.RUN)
     verify: bool = option(
@@ -202,12 +208,13 @@ class Settings:
     # unless thresholds are given (flags or refsr.toml), which then decide roles instead.
     ref_ratio: float | None = option(
         None, help="relative rule: a reference is at least R times its target's long side (default 2, or "
-                   "refsr.toml's [scan] ref_ratio)",
+                   "refsr.toml's [scan] ref_ratio), e.g. --ref-ratio 3 for only much larger references",
         flags=("--ref-ratio",), group=Group.SCAN, parse=number_in(1, 64), metavar="R", toml="scan.ref_ratio",
         check=optional(_ratio), affects=Affects.RUN)
     # Scan thresholds: None = the album's refsr.toml, else pipeline.scan's defaults.
     min_ref_side: int | None = option(
-        None, help="fixed threshold: a photo whose long side is at least PX is a reference candidate",
+        None, help="fixed threshold: a photo whose long side is at least PX is a reference candidate, e.g. "
+                   "--min-ref-side 1600 --max-target-side 800",
         flags=("--min-ref-side",), group=Group.SCAN, parse=positive_int, metavar="PX", toml="scan.min_ref_side",
         check=optional(whole()), affects=Affects.RUN)
     max_target_side: int | None = option(
@@ -228,7 +235,8 @@ class Settings:
         group=Group.INDEXING, action="store_false", check=as_is, affects=Affects.RUN)
     # -- the run --------------------------------------------------------------------------------
     out_dir: Path | None = option(
-        None, help="output folder (mirrors the album's sub-folders); default ALBUM/enhanced", flags=("--out",),
+        None, help="output folder (mirrors the album's sub-folders); default ALBUM/enhanced, e.g. "
+                   "--out ~/Pictures/enhanced", flags=("--out",),
         group=Group.OUTPUT, parse=Path, metavar="DIR",
         check=optional(lambda what, value: Path(value).expanduser().resolve()), affects=Affects.RUN)
     force: bool = option(
@@ -260,7 +268,8 @@ class Settings:
         False, help="also write the target's and references' file names (never their folders)",
         flags=("--embed-names",), group=Group.PROVENANCE, action="store_true", check=as_is, affects=Affects.RUN)
     signing_key: Path | None = option(
-        None, help="private key that signs the manifest (default $REFSR_SIGNING_KEY, else refsr's local key)",
+        None, help="private key that signs the manifest (default $REFSR_SIGNING_KEY, else refsr's local key), "
+                   "e.g. --signing-key me.key.pem --signing-cert me.chain.pem",
         flags=("--signing-key",), group=Group.PROVENANCE, parse=Path, metavar="PEM", env="REFSR_SIGNING_KEY",
         env_help="PEM private key that signs Content Credentials (as --signing-key)",
         check=optional(_full_path), affects=Affects.RUN)
@@ -310,7 +319,9 @@ class Settings:
         if (self.signing_key is None) != (self.signing_cert is None):
             raise ValueError(f"give both a signing key and its certificate chain, or neither (got key "
                              f"{self.signing_key!r}, certificate {self.signing_cert!r})")
-        # Validated by the objects built from these values, so errors name the same fields.
+        # Validated by the objects built from these values, so errors name the same fields. These copies are
+        # thrown away: the run's EnhanceParams is built once its device is resolved (flows/enhancing.py), and
+        # the precision, whose autocast that device decides, was checked above.
         self.retrieval()
         self.enhance_params()
 
@@ -348,6 +359,11 @@ class Settings:
         return EmbedderSettings(clip=ClipSettings(weights=self.clip_weights, device=device))
 
     def enhance_params(self, amp_dtype: Precision | None = None) -> EnhanceParams:
+        """The pixel parameters of this invocation's jobs, in the autocast of the resolved device.
+
+        `amp_dtype` comes from flows/resources.py `device_spec`: a run calls this once, after resolving the
+        device, and passes the result down (the enhance flow in its JobContext, `refsr sr` to enhance_photo).
+        """
         return EnhanceParams(
             outscale=float(self.outscale),
             search=self.search_config(),

@@ -251,8 +251,9 @@ def _cmd_sr(args: argparse.Namespace) -> int:
 
     res = resources_for(settings)
     ckpt = res.model()
-    result = enhance_photo(ckpt.model, args.lr, args.ref, args.out, settings.enhance_params(res.device.amp_dtype),
-                           attention_path=args.attention, device=res.device.name)
+    params = settings.enhance_params(res.device.amp_dtype)  # once, as the enhance flow's job context does
+    result = enhance_photo(ckpt.model, args.lr, args.ref, args.out, params, attention_path=args.attention,
+                           device=res.device.name)
     print(f"{shown(result.output_path)}  {result.width}x{result.height} {result.format}  "
           f"sr {result.timings['sr_s']:.1f}s on {result.device}  "
           f"(model {shown(settings.model_path.name)} ({ckpt.sha256[:12]}))")

@@ -1,12 +1,13 @@
-"""What the target tasks of one enhance run share (the job context) and what each returns (its outcome)."""
+"""What the target tasks of one enhance run share (its run and job contexts) and what each returns (its outcome)."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
 
+from flows.settings import Settings
 from pipeline.matching.retrieval import RankedReference
-from ttsr_core.config import Precision
+from pipeline.params import EnhanceParams
 
 
 class Outcome(enum.StrEnum):
@@ -25,7 +26,7 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class JobContext:
-    """What every target task of one run shares: ids, paths and hashes only."""
+    """What every target task of one run shares: ids, paths, hashes, and the pixel parameters its jobs are keyed by."""
 
     album_root: str
     album_id: int
@@ -36,10 +37,23 @@ class JobContext:
     embedder_key: str
     index_path: str
     device: str
-    amp_dtype: Precision | None
+    # Built once per run from the settings and the resolved device (its autocast among them), then only read:
+    # the job key, the model call, the re-rank and the records all take the same object.
+    params: EnhanceParams
     # The machine whose file index_path is ("" = any); a worker on another one builds the index from the
     # database's vectors instead, so workers need no copy of the flow machine's REFSR_HOME.
     index_host: str = ""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What one enhance run hands down to each target task: the settings it was asked with and its job context.
+
+    The process's resources are not in it: each task process looks its own up (flows/resources.py).
+    """
+
+    settings: Settings
+    job: JobContext
 
 
 @dataclass(frozen=True)

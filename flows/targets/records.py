@@ -20,7 +20,6 @@ from pipeline import outputs
 from pipeline.attention import attention_path_for
 from pipeline.enhance import EnhanceResult
 from pipeline.matching.retrieval import RankedReference
-from pipeline.params import EnhanceParams
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ def _rows(ranked: Sequence[RankedReference]) -> list[tuple[int, int, str, float,
     return [(r.rank, r.photo_id, r.sha256, r.cosine, r.relevance) for r in ranked]
 
 
-def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str, params: EnhanceParams,
+def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str,
                    retrieval_key: str | None, result: EnhanceResult, timings: dict[str, float],
                    ranked: Sequence[RankedReference], settle: Callable[[Session], None] | None = None,
                    carries: dict[str, bool] | None = None,
@@ -166,7 +165,7 @@ def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: i
             session, job.run_id, session.get(Photo, photo_id), key, status=EnhancementStatus.succeeded,
             model_name=job.model_name, model_sha256=job.model_sha256, embedder=job.embedder_key,
             device=result.device,
-            params={**params.pixel_params(), "retrieval_key": retrieval_key, "output_stat": written,
+            params={**job.params.pixel_params(), "retrieval_key": retrieval_key, "output_stat": written,
                     **({"stamp": carries} if carries is not None else {})},
             timings=timings, output_path=result.output_path.resolve(),
             output_sha256=result.output_sha256,
@@ -182,9 +181,8 @@ def record_success(sessions: sessionmaker[Session], job: JobContext, photo_id: i
         return enhancement.id
 
 
-def record_failure(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str, params: EnhanceParams,
-                   stage: str, error: str, ranked: Sequence[RankedReference] = (),
-                   timings: dict[str, float] | None = None,
+def record_failure(sessions: sessionmaker[Session], job: JobContext, photo_id: int, key: str, stage: str, error: str,
+                   ranked: Sequence[RankedReference] = (), timings: dict[str, float] | None = None,
                    candidates: Sequence[dict[str, object]] | None = None) -> int | None:
     """Record a failed enhancement with its reason; never raises (the run goes on)."""
     try:
@@ -192,7 +190,7 @@ def record_failure(sessions: sessionmaker[Session], job: JobContext, photo_id: i
             row = queries.record_enhancement(
                 session, job.run_id, session.get(Photo, photo_id), key, status=EnhancementStatus.failed,
                 model_name=job.model_name, model_sha256=job.model_sha256, embedder=job.embedder_key,
-                device=job.device, params={**params.pixel_params(), "failed_stage": stage},
+                device=job.device, params={**job.params.pixel_params(), "failed_stage": stage},
                 timings=timings or {}, error=error, references=_rows(ranked), candidates=candidates,
             )
             return row.id

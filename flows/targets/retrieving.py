@@ -19,8 +19,7 @@ from flows.album_config import scan_settings
 from flows.common import JsonCache
 from flows.features import FeatureCache
 from flows.resources import Resources
-from flows.settings import Settings
-from flows.targets.jobs import JobContext
+from flows.targets.jobs import JobContext, RunContext
 from pipeline.enhance import stable_hash
 from pipeline.hashed_read import load_verified
 from pipeline.matching.retrieval import (Candidate, CandidateScore, RankedReference, Ranking, cosine_candidates,
@@ -130,14 +129,16 @@ def _cosine_index(res: Resources, job: JobContext) -> VectorIndex | None:
     return res.database_index(job.album_id, job.embedder_key, version=job.run_id)
 
 
-def choose_references(res: Resources, job: JobContext, target: TargetPhoto, settings: Settings) -> Retrieval:
+def choose_references(res: Resources, run: RunContext, target: TargetPhoto) -> Retrieval:
     """Cosine candidates from the album's vector index, verified geometrically, re-ranked by the model.
 
     A ranking remembered for the same target, candidates, model and settings is reused unless
-    `settings.force`; re-ranking takes one of the process's model slots. The candidates' local
-    features are cached by content hash (``<home>/cache/features``), so each photo is described once.
+    `settings.force`; re-ranking takes one of the process's model slots, in the run's autocast. The
+    candidates' local features are cached by content hash (``<home>/cache/features``), so each photo is
+    described once.
     """
     t0 = time.perf_counter()
+    job, settings = run.job, run.settings
     index = _cosine_index(res, job)
     if target.vector is None:
         raise ValueError(f"{target.rel_path}: no {job.embedder_key} embedding (it failed at indexing)")
@@ -183,7 +184,7 @@ def choose_references(res: Resources, job: JobContext, target: TargetPhoto, sett
 
         with res.device_slot():
             ranking = rank_candidates(
-                model, lr, candidates, load, retrieval, device=job.device, amp_dtype=job.amp_dtype,
+                model, lr, candidates, load, retrieval, device=job.device, amp_dtype=job.params.amp_dtype,
                 features=lambda c: cache.get(c.sha256, lambda: load(c), retrieval.verify),
             )
         ranked, scores = ranking.chosen, ranking.scores

@@ -58,8 +58,8 @@ def test_a_reference_deleted_after_the_scan_is_dropped_not_the_target(make_album
     real = retrieving.choose_references
     calls = []
 
-    def choose_then_delete(res, job_, target, settings_):  # noqa: ANN001, ANN202
-        found = real(res, job_, target, settings_)
+    def choose_then_delete(res, run, target):  # noqa: ANN001, ANN202
+        found = real(res, run, target)
         calls.append([target.references[r.photo_id][1] for r in found.ranked])
         if len(calls) == 1:
             (album / calls[0][0]).unlink()

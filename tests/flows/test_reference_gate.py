@@ -23,7 +23,7 @@ from flows.indexing import embed_task, scan_task, sync_index_task
 from flows.provenance import describe_path
 from flows.resources import resources_for
 from flows.settings import Settings
-from flows.targets.jobs import JobContext, Outcome, TargetOutcome
+from flows.targets.jobs import JobContext, Outcome, RunContext, TargetOutcome
 from pipeline.enhance import enhance_photo, plan_output_paths
 from pipeline.provenance import xmp
 from ttsr_core.arrays import resize_bicubic
@@ -55,10 +55,10 @@ def _enhanced(album: Path, settings: Settings) -> TargetOutcome:
     ckpt = resources_for(settings).model()
     job = JobContext(album_root=str(album), album_id=counts.album_id, run_id=None,
                      out_dir=str(settings.output_dir(album)), model_sha256=ckpt.sha256, model_name=ckpt.name,
-                     embedder_key="fallback:v1", index_path=str(state.path), device="cpu", amp_dtype=None)
-    params = settings.enhance_params(None)
-    out = plan_output_paths(job.out_dir, [(target.rel_path, target.format)], params)
-    done = enhance_task.fn(target.id, job, settings, str(out[target.rel_path]))
+                     embedder_key="fallback:v1", index_path=str(state.path), device="cpu",
+                     params=settings.enhance_params())
+    out = plan_output_paths(job.out_dir, [(target.rel_path, target.format)], job.params)
+    done = enhance_task.fn(target.id, RunContext(settings, job), str(out[target.rel_path]))
     assert done.status is Outcome.ENHANCED, done.error
     return done
 
@@ -80,7 +80,7 @@ def test_a_planted_wrong_reference_adds_no_detail_over_the_single_image_path(tmp
     assert done.references == () and done.ref_paths == ()  # the wall lent nothing
 
     alone = enhance_photo(load_checkpoint(SHIPPED_MODEL).model, TARGET, [], tmp_path / "alone.jpg",
-                          settings.enhance_params(None))
+                          settings.enhance_params())
     assert np.array_equal(_pixels(done.output_path), _pixels(alone.output_path))
     assert _detail(done.output_path) <= _detail(alone.output_path)
 

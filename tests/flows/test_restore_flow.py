@@ -20,7 +20,7 @@ from flows.provenance import describe_path
 from flows.report import build_gallery
 from flows.resources import resources_for
 from flows.settings import Settings
-from flows.targets.jobs import JobContext, Outcome, TargetOutcome
+from flows.targets.jobs import JobContext, Outcome, RunContext, TargetOutcome
 from pipeline.enhance import plan_output_paths
 from pipeline.provenance import credentials, xmp
 from tests.pipeline.matching.scenes import scene
@@ -54,14 +54,15 @@ def _indexed(album: Path, settings: Settings) -> JobContext:
     ckpt = resources_for(settings).model()
     return JobContext(album_root=str(album), album_id=counts.album_id, run_id=None,
                       out_dir=str(settings.output_dir(album)), model_sha256=ckpt.sha256, model_name=ckpt.name,
-                      embedder_key="fallback:v1", index_path=str(state.path), device="cpu", amp_dtype=None)
+                      embedder_key="fallback:v1", index_path=str(state.path), device="cpu",
+                      params=settings.enhance_params())
 
 
 def _enhance(job: JobContext, settings: Settings) -> TargetOutcome:
     with resources_for(settings).sessions() as session:
         [target] = queries.photos(session, job.album_id, role=PhotoRole.target)
-    out = plan_output_paths(job.out_dir, [(target.rel_path, target.format)], settings.enhance_params(job.amp_dtype))
-    return enhance_task.fn(target.id, job, settings, str(out[target.rel_path]))
+    out = plan_output_paths(job.out_dir, [(target.rel_path, target.format)], job.params)
+    return enhance_task.fn(target.id, RunContext(settings, job), str(out[target.rel_path]))
 
 
 def _record(settings: Settings, enhancement_id: int | None) -> Enhancement:

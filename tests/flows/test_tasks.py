@@ -23,7 +23,7 @@ from flows.execution.faults import FAULT_ENV
 from flows.indexing import embed_task, scan_task, sync_index_task
 from flows.resources import resources_for
 from flows.settings import ModelNotFoundError, Settings, index_file
-from flows.targets.jobs import JobContext, Outcome, TargetOutcome
+from flows.targets.jobs import JobContext, Outcome, RunContext, TargetOutcome
 from pipeline import images
 from pipeline.enhance import plan_output_paths
 from tests.flows.conftest import add_pair
@@ -43,7 +43,7 @@ def _job(album: Path, settings: Settings, album_id: int) -> JobContext:
     ckpt = resources_for(settings).model()
     return JobContext(album_root=str(album), album_id=album_id, run_id=None, out_dir=str(settings.output_dir(album)),
                       model_sha256=ckpt.sha256, model_name=ckpt.name, embedder_key="fallback:v1",
-                      index_path=str(state.path), device="cpu", amp_dtype=None)
+                      index_path=str(state.path), device="cpu", params=settings.enhance_params())
 
 
 def _targets(settings: Settings, album_id: int) -> list[Photo]:
@@ -59,8 +59,8 @@ def _indexed_target(album: Path, settings: Settings) -> tuple[JobContext, Photo]
 
 def _enhance(target: Photo, job: JobContext, settings: Settings) -> TargetOutcome:
     """The task body as the flow calls it, with the output path the run would plan for it alone."""
-    out = plan_output_paths(job.out_dir, [(target.rel_path, target.format)], settings.enhance_params(job.amp_dtype))
-    return enhance_task.fn(target.id, job, settings, str(out[target.rel_path]))
+    out = plan_output_paths(job.out_dir, [(target.rel_path, target.format)], job.params)
+    return enhance_task.fn(target.id, RunContext(settings, job), str(out[target.rel_path]))
 
 
 def test_scan_task_records_roles_and_second_scan_reads_no_pixels(make_album, settings_for, monkeypatch) -> None:
