@@ -51,6 +51,8 @@ def _changed(d: Declared, tmp_path: Path) -> dict[str, Any]:
         return {d.name: next(c for c in d.option.choices if c != default)}
     if d.name == "ref_ratio":
         return {d.name: 3.0}
+    if d.name == "min_relevance":  # a mean soft attention, in [0, 1]
+        return {d.name: 0.5}
     if default is None or isinstance(default, (int, float)):
         return {d.name: (default or 64) + 1}
     raise AssertionError(f"the test knows no other value for {d.name}={default!r}: add one")
