@@ -189,6 +189,9 @@ def _card_scores(view: CardView) -> str:
     """Label/value rows: per-reference scores, the detail gain, the model, timings and details."""
     card = view.card
     rows: list[tuple[str, str]] = []
+    if not card.references and card.status is EnhancementStatus.succeeded:
+        rows.append(("reference", "none lent texture (not verified, relevance under --min-relevance): "
+                                  "enhanced from the photo alone"))
     for ref in card.references:
         prefix = f"ref {ref.rank + 1} " if len(card.references) > 1 else ""
         rows.append((f"{prefix}cosine", _fmt(ref.cosine)))

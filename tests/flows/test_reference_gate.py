@@ -21,6 +21,7 @@ from db.models import PhotoRole
 from flows.enhancing import enhance_task
 from flows.indexing import embed_task, scan_task, sync_index_task
 from flows.provenance import describe_path
+from flows.report import build_gallery
 from flows.resources import resources_for
 from flows.settings import Settings
 from flows.targets.jobs import JobContext, Outcome, RunContext, TargetOutcome
@@ -91,6 +92,9 @@ def test_a_planted_wrong_reference_adds_no_detail_over_the_single_image_path(tmp
     assert info.candidates[0].relevance is not None and info.candidates[0].relevance < settings.min_relevance
     carried = xmp.read(Path(done.output_path or "").read_bytes())
     assert carried is not None and carried.references == ()
+    with resources_for(settings).sessions() as session:
+        page = build_gallery(session, album_root=tmp_path / "wrong", out_dir=tmp_path / "gallery").read_text()
+    assert "enhanced from the photo alone" in page
 
     # Without the gate the same album pastes the wall's texture: more detail than the photo alone holds.
     ungated = _enhanced(_album(tmp_path / "ungated", SAMPLE / "graffiti" / "graf3.png"),
