@@ -23,7 +23,7 @@ from flows.targets.jobs import JobContext, RunContext
 from pipeline.enhance import stable_hash
 from pipeline.hashed_read import load_verified
 from pipeline.matching.retrieval import (Candidate, CandidateScore, RankedReference, Ranking, cosine_candidates,
-                                        gate_references, rank_candidates)
+                                        gate_references, rank_candidates, verify_candidates)
 from pipeline.params import RetrievalSettings
 from pipeline.roles import RelativeRoles, no_reference_reason
 
@@ -182,11 +182,13 @@ def choose_references(res: Resources, run: RunContext, target: TargetPhoto) -> R
             sha, rel = target.references[c.photo_id]
             return load_verified(root / rel, sha)[0]
 
+        # Verification is CPU work: done before taking the device slot, which only the model's scoring needs
+        # (a GPU shared by several tasks is not held idle through seconds of feature matching).
+        inliers = verify_candidates(lr, candidates, load, retrieval,
+                                    features=lambda c: cache.get(c.sha256, lambda: load(c), retrieval.verify))
         with res.device_slot():
-            ranking = rank_candidates(
-                model, lr, candidates, load, retrieval, device=job.device, amp_dtype=job.params.amp_dtype,
-                features=lambda c: cache.get(c.sha256, lambda: load(c), retrieval.verify),
-            )
+            ranking = rank_candidates(model, lr, candidates, load, retrieval, inliers=inliers, device=job.device,
+                                      amp_dtype=job.params.amp_dtype)
         ranked, scores = ranking.chosen, ranking.scores
         memo.put(key, ranked, scores)
     # The gate after the memo: the memo keeps the ranking, the gate's threshold is a setting of its own.

@@ -183,6 +183,31 @@ def gate_references(ranking: Ranking, settings: RetrievalSettings) -> Ranking:
     return Ranking(kept, scores)
 
 
+def verify_candidates(
+    target: np.ndarray,
+    candidates: Sequence[Candidate],
+    load: Callable[[Candidate], np.ndarray],
+    settings: RetrievalSettings = RetrievalSettings(),
+    *,
+    features: Callable[[Candidate], LocalFeatures] | None = None,
+) -> list[int | None]:
+    """Inliers of each candidate of the pool :func:`rank_candidates` looks at; None where not verified.
+
+    CPU work (SIFT, MAGSAC++) that needs no accelerator: a caller holding a GPU slot for the model
+    runs this before taking it.
+    """
+    verify = settings.verify
+    pool = list(candidates)[: max(settings.top_k, verify.pool if verify.enabled else 0)]
+    if not verify.enabled:
+        return [None] * len(pool)
+    mine = local_features(target, verify)
+    out: list[int | None] = []
+    for cand in pool:
+        theirs = features(cand) if features is not None else local_features(load(cand), verify)
+        out.append(verify_pair(mine, theirs, verify).inliers)
+    return out
+
+
 def rank_candidates(
     model: TTSR,
     target: np.ndarray,
@@ -191,6 +216,7 @@ def rank_candidates(
     settings: RetrievalSettings = RetrievalSettings(),
     *,
     features: Callable[[Candidate], LocalFeatures] | None = None,
+    inliers: Sequence[int | None] | None = None,
     device: str | torch.device | None = "cpu",
     amp_dtype: Precision | None = None,
 ) -> Ranking:
@@ -202,18 +228,17 @@ def rank_candidates(
     for (bonus > 0) keep their verified order in front — matches that one geometry explains are
     better evidence of the same place than texture likeness (benchmarks/RETRIEVAL.md) — and the rest
     follow by relevance, then cosine, then photo id. `load(candidate)` returns (H, W, 3) uint8;
-    `features(candidate)` its local features (a cache), else they are computed from `load`.
+    `features(candidate)` its local features (a cache), else they are computed from `load`;
+    `inliers`: what :func:`verify_candidates` returned for these candidates, if the caller ran it already.
     """
     if not candidates:
         return Ranking((), ())
     verify = settings.verify
     pool = list(candidates)[: max(settings.top_k, verify.pool if verify.enabled else 0)]
-    inliers: list[int | None] = [None] * len(pool)
-    if verify.enabled:
-        mine = local_features(target, verify)
-        for i, cand in enumerate(pool):
-            theirs = features(cand) if features is not None else local_features(load(cand), verify)
-            inliers[i] = verify_pair(mine, theirs, verify).inliers
+    if inliers is None:
+        inliers = verify_candidates(target, candidates, load, settings, features=features)
+    if len(inliers) != len(pool):
+        raise ValueError(f"{len(inliers)} inlier counts for a pool of {len(pool)} candidates")
     bonus = [0.0 if n is None else verification_bonus(n, verify) for n in inliers]
     verified = [c.cosine + b for c, b in zip(pool, bonus)]
     order = sorted(range(len(pool)), key=lambda i: (-verified[i], -pool[i].cosine, pool[i].photo_id))

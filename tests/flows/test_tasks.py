@@ -343,3 +343,38 @@ def test_precision_setting_chooses_the_autocast(tmp_path: Path, tiny_model: Path
         resources.device_spec(cpu, Precision.FLOAT16)
     spec = resources.ResourceSpec.of(Settings.from_env(env, precision="bfloat16"))
     assert spec.precision is Precision.BFLOAT16  # runs that differ in precision do not share a device spec
+
+
+def test_verification_runs_before_the_device_slot_is_taken(make_album, settings_for, monkeypatch) -> None:
+    """Feature matching is CPU work: a GPU slot is held only for the model's relevance and the enhancement."""
+    import contextlib
+
+    from flows import resources
+    from flows.targets import retrieving
+
+    album = make_album(2)
+    settings = settings_for(embedder="fallback")
+    job, target = _indexed_target(album, settings)
+    held: list[bool] = [False]
+    seen: list[bool] = []
+    real_slot, real_verify = resources.Resources.device_slot, retrieving.verify_candidates
+
+    @contextlib.contextmanager
+    def slot(self):  # type: ignore[no-untyped-def]
+        with real_slot(self):
+            held[0] = True
+            try:
+                yield
+            finally:
+                held[0] = False
+
+    def verify(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(held[0])
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(resources.Resources, "device_slot", slot)
+    monkeypatch.setattr(retrieving, "verify_candidates", verify)
+    done = _enhance(target, job, settings)
+    assert done.status is Outcome.ENHANCED and done.reranked
+    assert seen == [False]
+    assert done.references[0].inliers is not None  # the ranking still carries what verification found

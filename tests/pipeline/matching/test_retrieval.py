@@ -21,6 +21,7 @@ from pipeline.matching.retrieval import (
     lends_texture,
     rank_candidates,
     texture_relevance,
+    verify_candidates,
 )
 from pipeline.params import VerifySettings
 from tests.pipeline.matching.scenes import scene, tilt, view
@@ -167,6 +168,12 @@ def test_verification_puts_the_same_place_first_and_every_candidate_keeps_its_sc
     assert sum(s.relevance is not None for s in got.scores) == 3  # only the top_k met the model
     record = got.scores[0].as_record()
     assert record["photo_id"] == 6 and record["inliers"] == got.chosen[0].inliers and record["rank"] == 0
+    # Verified first by the caller (outside its device slot): the same ranking; a pool of another size is refused.
+    load = lambda c: pixels[c.photo_id]  # noqa: E731
+    inliers = verify_candidates(target, cands, load, settings)
+    assert rank_candidates(model, target, cands, load, settings, inliers=inliers) == got
+    with pytest.raises(ValueError, match="7 inlier counts for a pool of 8"):
+        rank_candidates(model, target, cands, load, settings, inliers=inliers[:7])
     # Without verification the look-alikes win.
     off = rank_candidates(model, target, cands, lambda c: pixels[c.photo_id],
                           RetrievalSettings(top_k=3, refs=2, verify=VerifySettings(enabled=False)))
