@@ -147,7 +147,9 @@ def _agreement(copy: np.ndarray, original: np.ndarray, h_copy_to_orig: np.ndarra
     f = min(1.0, settings.compare_side / max(h, w))
     cw, ch = max(8, round(w * f)), max(8, round(h * f))
     small = cv2.resize(copy, (cw, ch), interpolation=cv2.INTER_AREA).astype(np.float32)
-    to_orig = h_copy_to_orig @ np.diag([w / cw, h / ch, 1.0])
+    kx, ky = w / cw, h / ch  # compared pixel → copy pixel, centres onto centres (not corners: that slid
+    # the original by (k - 1) / 2 copy pixels, almost half a compared pixel at k = 5)
+    to_orig = h_copy_to_orig @ np.array([[kx, 0.0, 0.5 * kx - 0.5], [0.0, ky, 0.5 * ky - 0.5], [0.0, 0.0, 1.0]])
     aligned = align_original(original, to_orig, (cw, ch)).astype(np.float32)
     # Both blurred a little: a sub-pixel misregistration at a sharp edge is no difference of content.
     small = cv2.GaussianBlur(small, (0, 0), settings.blur_px)
