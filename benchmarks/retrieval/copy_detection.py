@@ -65,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=Path("data"))
     p.add_argument("--side", type=int, default=1600, help="originals reduced to this long side (speed)")
     p.add_argument("--verbose", action="store_true", help="print every miss and false copy")
+    p.add_argument("--seed", type=int, default=0, help="added to each photo's planting seed: another draw of copies")
     args = p.parse_args(argv)
     folder = args.data / "different-pairs"
     pairs = read_yardstick(folder)
     names = sorted({n for pair in pairs for n in pair})
     originals = {n: load_rgb(folder / n, args.side) for n in names}
-    copies = {n: plant_copy(originals[n], seed) for seed, n in enumerate(names)}
+    copies = {n: plant_copy(originals[n], args.seed + seed) for seed, n in enumerate(names)}
     feats = VerifySettings()
     t0 = time.perf_counter()
     f_orig = {n: local_features(originals[n], feats) for n in names}
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     recall = right / len(names)
     print(cpu())
     print(f"{len(names)} planted copies (x0.1-0.5, JPEG 40-95, half cropped to 60-95 %, half colour-edited) of the "
-          f"different-pairs photos (long side {args.side}); {negatives} negative pairs (a copy against another photo "
+          f"different-pairs photos (long side {args.side}, seed {args.seed}); {negatives} negative pairs "
+          "(a copy against another photo "
           "of the same source, and each yardstick pair)\n")
     print("| found (of planted) | right way round | false copies (of negatives) | precision | recall | ms/check |")
     print("| --- | --- | --- | --- | --- | --- |")

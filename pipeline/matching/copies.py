@@ -17,13 +17,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.matching.placement import place
 from pipeline.matching.verification import LocalFeatures, match_features
 
 logger = logging.getLogger(__name__)
 
 # Stored with each verdict: a new method checks pairs again, and its verdict replaces the old one's.
 # v2: an uncropped copy too small or too bare for feature matches is checked as one whole frame resized.
-COPY_METHOD = "sift-similarity-v2"
+# v3: a small copy that features cannot place, cropped or not, is placed in the original by its pixels.
+COPY_METHOD = "sift-similarity-v3"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,20 @@ class CopySettings:
     whole_frame: bool = True
     whole_frame_scale: float = 1.5
     min_explained: float = 0.9
+    # Not one whole frame either: a small copy (long side `search_min_side`..`search_max_side`) may be a
+    # crop that features cannot place; its pixels are searched for in the original
+    # (pipeline.matching.placement) as a crop showing at least `min_crop` of the original along its
+    # tighter side, and the place found must pass the same two tests. Below `search_min_side` a copy
+    # holds too little to tell its frame from the next frame of a video (measured: a 44-px copy agreed
+    # with the next frame as well as with its own); above `search_max_side` its features are computed
+    # at its own size and need no help. A copy with fewer than `search_min_features` features is a bare
+    # scene (a coin on a table): some crop of another bare photo, rescaled, matches it as well as its
+    # own original does. benchmarks/RETRIEVAL.md, "Copy detection", measures each floor.
+    crop_search: bool = True
+    search_min_features: int = 8
+    search_min_side: int = 56
+    search_max_side: int = 320
+    min_crop: float = 0.5
 
     def fingerprint(self) -> str:
         return COPY_METHOD
@@ -147,7 +163,9 @@ def _agreement(copy: np.ndarray, original: np.ndarray, h_copy_to_orig: np.ndarra
     f = min(1.0, settings.compare_side / max(h, w))
     cw, ch = max(8, round(w * f)), max(8, round(h * f))
     small = cv2.resize(copy, (cw, ch), interpolation=cv2.INTER_AREA).astype(np.float32)
-    to_orig = h_copy_to_orig @ np.diag([w / cw, h / ch, 1.0])
+    kx, ky = w / cw, h / ch  # compared pixel → copy pixel, centres onto centres (not corners: that slid
+    # the original by (k - 1) / 2 copy pixels, almost half a compared pixel at k = 5)
+    to_orig = h_copy_to_orig @ np.array([[kx, 0.0, 0.5 * kx - 0.5], [0.0, ky, 0.5 * ky - 0.5], [0.0, 0.0, 1.0]])
     aligned = align_original(original, to_orig, (cw, ch)).astype(np.float32)
     # Both blurred a little: a sub-pixel misregistration at a sharp edge is no difference of content.
     small = cv2.GaussianBlur(small, (0, 0), settings.blur_px)
@@ -198,6 +216,39 @@ def _whole_frame(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures, set
                        to_orig if ok else None)
 
 
+def _searched_crop(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures, settings: CopySettings,
+                   why: str) -> CopyVerdict | None:
+    """The verdict for a small copy found by its pixels in the other photo; None when the pair is not tried."""
+    (aw, ah), (bw, bh) = _full_size(fa), _full_size(fb)
+    copy = 0 if aw * ah < bw * bh else 1
+    copy_side = max((aw, ah) if copy == 0 else (bw, bh))
+    if not settings.search_min_side <= copy_side <= settings.search_max_side \
+            or len(fa if copy == 0 else fb) < settings.search_min_features:
+        return None
+    copy_px, orig_px = (p() if callable(p) else p for p in ((a, b) if copy == 0 else (b, a)))
+    found = place(copy_px, orig_px, min_scale=settings.whole_frame_scale, min_share=settings.min_crop)
+    if found is None:
+        return None
+    to_orig = found.small_to_large
+    scale = math.sqrt(abs(np.linalg.det(to_orig[:2, :2])))
+    worst, psnr, explained = _agreement(copy_px, orig_px, to_orig, settings)
+    ok = worst <= settings.max_block_rmse and explained >= settings.min_explained
+    reason = ("one picture, found by its pixels (too few feature matches to align by them)" if ok else
+              f"{why}; found by its pixels at {scale:.2f}×, block RMS {worst:.1f} and {explained:.0%} of it explained")
+    return CopyVerdict(ok, copy if ok else None, scale, 0, 1.0, worst, psnr, reason, to_orig if ok else None)
+
+
+def _without_features(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures, settings: CopySettings,
+                      matches: int, why: str = "") -> CopyVerdict:
+    """Too few features agree: the pair is judged by its pixels, as one whole frame, else as a small crop."""
+    verdict = CopyVerdict(False, None, None, 0, None, None, None, why or f"{matches} matches")
+    if settings.whole_frame:
+        verdict = _whole_frame(a, fa, b, fb, settings, matches)
+    if verdict.is_copy or not settings.crop_search:
+        return verdict
+    return _searched_crop(a, fa, b, fb, settings, verdict.reason) or verdict
+
+
 def check_copy(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures,
                settings: CopySettings = CopySettings(), *, bytes_a: int = 0, bytes_b: int = 0) -> CopyVerdict:
     """Whether photos `a` and `b` ((H, W, 3) uint8, with their local features) are one picture, and which is the copy.
@@ -209,16 +260,14 @@ def check_copy(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures,
     """
     pa, pb = match_features(fa, fb, settings.ratio)
     if len(pa) < settings.min_inliers:
-        if settings.whole_frame:
-            return _whole_frame(a, fa, b, fb, settings, len(pa))
-        return CopyVerdict(False, None, None, 0, None, None, None, f"{len(pa)} matches")
+        return _without_features(a, fa, b, fb, settings, len(pa))
     # A similarity (scale, turn, shift) fitted directly: a homography's eight parameters overfit the few,
     # noisy matches of a thumbnail and make a copy look tilted.
     m, mask = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=settings.threshold_px,
                                           maxIters=2000, confidence=0.999)
     inliers = int(mask.sum()) if mask is not None else 0
     if m is None or inliers < settings.min_inliers:
-        return CopyVerdict(False, None, None, inliers, None, None, None, f"{inliers} inliers")
+        return _without_features(a, fa, b, fb, settings, len(pa), f"{inliers} inliers")
     h = np.vstack([m, [0.0, 0.0, 1.0]])
     # Another view of a place is explained better by a homography (or not at all) than by a similarity.
     _, hmask = cv2.findHomography(pa, pb, cv2.USAC_MAGSAC, settings.threshold_px, maxIters=2000, confidence=0.999)

@@ -105,4 +105,61 @@ def test_a_bare_scenes_thumbnail_is_found_as_one_whole_frame_and_another_bare_ph
     assert verdict.copy_to_original is not None and verdict.scale == pytest.approx(5.0, abs=0.01)
     assert not check(thumb, _bare(2)).is_copy  # the coin lies elsewhere on another table
     features = local_features(thumb, FEATURES), local_features(table, FEATURES)
-    assert not check_copy(thumb, features[0], table, features[1], CopySettings(whole_frame=False)).is_copy
+    features_alone = CopySettings(whole_frame=False, crop_search=False)
+    assert not check_copy(thumb, features[0], table, features[1], features_alone).is_copy
+
+
+# The crop (x 200..916, y 150..687: 70 % of each side) of a 1024×768 photo, reduced to 0.12× (86×64).
+CROP_X, CROP_Y, CROP_W, CROP_H = 200, 150, 716, 537
+
+
+def _small_crop(photo: np.ndarray, factor: float = 0.12) -> np.ndarray:
+    return jpeg(shrink(photo[CROP_Y:CROP_Y + CROP_H, CROP_X:CROP_X + CROP_W], factor), 70)
+
+
+@pytest.fixture(scope="module")
+def soft() -> np.ndarray:
+    """A soft scene (a small one enlarged 16×): its thumbnail keeps a few dozen features, too few of them match."""
+    return cv2.resize(scene(6, 64, 48), (1024, 768), interpolation=cv2.INTER_CUBIC)
+
+
+def test_a_small_cropped_copy_is_found_by_its_pixels_where_features_cannot_place_it(soft: np.ndarray) -> None:
+    copy = _small_crop(soft)
+    features_alone = CopySettings(whole_frame=False, crop_search=False)
+    assert not check_copy(copy, local_features(copy, FEATURES), soft, local_features(soft, FEATURES),
+                          features_alone).is_copy  # the premise: features cannot place it
+    verdict = check(copy, soft)
+    assert verdict.is_copy and verdict.copy == 0 and "by its pixels" in verdict.reason, verdict
+    assert verdict.scale == pytest.approx(CROP_W / copy.shape[1], rel=0.02)
+    # The copy's centre lands on the crop's centre in the original (within a copy pixel).
+    centre = verdict.copy_to_original @ np.array([(copy.shape[1] - 1) / 2, (copy.shape[0] - 1) / 2, 1.0])
+    assert np.abs(centre[:2] - [CROP_X + (CROP_W - 1) / 2, CROP_Y + (CROP_H - 1) / 2]).max() < verdict.scale
+    flipped = check(soft, copy)
+    assert flipped.is_copy and flipped.copy == 1
+
+
+def test_a_small_crop_of_the_same_place_with_something_moved_is_no_copy(soft: np.ndarray) -> None:
+    later = soft.copy()
+    cv2.rectangle(later, (500, 300), (600, 460), (20, 200, 30), -1)  # inside the crop
+    verdict = check(_small_crop(later), soft)
+    assert not verdict.is_copy and "by its pixels" in verdict.reason, verdict
+
+
+def test_a_small_crop_of_another_photo_is_no_copy(soft: np.ndarray) -> None:
+    other = cv2.resize(scene(7, 64, 48), (1024, 768), interpolation=cv2.INTER_CUBIC)
+    assert not check(_small_crop(other), soft).is_copy
+
+
+def test_a_copy_too_small_to_tell_from_the_next_frame_is_not_searched(soft: np.ndarray) -> None:
+    tiny = _small_crop(soft, 0.06)  # 43 px on its long side, below search_min_side
+    assert max(tiny.shape[:2]) < CopySettings().search_min_side
+    verdict = check(tiny, soft)
+    assert not verdict.is_copy and "by its pixels" not in verdict.reason, verdict
+
+
+def test_a_bare_scenes_crop_is_not_searched_for_it_would_fit_another_bare_photo() -> None:
+    # Two bare tables differ by where the coin lies: some crop of one, rescaled, is the other's crop.
+    thumb = _small_crop(_bare(2))
+    assert len(local_features(thumb, FEATURES)) < CopySettings().search_min_features
+    verdict = check(thumb, _bare(3))
+    assert not verdict.is_copy and "by its pixels" not in verdict.reason, verdict
