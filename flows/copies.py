@@ -16,7 +16,7 @@ from flows.common import is_transient, one_line, retry_if_transient
 from flows.features import FeatureCache
 from flows.resources import resources_for
 from flows.settings import Settings
-from pipeline import images
+from pipeline.hashed_read import load_verified
 from pipeline.matching.copies import COPY_METHOD, CopySettings, check_copy
 from pipeline.params import VerifySettings
 
@@ -99,8 +99,10 @@ def find_copies(album_id: int, album_root: str, embedder_key: str, settings: Set
 
 
 def _check(root: Path, pa: Photo, pb: Photo, features: FeatureCache, verify: VerifySettings):  # type: ignore[no-untyped-def]
+    # The pixels must be the bytes the photo's hash names: a verdict (and features) recorded under that
+    # hash from a file replaced since the scan would stand for the pair for good (each pair is checked once).
     def load(p: Photo):  # type: ignore[no-untyped-def]
-        return lambda: images.load_rgb(root / p.rel_path)[0]
+        return lambda: load_verified(root / p.rel_path, p.sha256)[0]
 
     fa = features.get(pa.sha256 or "", load(pa), verify)
     fb = features.get(pb.sha256 or "", load(pb), verify)

@@ -85,3 +85,26 @@ def test_a_later_methods_verdict_replaces_an_earlier_ones(tmp_path: Path, settin
     with sessions() as session:
         found = [(c.copy.rel_path, c.original.rel_path) for c in queries.album_copies(session, counts.album_id)]
     assert found == [("chat/copy.jpg", "trip/original.jpg")]
+
+
+def test_a_photo_replaced_since_its_scan_gets_no_verdict_under_its_old_hash(tmp_path: Path, settings_for) -> None:
+    """Pixels read for a check are the bytes the hash names: a swapped file fails its checks, recording nothing."""
+    from sqlalchemy import select
+
+    from db.models import CopyCheck
+
+    album = _album(tmp_path / "album")
+    settings = settings_for(embedder="fallback")
+    counts = scan_task.fn(str(album), settings)
+    with resources_for(settings).sessions() as session:
+        photos = queries.photos(session, counts.album_id)
+    for p in photos:
+        assert embed_task.fn(p.id, str(album), settings).error is None
+    old = next(p.sha256 for p in photos if p.rel_path == "chat/copy.jpg")
+    _save(album / "chat" / "copy.jpg", scene(9, 200, 150), 70)  # another picture under the copy's name
+
+    found = find_copies(counts.album_id, str(album), "fallback:v1", settings)
+    assert found.copies == () and found.failed >= 1
+    with resources_for(settings).sessions() as session:
+        checks = session.scalars(select(CopyCheck).where((CopyCheck.sha_a == old) | (CopyCheck.sha_b == old))).all()
+    assert checks == []  # the next scan files the new content under its own hash and checks it then
