@@ -10,7 +10,7 @@ through the product's gate (``lends_texture``) at several ``--min-relevance`` va
 refused, the output is the single-image one. The PSNR of each output comes from the ``evaluate``
 report of the same model (``--eval``), so the gated gains are exactly what the product would write.
 
-    .venv/bin/python benchmarks/reference_gate.py --eval models/ttsr-lite/eval-yardstick-round3.json
+    PYTHONPATH=. .venv/bin/python benchmarks/reference_gate.py --eval models/ttsr-lite/eval-yardstick-round3.json
 """
 from __future__ import annotations
 

@@ -19,13 +19,22 @@ PHOTO = ROOT / "examples" / "album" / "graffiti" / "graf3.png"  # a real photo s
 
 
 def test_shipped_checkpoint_loads_and_describes_itself() -> None:
-    """Round 3's default: the gated model trained on from the 700-step candidate (MODEL_CARD.md, "Round 3")."""
+    """Round 3's default: its third stage, trained on from the second (MODEL_CARD.md, "Round 3")."""
     loaded = load_checkpoint(SHIPPED)
     assert loaded.layout is CheckpointLayout.OWN
     assert loaded.config == replace(preset("ttsr-lite"), relevance_gate=True)
-    assert loaded.meta["step"] == 2200 and loaded.meta["stage"] == "sr" and loaded.meta["holdout"]
-    assert loaded.meta["init"]["sha256"] == load_checkpoint(SHIPPED.parent / "ttsr-lite-x4-gated.safetensors").sha256
+    assert loaded.meta["step"] == 3200 and loaded.meta["stage"] == "sr" and loaded.meta["holdout"]
+    stage2 = load_checkpoint(SHIPPED.parent / "ttsr-lite-x4-round3-stage2.safetensors")
+    assert loaded.meta["init"]["sha256"] == stage2.sha256
     assert SHIPPED.stat().st_size <= 20 * 2**20
+
+
+def test_round_3s_second_stage_stays_beside_it_and_says_what_it_started_from() -> None:
+    """The default until its third stage: 2200 steps on from the 700-step candidate."""
+    loaded = load_checkpoint(SHIPPED.parent / "ttsr-lite-x4-round3-stage2.safetensors")
+    assert loaded.config == replace(preset("ttsr-lite"), relevance_gate=True)
+    assert loaded.meta["step"] == 2200 and loaded.meta["degradation"] == "mixed"
+    assert loaded.meta["init"]["sha256"] == load_checkpoint(SHIPPED.parent / "ttsr-lite-x4-gated.safetensors").sha256
 
 
 @pytest.mark.parametrize(("name", "step", "degradation"), [
