@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from pipeline.images import shrink
-from pipeline.matching.verification import LocalFeatures, local_features, verification_bonus, verify_pair
+from pipeline.matching.verification import (LocalFeatures, local_features, verification_bonus, verify_pair,
+                                           vouches)
 from pipeline.params import RerankSettings, RetrievalSettings
 from ttsr_core.arrays import check_rgb, resize_bicubic
 from ttsr_core.config import MIN_REF_SIDE, SCALE, Precision
@@ -161,9 +162,7 @@ def lends_texture(ref: RankedReference, settings: RetrievalSettings) -> bool:
     `verify.min_inliers` inliers) or when the model finds the target's texture in it (mean relevance ≥
     `min_relevance`); otherwise the target is better enhanced from itself alone.
     """
-    if settings.min_relevance <= 0:
-        return True
-    if ref.inliers is not None and ref.inliers > settings.verify.min_inliers:
+    if settings.min_relevance <= 0 or vouches(ref.inliers, settings.verify):
         return True
     return ref.relevance >= settings.min_relevance
 
@@ -183,6 +182,12 @@ def gate_references(ranking: Ranking, settings: RetrievalSettings) -> Ranking:
     return Ranking(kept, scores)
 
 
+def _pool(candidates: Sequence[Candidate], settings: RetrievalSettings) -> list[Candidate]:
+    """The best-cosine candidates that are verified and ranked: `verify.pool` of them, at least `top_k`."""
+    verify = settings.verify
+    return list(candidates)[: max(settings.top_k, verify.pool if verify.enabled else 0)]
+
+
 def verify_candidates(
     target: np.ndarray,
     candidates: Sequence[Candidate],
@@ -197,7 +202,7 @@ def verify_candidates(
     runs this before taking it.
     """
     verify = settings.verify
-    pool = list(candidates)[: max(settings.top_k, verify.pool if verify.enabled else 0)]
+    pool = _pool(candidates, settings)
     if not verify.enabled:
         return [None] * len(pool)
     mine = local_features(target, verify)
@@ -234,7 +239,7 @@ def rank_candidates(
     if not candidates:
         return Ranking((), ())
     verify = settings.verify
-    pool = list(candidates)[: max(settings.top_k, verify.pool if verify.enabled else 0)]
+    pool = _pool(candidates, settings)
     if inliers is None:
         inliers = verify_candidates(target, candidates, load, settings, features=features)
     if len(inliers) != len(pool):

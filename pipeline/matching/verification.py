@@ -143,13 +143,18 @@ def verify_pair(a: LocalFeatures, b: LocalFeatures, settings: VerifySettings = V
     return Verification(int(keep.sum()), len(pa), model, matrix.astype(np.float64), (pa[keep], pb[keep]))
 
 
+def vouches(inliers: int | None, settings: VerifySettings = VerifySettings()) -> bool:
+    """Whether verification found more than chance agreement: over `min_inliers` inliers (None: not verified)."""
+    return inliers is not None and inliers > settings.min_inliers
+
+
 def verification_bonus(inliers: int, settings: VerifySettings = VerifySettings()) -> float:
     """What verification adds to a candidate's cosine: `weight` per decade of inliers above `min_inliers`.
 
     0 up to `min_inliers` (chance agreement, and every unverified candidate), then log-growing: the
     step from 12 to 40 inliers says more about the place than the step from 400 to 800.
     """
-    if inliers <= settings.min_inliers:
+    if not vouches(inliers, settings):
         return 0.0
     return settings.weight * math.log10(inliers / settings.min_inliers)
 
