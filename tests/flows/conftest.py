@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
+    from flows.targets.jobs import JobContext
 
 ALBUM_CONFIG = "[scan]\nmin_ref_side = 96\nmax_target_side = 48\n"
 
@@ -108,3 +113,30 @@ def settings_for(tmp_path: Path, tiny_model: Path) -> Callable[..., object]:
         return Settings.from_env(env={}, **values)
 
     return _settings
+
+
+def index_album(album: Path, settings: Settings) -> int:
+    """Scan `album` and embed every photo, as the enhance flow's index steps do; the album's id."""
+    from db import queries
+    from flows.indexing import embed_task, scan_task
+    from flows.resources import resources_for
+
+    counts = scan_task.fn(str(album), settings)
+    with resources_for(settings).sessions() as session:
+        ids = [p.id for p in queries.photos(session, counts.album_id)]
+    for pid in ids:
+        assert embed_task.fn(pid, str(album), settings).error is None
+    return counts.album_id
+
+
+def job_for(album: Path, settings: Settings, album_id: int) -> JobContext:
+    """The index synced and the job context an enhance run on `album` hands its target tasks (CPU, fallback)."""
+    from flows.indexing import sync_index_task
+    from flows.resources import resources_for
+    from flows.targets.jobs import JobContext
+
+    state = sync_index_task.fn(album_id, "fallback:v1", settings)
+    ckpt = resources_for(settings).model()
+    return JobContext(album_root=str(album), album_id=album_id, run_id=None, out_dir=str(settings.output_dir(album)),
+                      model_sha256=ckpt.sha256, model_name=ckpt.name, embedder_key="fallback:v1",
+                      index_path=str(state.path), device="cpu", params=settings.enhance_params())

@@ -19,14 +19,14 @@ from PIL import Image
 from db import queries
 from db.models import PhotoRole
 from flows.enhancing import enhance_task
-from flows.indexing import embed_task, scan_task, sync_index_task
 from flows.provenance import describe_path
 from flows.report import build_gallery
 from flows.resources import resources_for
 from flows.settings import Settings
-from flows.targets.jobs import JobContext, Outcome, RunContext, TargetOutcome
+from flows.targets.jobs import Outcome, RunContext, TargetOutcome
 from pipeline.enhance import enhance_photo, plan_output_paths
 from pipeline.provenance import xmp
+from tests.flows.conftest import index_album, job_for
 from ttsr_core.arrays import resize_bicubic
 from ttsr_core.config import SHIPPED_MODEL
 from ttsr_core.model.checkpoint import load_checkpoint
@@ -46,18 +46,10 @@ def _album(root: Path, reference: Path) -> Path:
 
 def _enhanced(album: Path, settings: Settings) -> TargetOutcome:
     """Scan, embed and index `album` as the enhance flow does, then enhance its one target."""
-    counts = scan_task.fn(str(album), settings)
+    album_id = index_album(album, settings)
+    job = job_for(album, settings, album_id)
     with resources_for(settings).sessions() as session:
-        photos = queries.photos(session, counts.album_id)
-        [target] = [p for p in photos if p.role is PhotoRole.target]
-    for photo in photos:
-        assert embed_task.fn(photo.id, str(album), settings).error is None
-    state = sync_index_task.fn(counts.album_id, "fallback:v1", settings)
-    ckpt = resources_for(settings).model()
-    job = JobContext(album_root=str(album), album_id=counts.album_id, run_id=None,
-                     out_dir=str(settings.output_dir(album)), model_sha256=ckpt.sha256, model_name=ckpt.name,
-                     embedder_key="fallback:v1", index_path=str(state.path), device="cpu",
-                     params=settings.enhance_params())
+        [target] = queries.photos(session, album_id, role=PhotoRole.target)
     out = plan_output_paths(job.out_dir, [(target.rel_path, target.format)], job.params)
     done = enhance_task.fn(target.id, RunContext(settings, job), str(out[target.rel_path]))
     assert done.status is Outcome.ENHANCED, done.error

@@ -15,7 +15,6 @@ from db.models import Enhancement, PhotoRole
 from durable.files import sha256_file
 from flows.copies import find_copies
 from flows.enhancing import enhance_task
-from flows.indexing import embed_task, scan_task, sync_index_task
 from flows.provenance import describe_path
 from flows.report import build_gallery
 from flows.resources import resources_for
@@ -23,6 +22,7 @@ from flows.settings import Settings
 from flows.targets.jobs import JobContext, Outcome, RunContext, TargetOutcome
 from pipeline.enhance import plan_output_paths
 from pipeline.provenance import credentials, xmp
+from tests.flows.conftest import index_album, job_for
 from tests.pipeline.matching.scenes import scene
 from ttsr_core.arrays import resize_bicubic
 from ttsr_core.metrics import psnr_y
@@ -43,19 +43,10 @@ def _album(root: Path) -> np.ndarray:
 
 def _indexed(album: Path, settings: Settings) -> JobContext:
     """Scan, embed, find copies and sync the index, as the enhance flow's index steps do; the job context."""
-    counts = scan_task.fn(str(album), settings)
-    with resources_for(settings).sessions() as session:
-        ids = [p.id for p in queries.photos(session, counts.album_id)]
-    for pid in ids:
-        assert embed_task.fn(pid, str(album), settings).error is None
-    assert [(c.copy, c.original) for c in find_copies(counts.album_id, str(album), "fallback:v1", settings).copies] \
+    album_id = index_album(album, settings)
+    assert [(c.copy, c.original) for c in find_copies(album_id, str(album), "fallback:v1", settings).copies] \
         == [("chat/copy.jpg", "trip/original.png")]
-    state = sync_index_task.fn(counts.album_id, "fallback:v1", settings)
-    ckpt = resources_for(settings).model()
-    return JobContext(album_root=str(album), album_id=counts.album_id, run_id=None,
-                      out_dir=str(settings.output_dir(album)), model_sha256=ckpt.sha256, model_name=ckpt.name,
-                      embedder_key="fallback:v1", index_path=str(state.path), device="cpu",
-                      params=settings.enhance_params())
+    return job_for(album, settings, album_id)
 
 
 def _enhance(job: JobContext, settings: Settings) -> TargetOutcome:

@@ -20,30 +20,13 @@ from flows.album_config import AlbumConfig, scan_settings
 from flows.common import is_transient, recover_crashed_runs, start_run
 from flows.enhancing import enhance_task
 from flows.execution.faults import FAULT_ENV
-from flows.indexing import embed_task, scan_task, sync_index_task
+from flows.indexing import scan_task, sync_index_task
 from flows.resources import resources_for
 from flows.settings import ModelNotFoundError, Settings, index_file
 from flows.targets.jobs import JobContext, Outcome, RunContext, TargetOutcome
 from pipeline import images
 from pipeline.enhance import plan_output_paths
-from tests.flows.conftest import add_pair
-
-
-def _index(album: Path, settings: Settings) -> int:
-    counts = scan_task.fn(str(album), settings)
-    with resources_for(settings).sessions() as session:
-        ids = [p.id for p in queries.photos(session, counts.album_id)]
-    for pid in ids:
-        assert embed_task.fn(pid, str(album), settings).error is None
-    return counts.album_id
-
-
-def _job(album: Path, settings: Settings, album_id: int) -> JobContext:
-    state = sync_index_task.fn(album_id, "fallback:v1", settings)
-    ckpt = resources_for(settings).model()
-    return JobContext(album_root=str(album), album_id=album_id, run_id=None, out_dir=str(settings.output_dir(album)),
-                      model_sha256=ckpt.sha256, model_name=ckpt.name, embedder_key="fallback:v1",
-                      index_path=str(state.path), device="cpu", params=settings.enhance_params())
+from tests.flows.conftest import add_pair, index_album, job_for
 
 
 def _targets(settings: Settings, album_id: int) -> list[Photo]:
@@ -53,8 +36,8 @@ def _targets(settings: Settings, album_id: int) -> list[Photo]:
 
 def _indexed_target(album: Path, settings: Settings) -> tuple[JobContext, Photo]:
     """Index `album`; the job context of a run on it and its first target."""
-    album_id = _index(album, settings)
-    return _job(album, settings, album_id), _targets(settings, album_id)[0]
+    album_id = index_album(album, settings)
+    return job_for(album, settings, album_id), _targets(settings, album_id)[0]
 
 
 def _enhance(target: Photo, job: JobContext, settings: Settings) -> TargetOutcome:
@@ -94,7 +77,7 @@ def test_scan_task_reports_unreadable_and_gone_files(make_album, settings_for) -
 def test_index_sync_holds_references_only_and_follows_the_database(make_album, settings_for) -> None:
     album = make_album(3)
     settings = settings_for(embedder="fallback")
-    album_id = _index(album, settings)
+    album_id = index_album(album, settings)
     state = sync_index_task.fn(album_id, "fallback:v1", settings)
     assert state.size == 3 and state.rebuilt and state.path == index_file(settings, album_id, "fallback:v1")
     assert sync_index_task.fn(album_id, "fallback:v1", settings).added == 0  # nothing to do
