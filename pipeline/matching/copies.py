@@ -9,6 +9,7 @@ the second where anything moved; two views of one place fail the first.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -189,6 +190,11 @@ def _agreement(copy: np.ndarray, original: np.ndarray, h_copy_to_orig: np.ndarra
 Pixels = np.ndarray | Callable[[], np.ndarray]
 
 
+def _once(p: Pixels) -> Pixels:
+    """`p`, its loader (a photo decoded from disk) run at most once however many tests look at it."""
+    return functools.cache(p) if callable(p) else p
+
+
 def _full_size(f: LocalFeatures) -> tuple[int, int]:
     return round(f.size[0] * f.scale), round(f.size[1] * f.scale)
 
@@ -242,6 +248,7 @@ def _without_features(a: Pixels, fa: LocalFeatures, b: Pixels, fb: LocalFeatures
                       matches: int, why: str = "") -> CopyVerdict:
     """Too few features agree: the pair is judged by its pixels, as one whole frame, else as a small crop."""
     verdict = CopyVerdict(False, None, None, 0, None, None, None, why or f"{matches} matches")
+    a, b = _once(a), _once(b)  # the whole-frame test and the crop search may both need the pixels
     if settings.whole_frame:
         verdict = _whole_frame(a, fa, b, fb, settings, matches)
     if verdict.is_copy or not settings.crop_search:

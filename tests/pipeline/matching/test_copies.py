@@ -136,6 +136,18 @@ def test_a_small_cropped_copy_is_found_by_its_pixels_where_features_cannot_place
     assert np.abs(centre[:2] - [CROP_X + (CROP_W - 1) / 2, CROP_Y + (CROP_H - 1) / 2]).max() < verdict.scale
     flipped = check(soft, copy)
     assert flipped.is_copy and flipped.copy == 1
+    # Given as loaders (photos on disk), each is decoded once, though both pixel tests look at it.
+    loads = {"copy": 0, "original": 0}
+
+    def loader(name: str, rgb: np.ndarray):  # type: ignore[no-untyped-def]
+        def load() -> np.ndarray:
+            loads[name] += 1
+            return rgb
+        return load
+
+    lazily = check_copy(loader("copy", copy), local_features(copy, FEATURES), loader("original", soft),
+                        local_features(soft, FEATURES), CopySettings())
+    assert lazily.is_copy and lazily.reason == verdict.reason and loads == {"copy": 1, "original": 1}
 
 
 def test_a_small_crop_of_the_same_place_with_something_moved_is_no_copy(soft: np.ndarray) -> None:
