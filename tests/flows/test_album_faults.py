@@ -10,7 +10,8 @@ from db.models import PhotoRole
 from flows.indexing import scan_task
 from flows.resources import resources_for
 from flows.targets.jobs import Outcome
-from tests.flows.test_tasks import _enhance, _index, _indexed_target, _job, _targets
+from tests.flows.conftest import index_album, job_for
+from tests.flows.test_tasks import _enhance, _indexed_target, _targets
 
 
 def test_an_output_copied_into_the_album_is_neither_target_nor_reference(make_album, settings_for) -> None:
@@ -46,8 +47,8 @@ def test_a_reference_deleted_after_the_scan_is_dropped_not_the_target(make_album
 
     album = make_album(3)
     settings = settings_for(embedder="fallback", top_k=3)
-    album_id = _index(album, settings)
-    job = _job(album, settings, album_id)
+    album_id = index_album(album, settings)
+    job = job_for(album, settings, album_id)
     first, second = _targets(settings, album_id)[:2]
     (album / "scene0" / "ref.png").unlink()  # gone before this target's retrieval
     done = _enhance(first, job, settings)
@@ -79,7 +80,7 @@ def test_a_renamed_photo_reuses_its_job_and_its_output_moves_with_it(make_album,
     assert first.status is Outcome.ENHANCED
     old_output = Path(first.output_path)
     (album / target.rel_path).rename(album / "scene0" / "small" / "renamed.jpg")
-    _index(album, settings)
+    index_album(album, settings)
     (renamed,) = [t for t in _targets(settings, job.album_id) if t.rel_path.endswith("renamed.jpg")]
     again = _enhance(renamed, job, settings)
     assert again.status is Outcome.CACHED and again.job_key == first.job_key  # no model work
@@ -91,7 +92,7 @@ def test_a_renamed_photo_reuses_its_job_and_its_output_moves_with_it(make_album,
         assert [r.ref_sha256 for r in row.references] == [r.sha256 for r in first.references]
     # A copy under a second name (the first still there) gets a copy of the output.
     shutil.copy(album / renamed.rel_path, album / "scene0" / "small" / "copy.jpg")
-    _index(album, settings)
+    index_album(album, settings)
     (copy,) = [t for t in _targets(settings, job.album_id) if t.rel_path.endswith("copy.jpg")]
     copied = _enhance(copy, job, settings)
     assert copied.status is Outcome.CACHED and Path(copied.output_path).is_file()

@@ -17,17 +17,18 @@ from flows.resources import resources_for
 from flows.targets.jobs import Outcome
 from pipeline.provenance import credentials, xmp
 from tests.flows.conftest import ALBUM_CONFIG, add_pair
-from tests.flows.test_tasks import _enhance, _index, _job, _targets
+from tests.flows.conftest import index_album, job_for
+from tests.flows.test_tasks import _enhance, _targets
 
 
 
 def _enhanced(album: Path, settings, fresh: bool = True) -> Path:
     """Index `album` and enhance its first target through the task body; the output path."""
-    album_id = _index(album, settings) if fresh else None
+    album_id = index_album(album, settings) if fresh else None
     if album_id is None:
         with resources_for(settings).sessions() as session:
             album_id = queries.get_album(session, album.resolve()).id
-    job = _job(album, settings, album_id)
+    job = job_for(album, settings, album_id)
     target = _targets(settings, album_id)[0]
     outcome = _enhance(target, job, settings)
     assert outcome.status in {Outcome.ENHANCED, Outcome.CACHED}, outcome
